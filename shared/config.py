@@ -1,0 +1,31 @@
+"""Settings common to every service, read from CLAIMFLOW_* environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLAIMFLOW_", extra="ignore")
+
+    database_url: str = "postgresql://claimflow@127.0.0.1:15432/claimflow"
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8100
+
+    # tansu holds every fetch for the full fetch_max_wait_ms even when data is there,
+    # so the default Kafka 500 ms would cost half a second per hop.
+    fetch_max_wait_ms: int = Field(default=10, ge=0)
+    consumer_batch_max_records: int = Field(default=500, ge=1)
+    consumer_batch_timeout_ms: int = Field(default=50, ge=0)
+    consumer_retry_backoff_s: float = Field(default=1.0, gt=0)
+
+    outbox_batch_size: int = Field(default=1000, ge=1)
+    outbox_poll_interval_s: float = Field(default=1.0, gt=0)
+    """Fallback polling; the relay is normally woken by LISTEN/NOTIFY."""
+
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    consumer_stall_after_s: float = Field(default=60.0, gt=0)
+    """/health reports the consumer stuck when it has not polled for this long."""

@@ -1,0 +1,134 @@
+"""``claimflow``: start and stop the embedded stack, and run the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from shared.devstack import stack
+from shared.devstack.demo import run_demo, summary_table
+
+app = typer.Typer(help="claimflow: local stack and demo", no_args_is_help=True)
+stack_app = typer.Typer(help="The embedded stack: tansu, PostgreSQL, three services, Prometheus.")
+app.add_typer(stack_app, name="stack")
+console = Console(stderr=True)
+
+DataDir = Annotated[
+    Path, typer.Option(envvar="CLAIMFLOW_STACK_DIR", help="Data folder of the stack")
+]
+
+
+def _config(data_dir: Path, port_base: int | None) -> stack.StackConfig:
+    cfg = stack.StackConfig(data_dir=data_dir.resolve())
+    if port_base is not None:
+        cfg.ports = stack.StackPorts(
+            postgres=port_base, broker=port_base + 1, intake=port_base + 2,
+            review=port_base + 3, payout=port_base + 4, prometheus=port_base + 5,
+        )
+    return cfg
+
+
+PortBase = Annotated[
+    int | None,
+    typer.Option(envvar="CLAIMFLOW_PORT_BASE",
+                 help="Move all ports to BASE..BASE+5 (postgres, broker, intake, review, payout, prometheus)"),
+]
+
+
+def _print_urls(info: dict[str, object]) -> None:
+    console.print_json(json.dumps(info["urls"]))
+
+
+@stack_app.command("up")
+def stack_up(
+    data_dir: DataDir = stack.REPO_ROOT / ".stack",
+    port_base: PortBase = None,
+    partitions: int = 3,
+) -> None:
+    """Start the stack in the background; print the URLs (also in <data>/stack.json)."""
+    cfg = _config(data_dir, port_base)
+    cfg.partitions = partitions
+    with console.status("starting PostgreSQL, tansu, topics, intake, review, payout…"):
+        info = stack.up(cfg)
+    _print_urls(info)
+    console.print(f"stack.json: {cfg.info_file}")
+
+
+@stack_app.command("down")
+def stack_down(data_dir: DataDir = stack.REPO_ROOT / ".stack", port_base: PortBase = None) -> None:
+    """Stop everything the stack started."""
+    stack.down(_config(data_dir, port_base))
+    console.print("stack stopped")
+
+
+@stack_app.command("status")
+def stack_status(data_dir: DataDir = stack.REPO_ROOT / ".stack", port_base: PortBase = None) -> None:
+    """Print stack.json, or exit 1 when no stack is up."""
+    info = stack.read_info(_config(data_dir, port_base))
+    if info is None:
+        console.print("no stack is up")
+        raise typer.Exit(1)
+    print(json.dumps(info, indent=2))
+
+
+@app.command()
+def demo(
+    once: Annotated[bool, typer.Option(help="Exit when every claim is final instead of staying up")] = False,
+    claims: Annotated[int, typer.Option(min=1, help="How many claims to push")] = 40,
+    seed: Annotated[int | None, typer.Option(help="Random seed for reproducible claims")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for claims to become final")] = 300,
+    data_dir: DataDir = stack.REPO_ROOT / ".stack",
+    port_base: PortBase = None,
+) -> None:
+    """Start the stack if needed, push claims through it, print a summary.
+
+    With --once the last line printed is one JSON object with the figures, and the exit
+    code is 0 only when every claim reached a final state and none was paid twice.
+    """
+    cfg = _config(data_dir, port_base)
+    info = stack.read_info(cfg)
+    started_here = info is None
+    if info is None:
+        with console.status("starting the stack…"):
+            info = stack.up(cfg)
+    try:
+        console.print("services:")
+        _print_urls(info)
+        result = asyncio.run(run_demo(info, claims=claims, seed=seed, timeout_s=timeout,
+                                      console=console))
+        console.print(summary_table(result))
+        counts = result.counts()
+        ok = counts["in_flight"] == 0 and counts["double_paid"] == 0
+        if once:
+            print(json.dumps({**counts, "paid_yuan": f"{result.paid_fen / 100:.2f}",
+                              "seconds": round(result.seconds, 1)}))
+            sys.stdout.flush()
+            if not ok:
+                raise typer.Exit(1)
+            return
+        console.print("[bold]stack is up[/bold] — Ctrl-C stops it. OpenAPI at /docs on each service.")
+        _print_urls(info)
+        _wait_for_interrupt()
+    finally:
+        if started_here:
+            with console.status("stopping the stack…"):
+                stack.down(cfg)
+
+
+def _wait_for_interrupt() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        console.print("stopping")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Transactional outbox, idempotent batch consumer, dead letters."""

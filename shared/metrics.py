@@ -1,0 +1,54 @@
+"""One Prometheus registry per process and the messaging metrics every service has.
+
+Business metrics live with their service; label sets stay small (never claim ids).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+OUTBOX_PUBLISHED = Counter(
+    "claimflow_outbox_published_total",
+    "Events the outbox relay handed to the broker.",
+    ["service", "topic"],
+    registry=REGISTRY,
+)
+OUTBOX_BACKLOG = Gauge(
+    "claimflow_outbox_backlog",
+    "Outbox rows not yet published.",
+    ["service"],
+    registry=REGISTRY,
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "claimflow_outbox_oldest_age_seconds",
+    "Age of the oldest unpublished outbox row (0 when empty).",
+    ["service"],
+    registry=REGISTRY,
+)
+CONSUMED = Counter(
+    "claimflow_consumed_events_total",
+    "Events read by a service's consumer, by what became of them.",
+    ["service", "event_type", "outcome"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "claimflow_dead_letters_total",
+    "Messages sent to the dead-letter topic.",
+    ["service"],
+    registry=REGISTRY,
+)
+CONSUMER_BATCH_FAILURES = Counter(
+    "claimflow_consumer_batch_failures_total",
+    "Batches rolled back and re-read (database or broker trouble).",
+    ["service"],
+    registry=REGISTRY,
+)
+PROCESSING_LATENCY = Histogram(
+    "claimflow_event_processing_latency_seconds",
+    "From an event's occurred_at to its handling committed by this service.",
+    ["service", "event_type"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
