@@ -8,6 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+# What handlers receive: a plain connection or one borrowed from a pool.
+DbConnection = asyncpg.Connection | PoolConnectionProxy
 
 log = logging.getLogger(__name__)
 

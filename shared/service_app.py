@@ -85,7 +85,10 @@ def build_service_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await migrate(settings.database_url, name, migrations)
         runtime.pool = await create_pool(
-            settings.database_url, name, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+            settings.database_url,
+            name,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
         )
         consumer.pool = runtime.pool
         runtime.relay = OutboxRelay(
@@ -174,8 +177,10 @@ def build_service_app(
             else "stalled"
         )
         healthy = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ok" if healthy else "degraded", "checks": checks},
-                            status_code=200 if healthy else 503)
+        return JSONResponse(
+            {"status": "ok" if healthy else "degraded", "checks": checks},
+            status_code=200 if healthy else 503,
+        )
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     async def metrics() -> Response:

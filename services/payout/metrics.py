@@ -21,7 +21,20 @@ TIME_TO_PAYMENT = Histogram(
     "Claim received at the window → funds arrived (到账).",
     ["claim_kind"],
     # Minutes to weeks: the demo lands in the first buckets, real claims in the later ones.
-    buckets=(1, 5, 30, 60, 300, 1800, 3600, 4 * 3600, 86400, 3 * 86400, 7 * 86400,
-             14 * 86400, 30 * 86400),
+    buckets=(
+        1,
+        5,
+        30,
+        60,
+        300,
+        1800,
+        3600,
+        4 * 3600,
+        86400,
+        3 * 86400,
+        7 * 86400,
+        14 * 86400,
+        30 * 86400,
+    ),
     registry=REGISTRY,
 )

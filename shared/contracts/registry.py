@@ -28,4 +28,6 @@ def payload_model(event_type: str, version: int) -> type[EventPayload]:
     try:
         return REGISTRY[(event_type, version)]
     except KeyError:
-        raise UnknownEventType(f"no contract for event type {event_type!r} version {version}") from None
+        raise UnknownEventType(
+            f"no contract for event type {event_type!r} version {version}"
+        ) from None

@@ -29,16 +29,22 @@ def _config(data_dir: Path, port_base: int | None) -> stack.StackConfig:
     cfg = stack.StackConfig(data_dir=data_dir.resolve())
     if port_base is not None:
         cfg.ports = stack.StackPorts(
-            postgres=port_base, broker=port_base + 1, intake=port_base + 2,
-            review=port_base + 3, payout=port_base + 4, prometheus=port_base + 5,
+            postgres=port_base,
+            broker=port_base + 1,
+            intake=port_base + 2,
+            review=port_base + 3,
+            payout=port_base + 4,
+            prometheus=port_base + 5,
         )
     return cfg
 
 
 PortBase = Annotated[
     int | None,
-    typer.Option(envvar="CLAIMFLOW_PORT_BASE",
-                 help="Move all ports to BASE..BASE+5 (postgres, broker, intake, review, payout, prometheus)"),
+    typer.Option(
+        envvar="CLAIMFLOW_PORT_BASE",
+        help="Move all ports to BASE..BASE+5: postgres, broker, intake, review, payout, prometheus",
+    ),
 ]
 
 
@@ -69,7 +75,9 @@ def stack_down(data_dir: DataDir = stack.REPO_ROOT / ".stack", port_base: PortBa
 
 
 @stack_app.command("status")
-def stack_status(data_dir: DataDir = stack.REPO_ROOT / ".stack", port_base: PortBase = None) -> None:
+def stack_status(
+    data_dir: DataDir = stack.REPO_ROOT / ".stack", port_base: PortBase = None
+) -> None:
     """Print stack.json, or exit 1 when no stack is up."""
     info = stack.read_info(_config(data_dir, port_base))
     if info is None:
@@ -80,10 +88,14 @@ def stack_status(data_dir: DataDir = stack.REPO_ROOT / ".stack", port_base: Port
 
 @app.command()
 def demo(
-    once: Annotated[bool, typer.Option(help="Exit when every claim is final instead of staying up")] = False,
+    once: Annotated[
+        bool, typer.Option(help="Exit when every claim is final instead of staying up")
+    ] = False,
     claims: Annotated[int, typer.Option(min=1, help="How many claims to push")] = 40,
     seed: Annotated[int | None, typer.Option(help="Random seed for reproducible claims")] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for claims to become final")] = 300,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for claims to become final")
+    ] = 300,
     data_dir: DataDir = stack.REPO_ROOT / ".stack",
     port_base: PortBase = None,
 ) -> None:
@@ -101,19 +113,29 @@ def demo(
     try:
         console.print("services:")
         _print_urls(info)
-        result = asyncio.run(run_demo(info, claims=claims, seed=seed, timeout_s=timeout,
-                                      console=console))
+        result = asyncio.run(
+            run_demo(info, claims=claims, seed=seed, timeout_s=timeout, console=console)
+        )
         console.print(summary_table(result))
         counts = result.counts()
         ok = counts["in_flight"] == 0 and counts["double_paid"] == 0
         if once:
-            print(json.dumps({**counts, "paid_yuan": f"{result.paid_fen / 100:.2f}",
-                              "seconds": round(result.seconds, 1)}))
+            print(
+                json.dumps(
+                    {
+                        **counts,
+                        "paid_yuan": f"{result.paid_fen / 100:.2f}",
+                        "seconds": round(result.seconds, 1),
+                    }
+                )
+            )
             sys.stdout.flush()
             if not ok:
                 raise typer.Exit(1)
             return
-        console.print("[bold]stack is up[/bold] — Ctrl-C stops it. OpenAPI at /docs on each service.")
+        console.print(
+            "[bold]stack is up[/bold] — Ctrl-C stops it. OpenAPI at /docs on each service."
+        )
         _print_urls(info)
         _wait_for_interrupt()
     finally:

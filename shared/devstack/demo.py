@@ -53,8 +53,8 @@ def make_claim(rng: random.Random, period: str) -> dict[str, Any]:
     ratio = Decimal(rng.randrange(6000, 10000)) / 10000
     eligible = (end_credit * ratio).quantize(Decimal("0.01"), rounding="ROUND_DOWN")
     rating = rng.choices(("A", "B", "M"), weights=(70, 22, 8))[0]
-    requested = eligible if rng.random() < 0.85 else (eligible * Decimal("1.05")).quantize(
-        Decimal("0.01")
+    requested = (
+        eligible if rng.random() < 0.85 else (eligible * Decimal("1.05")).quantize(Decimal("0.01"))
     )
     name = "".join(rng.choice(part) for part in NAME_PARTS)
     return {
@@ -87,8 +87,10 @@ class DemoResult:
         values = list(self.statuses.values())
         return {
             "submitted": self.submitted,
-            "approved": sum(v in ("approved", "payout_requested", "payout_sent", "paid",
-                                  "payout_failed") for v in values),
+            "approved": sum(
+                v in ("approved", "payout_requested", "payout_sent", "paid", "payout_failed")
+                for v in values
+            ),
             "rejected": values.count("rejected"),
             "paid": values.count("paid"),
             "failed": values.count("payout_failed"),
@@ -114,13 +116,18 @@ async def _reviewers(
                     reject = Decimal(task["eligible_amount"]) == 0 or rng.random() < 0.05
                     body = {
                         "decision": "reject" if reject else "approve",
-                        "comment": "材料不符 / documents do not support the credit" if reject else "同意",
+                        "comment": "材料不符 / documents do not support the credit"
+                        if reject
+                        else "同意",
                     }
                     resp = await client.post(
                         f"{review_url}/tasks/{task['task_id']}/decision",
                         json=body,
-                        headers={"X-User-Id": f"{department}-reviewer-1",
-                                 "X-Department": department, "X-Role": "reviewer"},
+                        headers={
+                            "X-User-Id": f"{department}-reviewer-1",
+                            "X-Department": department,
+                            "X-Role": "reviewer",
+                        },
                     )
                     if resp.status_code == 200:
                         decided += 1
@@ -143,8 +150,12 @@ async def run_demo(
     async with httpx.AsyncClient(timeout=30) as client:
         reviewers = asyncio.create_task(_reviewers(client, urls["review"], rng, stop))
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=console, transient=False,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
         ) as progress:
             submit = progress.add_task("submitting claims", total=claims)
             final = progress.add_task("claims final", total=claims)

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from shared.devstack.stack import SERVICES, REPO_ROOT, StackConfig, _wait_port
+from shared.devstack.stack import REPO_ROOT, SERVICES, StackConfig, _wait_port
 
 RULES = REPO_ROOT / "deploy" / "prometheus" / "alerts.yml"
 
@@ -39,8 +39,12 @@ def start(cfg: StackConfig) -> int | None:
     config = write_config(cfg)
     with open(cfg.data_dir / "logs" / "prometheus.log", "ab") as log:
         proc = subprocess.Popen(
-            [exe, f"--config.file={config}", f"--storage.tsdb.path={data}",
-             f"--web.listen-address=127.0.0.1:{cfg.ports.prometheus}"],
+            [
+                exe,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data}",
+                f"--web.listen-address=127.0.0.1:{cfg.ports.prometheus}",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

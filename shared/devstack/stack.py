@@ -139,8 +139,18 @@ def start_postgres(cfg: StackConfig) -> None:
             _ensure_traversable(pgdata, user)
         subprocess.run(
             _as_pg_user(
-                [_pg_bin("initdb"), "-D", str(pgdata), "-U", cfg.db_user, "--auth=trust",
-                 "-E", "UTF8", "--no-locale", "--no-sync"],
+                [
+                    _pg_bin("initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    cfg.db_user,
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                    "--no-sync",
+                ],
                 user,
             ),
             check=True,
@@ -152,8 +162,19 @@ def start_postgres(cfg: StackConfig) -> None:
     )
     subprocess.run(
         _as_pg_user(
-            [_pg_bin("pg_ctl"), "-D", str(pgdata), "-o", options, "-l",
-             str(pgdata / "server.log"), "-w", "-t", "60", "start"],
+            [
+                _pg_bin("pg_ctl"),
+                "-D",
+                str(pgdata),
+                "-o",
+                options,
+                "-l",
+                str(pgdata / "server.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
             user,
         ),
         check=True,
@@ -190,7 +211,9 @@ def stop_postgres(cfg: StackConfig) -> None:
     if not (pgdata / "postmaster.pid").exists():
         return
     subprocess.run(
-        _as_pg_user([_pg_bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"], _pg_os_user()),
+        _as_pg_user(
+            [_pg_bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"], _pg_os_user()
+        ),
         check=False,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -215,8 +238,16 @@ def start_broker(cfg: StackConfig) -> int:
     url = f"tcp://127.0.0.1:{cfg.ports.broker}"
     with open(logs / "broker.log", "ab") as log:
         proc = subprocess.Popen(
-            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+            [
+                tansu_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -230,9 +261,7 @@ async def create_topics(bootstrap: str, partitions: int) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     await admin.start()
     try:
-        response = await admin.create_topics(
-            [NewTopic(name, partitions, 1) for name in ALL_TOPICS]
-        )
+        response = await admin.create_topics([NewTopic(name, partitions, 1) for name in ALL_TOPICS])
         for topic, code, message in response.topic_errors:
             if code not in (0, TOPIC_ALREADY_EXISTS):
                 raise StackError(f"creating topic {topic}: error {code} {message}")
@@ -291,8 +320,9 @@ def wait_healthy(cfg: StackConfig, names: tuple[str, ...] = SERVICES, timeout: f
             time.sleep(0.5)
     if pending:
         detail = "; ".join(f"{n}: {last.get(n, 'no answer')}" for n in sorted(pending))
-        raise StackError(f"services not healthy after {timeout:.0f}s: {detail} "
-                         f"(logs in {cfg.data_dir / 'logs'})")
+        raise StackError(
+            f"services not healthy after {timeout:.0f}s: {detail} (logs in {cfg.data_dir / 'logs'})"
+        )
 
 
 # --- the whole stack -----------------------------------------------------------------
@@ -340,7 +370,9 @@ def up(cfg: StackConfig, *, with_prometheus: bool = True) -> dict[str, Any]:
     """Start everything; on any failure, stop what was started and raise."""
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     if read_info(cfg):
-        raise StackError(f"a stack is already recorded in {cfg.info_file}; run 'claimflow stack down'")
+        raise StackError(
+            f"a stack is already recorded in {cfg.info_file}; run 'claimflow stack down'"
+        )
     pids: dict[str, int] = {}
     info: dict[str, Any] = {"pids": pids}
     try:

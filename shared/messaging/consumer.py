@@ -26,12 +26,13 @@ from pydantic import ValidationError
 
 from shared.contracts import DeadLetter, EventEnvelope
 from shared.contracts.topics import DEAD_LETTER
+from shared.db import DbConnection
 from shared.messaging.outbox import stage_raw
 from shared.metrics import CONSUMED, CONSUMER_BATCH_FAILURES, DEAD_LETTERS, PROCESSING_LATENCY
 
 log = logging.getLogger(__name__)
 
-EventHandler = Callable[[asyncpg.Connection, EventEnvelope], Awaitable[None]]
+EventHandler = Callable[[DbConnection, EventEnvelope], Awaitable[None]]
 
 
 class Record(Protocol):
@@ -123,6 +124,7 @@ class IdempotentBatchConsumer:
                     if item.message_id not in fresh:
                         outcomes.append((_type_of(item), "duplicate"))
                         continue
+                    fresh.discard(item.message_id)  # a second copy in this batch is a duplicate
                     outcomes.append((_type_of(item), await self._apply(conn, item)))
         except Exception:
             CONSUMER_BATCH_FAILURES.labels(self.service).inc()
@@ -144,7 +146,7 @@ class IdempotentBatchConsumer:
         self.handled_total += len(records)
         self.last_success_at = time.monotonic()
 
-    async def _claim_in_inbox(self, conn: asyncpg.Connection, parsed: list[_Parsed]) -> set[str]:
+    async def _claim_in_inbox(self, conn: DbConnection, parsed: list[_Parsed]) -> set[str]:
         """Insert every message id once; returns those seen for the first time."""
         rows = await conn.fetch(
             """INSERT INTO inbox (message_id, event_type, source_topic, source_partition,
@@ -162,7 +164,7 @@ class IdempotentBatchConsumer:
         )
         return {r["message_id"] for r in rows}
 
-    async def _apply(self, conn: asyncpg.Connection, item: _Parsed) -> str:
+    async def _apply(self, conn: DbConnection, item: _Parsed) -> str:
         if item.envelope is None:
             await self._dead_letter(conn, item, item.error or "unparsable")
             return "dead_lettered"
@@ -182,12 +184,12 @@ class IdempotentBatchConsumer:
             return "dead_lettered"
         return "handled"
 
-    async def _set_outcome(self, conn: asyncpg.Connection, item: _Parsed, outcome: str) -> None:
+    async def _set_outcome(self, conn: DbConnection, item: _Parsed, outcome: str) -> None:
         await conn.execute(
             "UPDATE inbox SET outcome = $2 WHERE message_id = $1", item.message_id, outcome
         )
 
-    async def _dead_letter(self, conn: asyncpg.Connection, item: _Parsed, reason: str) -> None:
+    async def _dead_letter(self, conn: DbConnection, item: _Parsed, reason: str) -> None:
         r = item.record
         letter = DeadLetter(
             dead_letter_id=uuid.uuid4(),

@@ -14,6 +14,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from shared.contracts import EventEnvelope
+from shared.db import DbConnection
 from shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ def notify_channel(schema: str) -> str:
 
 
 async def stage_events(
-    conn: asyncpg.Connection, schema: str, topic: str, envelopes: Iterable[EventEnvelope]
+    conn: DbConnection, schema: str, topic: str, envelopes: Iterable[EventEnvelope]
 ) -> None:
     """Write events to the outbox inside the caller's transaction."""
     rows = [
@@ -42,7 +43,7 @@ async def stage_events(
 
 
 async def stage_raw(
-    conn: asyncpg.Connection,
+    conn: DbConnection,
     schema: str,
     *,
     event_id: object,
@@ -90,7 +91,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._listen_conn: asyncpg.Connection | None = None
+        self._listen_conn: DbConnection | None = None
         self.last_cycle_at = time.monotonic()
         self.published_total = 0
 

@@ -92,5 +92,6 @@ class ConsumerWatch:
                 return "consumer has no partitions assigned"
             return None
         if self.lag_total > 0 and now - self._progress_at > self.stall_after_s:
-            return f"consumer stalled: lag {self.lag_total} with no progress for {now - self._progress_at:.0f}s"
+            idle = now - self._progress_at
+            return f"consumer stalled: lag {self.lag_total}, no progress for {idle:.0f}s"
         return None

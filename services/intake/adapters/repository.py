@@ -10,10 +10,11 @@ from typing import Any
 import asyncpg
 
 from shared.contracts import EventEnvelope
+from shared.db import DbConnection
 
 
 class ClaimRepository:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: DbConnection) -> None:
         self.conn = conn
 
     async def add(self, row: dict[str, Any]) -> None:
@@ -72,9 +73,7 @@ class ClaimRepository:
         )
         return bool(inserted)
 
-    async def advance_status(
-        self, claim_id: uuid.UUID, status: str, occurred_at: datetime
-    ) -> bool:
+    async def advance_status(self, claim_id: uuid.UUID, status: str, occurred_at: datetime) -> bool:
         """Move to ``status`` unless the claim is final or already moved by a later event.
 
         Events from different services arrive on different topics in no fixed order;

@@ -63,9 +63,14 @@ async def register_claim(
             return JSONResponse(
                 status_code=409,
                 content={
-                    "detail": "the enterprise already has a live claim of this kind for this period",
-                    "errors": [{"field": "tax_period", "rule": "one_live_claim_per_period",
-                                "message": str(dup)}],
+                    "detail": "the enterprise already has a live claim of this kind and period",
+                    "errors": [
+                        {
+                            "field": "tax_period",
+                            "rule": "one_live_claim_per_period",
+                            "message": str(dup),
+                        }
+                    ],
                     "existing_claim_id": str(dup.existing),
                 },
             )

@@ -17,6 +17,7 @@ from shared.contracts import (
     ReviewDecidedV1,
 )
 from shared.contracts.topics import INTAKE_EVENTS
+from shared.db import DbConnection
 from shared.messaging.outbox import stage_events
 
 SERVICE = "intake"
@@ -29,7 +30,7 @@ class DuplicateClaim(Exception):
 
 
 async def register_vat_refund(
-    conn: asyncpg.Connection, cmd: RegisterVatRefund, *, policy_year: int
+    conn: DbConnection, cmd: RegisterVatRefund, *, policy_year: int
 ) -> uuid.UUID:
     refund = compute_vat_refund(
         end_credit_fen=cmd.end_credit_fen,
@@ -122,7 +123,7 @@ def _status_after(envelope: EventEnvelope) -> ClaimStatus | None:
     return None
 
 
-async def track_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
+async def track_event(conn: DbConnection, envelope: EventEnvelope) -> None:
     """Tracker: every event from review and payout goes on the claim's timeline."""
     repo = ClaimRepository(conn)
     if await repo.get(envelope.claim_id) is None:

@@ -20,12 +20,13 @@ from shared.contracts import (
     ReviewDecidedV1,
 )
 from shared.contracts.topics import PAYOUT_EVENTS
+from shared.db import DbConnection
 from shared.messaging.outbox import stage_events
 
 SERVICE = "payout"
 
 
-async def on_review_decided(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
+async def on_review_decided(conn: DbConnection, envelope: EventEnvelope) -> None:
     decided = envelope.parse_payload()
     assert isinstance(decided, ReviewDecidedV1)
     if decided.decision != "approved":
@@ -99,7 +100,8 @@ async def dispatch_requested(pool: asyncpg.Pool, gateway: PaymentGateway, limit:
             events.append(
                 EventEnvelope.wrap(
                     PayoutSentV1(
-                        payout_id=r["payout_id"], amount_fen=r["amount_fen"],
+                        payout_id=r["payout_id"],
+                        amount_fen=r["amount_fen"],
                         gateway_reference=reference,
                     ),
                     claim_id=r["claim_id"],
@@ -113,7 +115,9 @@ async def dispatch_requested(pool: asyncpg.Pool, gateway: PaymentGateway, limit:
     return len(rows)
 
 
-async def record_confirmations(pool: asyncpg.Pool, gateway: PaymentGateway, limit: int = 500) -> int:
+async def record_confirmations(
+    pool: asyncpg.Pool, gateway: PaymentGateway, limit: int = 500
+) -> int:
     confirmations = await gateway.due_confirmations(limit)
     if not confirmations:
         return 0
@@ -136,7 +140,9 @@ async def record_confirmations(pool: asyncpg.Pool, gateway: PaymentGateway, limi
                 )
                 ttp = max(0.0, (c.at - row["claim_received_at"]).total_seconds())
                 payload: PayoutConfirmedV1 | PayoutFailedV1 = PayoutConfirmedV1(
-                    payout_id=c.payout_id, amount_fen=row["amount_fen"], arrived_at=c.at,
+                    payout_id=c.payout_id,
+                    amount_fen=row["amount_fen"],
+                    arrived_at=c.at,
                     time_to_payment_seconds=ttp,
                 )
                 observed.append((row["claim_kind"], PayoutStatus.PAID, row["amount_fen"], ttp))
@@ -152,7 +158,9 @@ async def record_confirmations(pool: asyncpg.Pool, gateway: PaymentGateway, limi
                 payload = PayoutFailedV1(payout_id=c.payout_id, reason=reason, permanent=True)
                 observed.append((row["claim_kind"], PayoutStatus.FAILED, 0, 0.0))
             events.append(
-                EventEnvelope.wrap(payload, claim_id=row["claim_id"], producer=SERVICE, occurred_at=c.at)
+                EventEnvelope.wrap(
+                    payload, claim_id=row["claim_id"], producer=SERVICE, occurred_at=c.at
+                )
             )
         await stage_events(conn, SERVICE, PAYOUT_EVENTS, events)
     await gateway.acknowledge([c.payout_id for c in confirmations])

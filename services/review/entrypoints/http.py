@@ -62,8 +62,20 @@ async def worklist(
         WorklistItem(
             requested_amount=fen_to_yuan(r["requested_amount_fen"]),
             eligible_amount=fen_to_yuan(r["eligible_amount_fen"]),
-            **{k: r[k] for k in ("task_id", "claim_id", "department", "kind", "uscc",
-                                 "enterprise_name", "created_at", "due_at", "overdue")},
+            **{
+                k: r[k]
+                for k in (
+                    "task_id",
+                    "claim_id",
+                    "department",
+                    "kind",
+                    "uscc",
+                    "enterprise_name",
+                    "created_at",
+                    "due_at",
+                    "overdue",
+                )
+            },
         )
         for r in rows
     ]
@@ -89,8 +101,10 @@ async def decide(
         except handlers.ReviewError as err:
             return JSONResponse(
                 status_code=err.status_code,
-                content={"detail": str(err),
-                         "errors": [{"field": err.field, "rule": err.rule, "message": str(err)}]},
+                content={
+                    "detail": str(err),
+                    "errors": [{"field": err.field, "rule": err.rule, "message": str(err)}],
+                },
             )
     return JSONResponse({k: str(v) for k, v in result.items()})
 

@@ -16,6 +16,7 @@ from shared.contracts import (
     ReviewTaskDecidedV1,
 )
 from shared.contracts.topics import REVIEW_EVENTS
+from shared.db import DbConnection
 from shared.messaging.outbox import stage_events
 
 SERVICE = "review"
@@ -41,7 +42,7 @@ class Forbidden(ReviewError):
 def open_review(departments_by_kind: dict[str, list[str]], task_days: int):  # type: ignore[no-untyped-def]
     """Handler for claim.submitted: a case and one pending task per required department."""
 
-    async def handle(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
+    async def handle(conn: DbConnection, envelope: EventEnvelope) -> None:
         claim = envelope.parse_payload()
         assert isinstance(claim, ClaimSubmittedV1)
         departments = departments_by_kind.get(claim.claim_kind)
@@ -76,7 +77,7 @@ def open_review(departments_by_kind: dict[str, list[str]], task_days: int):  # t
 
 
 async def decide_task(
-    conn: asyncpg.Connection,
+    conn: DbConnection,
     *,
     task_id: uuid.UUID,
     decision: Decision,
@@ -85,7 +86,9 @@ async def decide_task(
     department: str | None,
 ) -> dict[str, object]:
     async with conn.transaction():
-        claim_id = await conn.fetchval("SELECT claim_id FROM review_tasks WHERE task_id = $1", task_id)
+        claim_id = await conn.fetchval(
+            "SELECT claim_id FROM review_tasks WHERE task_id = $1", task_id
+        )
         if claim_id is None:
             raise NotFound(f"no task {task_id}", field="task_id", rule="exists")
         # Lock the case first: concurrent decisions on one claim are serialised here.
@@ -166,13 +169,16 @@ async def decide_task(
                 now,
             )
             await conn.execute(
-                "UPDATE review_tasks SET status = 'cancelled' WHERE claim_id = $1 AND status = 'pending'",
+                """UPDATE review_tasks SET status = 'cancelled'
+                   WHERE claim_id = $1 AND status = 'pending'""",
                 claim_id,
             )
             events.append(
                 EventEnvelope.wrap(
                     ReviewDecidedV1(
-                        decision="approved" if outcome.status is CaseStatus.APPROVED else "rejected",
+                        decision="approved"
+                        if outcome.status is CaseStatus.APPROVED
+                        else "rejected",
                         approved_amount_fen=outcome.approved_amount_fen,
                         reason=outcome.reason,
                         claim_kind=case["kind"],
@@ -185,6 +191,9 @@ async def decide_task(
                 )
             )
         await stage_events(conn, SERVICE, REVIEW_EVENTS, events)
-    return {"task_id": task_id, "claim_id": claim_id, "task_status": status.value,
-            "claim_status": outcome.status.value}
-
+    return {
+        "task_id": task_id,
+        "claim_id": claim_id,
+        "task_status": status.value,
+        "claim_status": outcome.status.value,
+    }
