@@ -1,32 +1,50 @@
-"""Integration contracts: everything that crosses Kafka, and nothing else."""
+"""Integration contracts: everything that crosses Kafka, and nothing else.
 
+Each producing service has its own module of events; import payloads from here.
+"""
+
+from shared.contracts.common import BankAccount, ClaimKind, Fen
 from shared.contracts.dead_letter import DeadLetter
 from shared.contracts.envelope import EventEnvelope, EventPayload
-from shared.contracts.events import (
-    BankAccount,
-    ClaimKind,
+from shared.contracts.intake_events import (
+    ClaimDocumentsCompletedV1,
+    ClaimDocumentSuppliedV1,
+    ClaimLapsedV1,
     ClaimSubmittedV1,
+    ClaimWithdrawnV1,
+)
+from shared.contracts.payout_events import (
     PayoutConfirmedV1,
     PayoutFailedV1,
     PayoutRequestedV1,
     PayoutSentV1,
+)
+from shared.contracts.registry import REGISTRY, UnknownEventType, payload_model
+from shared.contracts.review_events import (
     ReviewDecidedV1,
+    ReviewReturnedForDocumentsV1,
     ReviewTaskDecidedV1,
 )
-from shared.contracts.registry import UnknownEventType, payload_model
 
 __all__ = [
+    "REGISTRY",
     "BankAccount",
+    "ClaimDocumentSuppliedV1",
+    "ClaimDocumentsCompletedV1",
     "ClaimKind",
+    "ClaimLapsedV1",
     "ClaimSubmittedV1",
+    "ClaimWithdrawnV1",
     "DeadLetter",
     "EventEnvelope",
     "EventPayload",
+    "Fen",
     "PayoutConfirmedV1",
     "PayoutFailedV1",
     "PayoutRequestedV1",
     "PayoutSentV1",
     "ReviewDecidedV1",
+    "ReviewReturnedForDocumentsV1",
     "ReviewTaskDecidedV1",
     "UnknownEventType",
     "payload_model",

@@ -141,8 +141,8 @@ async def test_malformed_message_is_dead_lettered_and_the_next_one_processed(
             await find_on_topic(
                 services.bootstrap,
                 DEAD_LETTER,
-                lambda m: m.get("raw_value") == text,
-                timeout=30,  # noqa: B023
+                lambda m: m.get("raw_value") == text,  # noqa: B023 (awaited at once)
+                timeout=30,
             )
         )
     for letter in letters:
