@@ -14,6 +14,7 @@ from rich.console import Console
 
 from shared.devstack import stack
 from shared.devstack.demo import run_demo, summary_table
+from shared.money import fen_to_yuan
 
 app = typer.Typer(help="claimflow: local stack and demo", no_args_is_help=True)
 stack_app = typer.Typer(help="The embedded stack: tansu, PostgreSQL, three services, Prometheus.")
@@ -57,12 +58,15 @@ def stack_up(
     data_dir: DataDir = stack.REPO_ROOT / ".stack",
     port_base: PortBase = None,
     partitions: int = 3,
+    keep_data: Annotated[
+        bool, typer.Option(help="Keep the database of the last run (the broker forgets anyway)")
+    ] = False,
 ) -> None:
     """Start the stack in the background; print the URLs (also in <data>/stack.json)."""
     cfg = _config(data_dir, port_base)
     cfg.partitions = partitions
     with console.status("starting PostgreSQL, tansu, topics, intake, review, payout…"):
-        info = stack.up(cfg)
+        info = stack.up(cfg, keep_data=keep_data)
     _print_urls(info)
     console.print(f"stack.json: {cfg.info_file}")
 
@@ -124,7 +128,7 @@ def demo(
                 json.dumps(
                     {
                         **counts,
-                        "paid_yuan": f"{result.paid_fen / 100:.2f}",
+                        "paid_yuan": str(fen_to_yuan(result.paid_fen)),
                         "seconds": round(result.seconds, 1),
                     }
                 )

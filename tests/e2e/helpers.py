@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from shared.devstack.demo import make_claim
+from shared.devstack.demo_claims import make_claim
 from shared.devstack.stack import StackConfig
 
 T = TypeVar("T")

@@ -15,7 +15,7 @@ import pytest
 
 from shared.contracts import ClaimSubmittedV1, EventEnvelope
 from shared.contracts.topics import DEAD_LETTER, INTAKE_EVENTS, REVIEW_EVENTS
-from shared.devstack.demo import make_uscc
+from shared.devstack.demo_claims import make_uscc
 from shared.devstack.stack import StackConfig
 from tests.e2e.helpers import claim_status, decide, submit_claim, tasks_for, wait_status
 from tests.kafka_helpers import find_on_topic, produce

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.intake.entrypoints.schemas import VatRefundRequest
-from shared.devstack.demo import make_claim, make_uscc
+from shared.devstack.demo_claims import make_claim, make_uscc
 
 
 def claim(**overrides: Any) -> dict[str, Any]:
