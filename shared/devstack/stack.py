@@ -366,9 +366,17 @@ def read_info(cfg: StackConfig) -> dict[str, Any] | None:
     return loaded
 
 
-def up(cfg: StackConfig, *, with_prometheus: bool = True) -> dict[str, Any]:
-    """Start everything; on any failure, stop what was started and raise."""
+def up(
+    cfg: StackConfig, *, with_prometheus: bool = True, keep_data: bool = False
+) -> dict[str, Any]:
+    """Start everything; on any failure, stop what was started and raise.
+
+    The broker keeps its topics in memory, so by default the database starts empty too:
+    a database remembering events that the broker has forgotten is a confusing demo.
+    """
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    if not keep_data and not read_info(cfg):
+        shutil.rmtree(cfg.data_dir / "postgres", ignore_errors=True)
     if read_info(cfg):
         raise StackError(
             f"a stack is already recorded in {cfg.info_file}; run 'claimflow stack down'"
