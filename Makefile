@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: demo test lint unit integration e2e stack-up stack-down clean
 
@@ -14,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/claimflow demo
+	$(BIN)/claimflow demo $(DEMO_ARGS)
 
 test: $(STAMP) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -22,7 +23,7 @@ test: $(STAMP) lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared services tests
+	$(BIN)/mypy shared services tests bench
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from shared.contracts import DeadLetter, EventEnvelope
 from shared.contracts.topics import DEAD_LETTER
 from shared.db import DbConnection
-from shared.messaging.outbox import stage_raw
+from shared.messaging.outbox import OutboxBuffer, buffering, stage_raw
 from shared.metrics import CONSUMED, CONSUMER_BATCH_FAILURES, DEAD_LETTERS, PROCESSING_LATENCY
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,10 @@ class Record(Protocol):
 
 class TransientError(Exception):
     """Raise from a handler when a retry later may succeed; the batch is re-read."""
+
+
+class _NeedsIsolation(Exception):
+    """A handler failed on the fast path: redo the batch with a savepoint per event."""
 
 
 class PoisonMessage(Exception):
@@ -114,18 +118,21 @@ class IdempotentBatchConsumer:
         self.handled_total = 0
 
     async def handle_batch(self, records: Sequence[Record]) -> None:
+        """Apply a fetched batch in one transaction; raise only when it should be re-read.
+
+        Fast path: every handler runs straight in the batch's transaction and their outbox
+        rows are written together at the end. If a handler fails for a reason a retry would
+        not cure, the batch is rolled back and run again with a savepoint around each
+        event, so only the poison event is dead-lettered.
+        """
         assert self.pool is not None, "consumer used before the pool was created"
         parsed = [_parse(r) for r in records]
-        outcomes: list[tuple[str, str]] = []
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                fresh = await self._claim_in_inbox(conn, parsed)
-                for item in parsed:
-                    if item.message_id not in fresh:
-                        outcomes.append((_type_of(item), "duplicate"))
-                        continue
-                    fresh.discard(item.message_id)  # a second copy in this batch is a duplicate
-                    outcomes.append((_type_of(item), await self._apply(conn, item)))
+            async with self.pool.acquire() as conn:
+                try:
+                    outcomes = await self._run(conn, parsed, isolate=False)
+                except _NeedsIsolation:
+                    outcomes = await self._run(conn, parsed, isolate=True)
         except Exception:
             CONSUMER_BATCH_FAILURES.labels(self.service).inc()
             log.exception(
@@ -146,6 +153,24 @@ class IdempotentBatchConsumer:
         self.handled_total += len(records)
         self.last_success_at = time.monotonic()
 
+    async def _run(
+        self, conn: DbConnection, parsed: list[_Parsed], *, isolate: bool
+    ) -> list[tuple[str, str]]:
+        outcomes: list[tuple[str, str]] = []
+        async with conn.transaction():
+            with buffering(OutboxBuffer(conn, self.schema)) as outbox:
+                fresh = await self._claim_in_inbox(conn, parsed)
+                for item in parsed:
+                    if item.message_id not in fresh:
+                        outcomes.append((_type_of(item), "duplicate"))
+                        continue
+                    fresh.discard(item.message_id)  # a second copy in this batch is a duplicate
+                    outcomes.append(
+                        (_type_of(item), await self._apply(conn, item, isolate, outbox))
+                    )
+                await outbox.flush()
+        return outcomes
+
     async def _claim_in_inbox(self, conn: DbConnection, parsed: list[_Parsed]) -> set[str]:
         """Insert every message id once; returns those seen for the first time."""
         rows = await conn.fetch(
@@ -164,7 +189,9 @@ class IdempotentBatchConsumer:
         )
         return {r["message_id"] for r in rows}
 
-    async def _apply(self, conn: DbConnection, item: _Parsed) -> str:
+    async def _apply(
+        self, conn: DbConnection, item: _Parsed, isolate: bool, outbox: OutboxBuffer
+    ) -> str:
         if item.envelope is None:
             await self._dead_letter(conn, item, item.error or "unparsable")
             return "dead_lettered"
@@ -172,12 +199,22 @@ class IdempotentBatchConsumer:
         if handler is None:
             await self._set_outcome(conn, item, "ignored")
             return "ignored"
+        if not isolate:
+            try:
+                await handler(conn, item.envelope)
+            except _TRANSIENT:
+                raise
+            except Exception as exc:
+                raise _NeedsIsolation from exc
+            return "handled"
+        staged_before = len(outbox.rows)
         try:
             async with conn.transaction():  # a savepoint: a failed handler leaves no trace
                 await handler(conn, item.envelope)
         except _TRANSIENT:
             raise
         except Exception as exc:
+            del outbox.rows[staged_before:]  # and neither do the events it staged
             reason = f"{type(exc).__name__}: {_short(exc)}"
             log.warning("%s: dead-lettering %s: %s", self.service, item.message_id, reason)
             await self._dead_letter(conn, item, reason)

@@ -197,3 +197,30 @@ async def test_transient_failure_rolls_back_the_whole_batch(
     await consumer.handle_batch(batch)  # the re-read succeeds and applies both once
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM effects") == 2
+
+
+async def test_events_staged_by_a_failing_handler_are_not_published(
+    schema: tuple[str, asyncpg.Pool],
+) -> None:
+    name, pool = schema
+
+    async def stage_then_fail(conn: DbConnection, env: EventEnvelope) -> None:
+        await stage_events(conn, name, REVIEW_EVENTS, [decided(env.claim_id)])
+        if env.payload["approved_amount_fen"] == 13:
+            raise ValueError("failed after staging")
+
+    consumer = IdempotentBatchConsumer(
+        service="t", schema=name, pool=pool, handlers={"review.decided": stage_then_fail}
+    )
+    good, bad = decided(), decided()
+    bad = EventEnvelope.model_validate(
+        {**bad.model_dump(mode="json"), "payload": {**bad.payload, "approved_amount_fen": 13}}
+    )
+    await consumer.handle_batch([rec(good.to_bytes(), 30), rec(bad.to_bytes(), 31)])
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT topic, message_key FROM outbox ORDER BY id")
+    # The good event's follow-up, then the bad one's dead letter; not the bad one's follow-up.
+    assert [(r["topic"], r["message_key"]) for r in rows] == [
+        (REVIEW_EVENTS, str(good.claim_id)),
+        (DEAD_LETTER, "k"),
+    ]
