@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
+BENCH_ARGS ?= --events 20000 --rounds 3
 
-.PHONY: demo test lint unit integration e2e stack-up stack-down clean
+.PHONY: demo test lint unit integration e2e bench stack-up stack-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,9 @@ integration: $(STAMP)
 
 e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.relay_pipeline $(BENCH_ARGS)
 
 stack-up: $(STAMP)
 	$(BIN)/claimflow stack up
