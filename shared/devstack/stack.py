@@ -206,13 +206,14 @@ async def _create_database(cfg: StackConfig) -> None:
         await conn.close()
 
 
-def stop_postgres(cfg: StackConfig) -> None:
+def stop_postgres(cfg: StackConfig, mode: str = "fast") -> None:
+    """Stop the server; ``mode="immediate"`` is a crash as far as clients can tell."""
     pgdata = cfg.data_dir / "postgres"
     if not (pgdata / "postmaster.pid").exists():
         return
     subprocess.run(
         _as_pg_user(
-            [_pg_bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"], _pg_os_user()
+            [_pg_bin("pg_ctl"), "-D", str(pgdata), "-m", mode, "-w", "stop"], _pg_os_user()
         ),
         check=False,
         stdout=subprocess.DEVNULL,
@@ -350,11 +351,12 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def stop_pid(pid: int, timeout: float = 10) -> None:
-    _kill(pid)
+def stop_pid(pid: int, timeout: float = 10, sig: int = signal.SIGTERM) -> None:
+    """Signal the process group, wait for it to go, SIGKILL it if it does not."""
+    _kill(pid, sig)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.1)
+        time.sleep(0.05)
     if _alive(pid):
         _kill(pid, signal.SIGKILL)
 
