@@ -156,6 +156,8 @@ def build_service_app(
     app.state.runtime = runtime
     app.include_router(kafka)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for unavailable in _UNAVAILABLE:
+        app.add_exception_handler(unavailable, _service_unavailable)
 
     @app.get("/health", tags=["operations"])
     async def health() -> JSONResponse:
@@ -201,6 +203,30 @@ async def _forever(loop: BackgroundLoop, runtime: ServiceRuntime) -> None:
         except Exception:
             log.exception("%s: background loop %s failed; restarting", runtime.name, loop)
             await asyncio.sleep(1)
+
+
+# The database being unreachable is the service's trouble, not the caller's, and not a
+# bug: 503 tells a client to retry (with the same Idempotency-Key), nothing was stored.
+_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+)
+
+
+async def _service_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("%s %s: database unavailable: %r", request.method, request.url.path, exc)
+    return JSONResponse(
+        {
+            "detail": "the service's database is unavailable; nothing was changed, retry later",
+            "errors": [{"field": "", "rule": "service_unavailable", "message": type(exc).__name__}],
+        },
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -32,7 +32,7 @@ class ConsumerWatch:
         self.service = service
         self.stall_after_s = stall_after_s
         self.interval_s = interval_s
-        self.consumer: Any = None  # set once FastStream has started the subscriber
+        self._source: Any = None  # the FastStream subscriber; its .consumer appears once started
         self.started_at = time.monotonic()
         self.lag_total = 0
         self._last_positions: dict[Any, int] = {}
@@ -85,7 +85,7 @@ class ConsumerWatch:
 
     def problem(self) -> str | None:
         """Why the consumer looks stuck, or None when it is fine."""
-        consumer = getattr(getattr(self, "_source", None), "consumer", None)
+        consumer = getattr(self._source, "consumer", None)
         now = time.monotonic()
         if consumer is None or not consumer.assignment():
             if now - self.started_at > self.stall_after_s:

@@ -4,6 +4,7 @@ pays nothing twice once it is back."""
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator
 
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from shared.devstack import stack
+from shared.devstack.demo_claims import make_claim
 from tests.e2e.conftest import ServiceProcesses
 from tests.e2e.helpers import decide, submit_claim, tasks_for, wait_status
 
@@ -102,7 +104,14 @@ async def test_database_crash_mid_flow_loses_nothing_and_pays_once(
             assert (await decide(client, cfg, task, "approve")).status_code == 200
     # PostgreSQL dies at once (no checkpoint, connections cut) while payouts are in flight.
     await asyncio.to_thread(stack.stop_postgres, cfg, "immediate")
-    await asyncio.sleep(2)
+    refused = await client.post(
+        f"{cfg.url('intake')}/claims",
+        json=make_claim(random.Random(5), "2026-09"),
+        headers={"X-User-Id": "window-01"},
+    )
+    assert refused.status_code == 503, refused.text  # the caller's retry, not a 500
+    assert refused.json()["errors"][0]["rule"] == "service_unavailable"
+    await asyncio.sleep(1)
     await asyncio.to_thread(stack.start_postgres, cfg)
     for claim_id in claim_ids:
         await wait_status(client, cfg, claim_id, "paid", timeout=90)
