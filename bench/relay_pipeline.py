@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -46,6 +48,7 @@ from shared.messaging.outbox import OutboxRelay, stage_events
 
 PAYEE = BankAccount(bank_name="bench", account_name="bench", account_number="12345678")
 console = Console()
+BatchHandler = Callable[[list[Any]], Awaitable[None]]
 
 
 def event(claim_id: uuid.UUID) -> EventEnvelope:
@@ -84,9 +87,7 @@ def consumer_for(bootstrap: str, topic: str, group: str) -> AIOKafkaConsumer:
 
 
 async def run_consumer(
-    consumer: AIOKafkaConsumer,
-    on_batch: Callable[[list[object]], Awaitable[None]],
-    stop: asyncio.Event,
+    consumer: AIOKafkaConsumer, on_batch: BatchHandler, stop: asyncio.Event
 ) -> None:
     while not stop.is_set():
         batches = await consumer.getmany(timeout_ms=50, max_records=1000)
@@ -96,9 +97,42 @@ async def run_consumer(
             await consumer.commit()
 
 
-async def wait_joined(consumers: list[AIOKafkaConsumer]) -> None:
+class Arrivals:
+    """The last hop: counts events and says when all have arrived."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.seen = 0
+        self.done = asyncio.Event()
+
+    async def count(self, records: list[Any]) -> None:
+        self.seen += len(records)
+        if self.seen >= self.expected:
+            self.done.set()
+
+
+@contextlib.asynccontextmanager
+async def hop_chain(
+    bootstrap: str, topics: list[str], handlers: list[BatchHandler], group: str
+) -> AsyncIterator[None]:
+    """One consumer per topic, each handing its batches to its handler, joined and running."""
+    consumers = [consumer_for(bootstrap, t, f"{group}-{i}") for i, t in enumerate(topics)]
+    for c in consumers:
+        await c.start()
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(run_consumer(c, h, stop))
+        for c, h in zip(consumers, handlers, strict=True)
+    ]
     while not all(c.assignment() for c in consumers):  # noqa: ASYNC110 (no event to wait on)
         await asyncio.sleep(0.1)
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        for c in consumers:
+            await c.stop()
 
 
 async def raw_round(bootstrap: str, n: int, partitions: int) -> float:
@@ -107,45 +141,23 @@ async def raw_round(bootstrap: str, n: int, partitions: int) -> float:
     await make_topics(bootstrap, topics, partitions)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
     await producer.start()
-    stop = asyncio.Event()
-    done = asyncio.Event()
-    seen = 0
+    arrivals = Arrivals(n)
 
-    def forwarder(target: str) -> Callable[[list[object]], Awaitable[None]]:
-        async def forward(records: list[object]) -> None:
-            futures = [
-                await producer.send(target, value=r.value, key=r.key)  # type: ignore[attr-defined]
-                for r in records
-            ]
+    def forwarder(target: str) -> BatchHandler:
+        async def forward(records: list[Any]) -> None:
+            futures = [await producer.send(target, value=r.value, key=r.key) for r in records]
             await asyncio.gather(*futures)
 
         return forward
 
-    async def count(records: list[object]) -> None:
-        nonlocal seen
-        seen += len(records)
-        if seen >= n:
-            done.set()
-
-    consumers = [consumer_for(bootstrap, topics[i], f"raw-{tag}-{i}") for i in range(4)]
-    for c in consumers:
-        await c.start()
-    handlers = [forwarder(topics[1]), forwarder(topics[2]), forwarder(topics[3]), count]
-    tasks = [
-        asyncio.create_task(run_consumer(c, h, stop))
-        for c, h in zip(consumers, handlers, strict=True)
-    ]
-    await wait_joined(consumers)
-    payloads = [(event(uuid.uuid4()).to_bytes(), str(i).encode()) for i in range(n)]
-    started = time.perf_counter()
-    futures = [await producer.send(topics[0], value=v, key=k) for v, k in payloads]
-    await asyncio.gather(*futures)
-    await done.wait()
-    elapsed = time.perf_counter() - started
-    stop.set()
-    await asyncio.gather(*tasks)
-    for c in consumers:
-        await c.stop()
+    handlers = [forwarder(topics[1]), forwarder(topics[2]), forwarder(topics[3]), arrivals.count]
+    async with hop_chain(bootstrap, topics, handlers, f"raw-{tag}"):
+        payloads = [(event(uuid.uuid4()).to_bytes(), str(i).encode()) for i in range(n)]
+        started = time.perf_counter()
+        futures = [await producer.send(topics[0], value=v, key=k) for v, k in payloads]
+        await asyncio.gather(*futures)
+        await arrivals.done.wait()
+        elapsed = time.perf_counter() - started
     await producer.stop()
     return n / elapsed
 
@@ -164,59 +176,30 @@ async def claimflow_round(cfg: stack.StackConfig, n: int, partitions: int, tmp: 
     ]
     for relay in relays:
         await relay.start()
-    stop = asyncio.Event()
-    done = asyncio.Event()
-    seen = 0
+    arrivals = Arrivals(n)
 
-    def next_hop(
-        schema: str, topic: str
-    ) -> Callable[[DbConnection, EventEnvelope], Awaitable[None]]:
+    def next_hop(hop: int) -> BatchHandler:
         async def handle(conn: DbConnection, env: EventEnvelope) -> None:
-            await stage_events(conn, schema, topic, [event(env.claim_id)])
+            await stage_events(conn, schemas[hop], topics[hop], [event(env.claim_id)])
 
-        return handle
-
-    hop_consumers = [
-        IdempotentBatchConsumer(
-            service=f"hop{i}",
-            schema=schemas[i],
-            pool=pools[i],
-            handlers={"review.decided": next_hop(schemas[i], topics[i])},
+        consumer = IdempotentBatchConsumer(
+            service=f"hop{hop}",
+            schema=schemas[hop],
+            pool=pools[hop],
+            handlers={"review.decided": handle},
         )
-        for i in (1, 2)
-    ]
+        return consumer.handle_batch
 
-    async def count(records: list[object]) -> None:
-        nonlocal seen
-        seen += len(records)
-        if seen >= n:
-            done.set()
-
-    kafka_consumers = [consumer_for(cfg.bootstrap, topics[i], f"cf-{tag}-{i}") for i in range(3)]
-    for c in kafka_consumers:
-        await c.start()
-    handlers: list[Callable[[list[object]], Awaitable[None]]] = [
-        hop_consumers[0].handle_batch,  # type: ignore[list-item]
-        hop_consumers[1].handle_batch,  # type: ignore[list-item]
-        count,
-    ]
-    tasks = [
-        asyncio.create_task(run_consumer(c, h, stop))
-        for c, h in zip(kafka_consumers, handlers, strict=True)
-    ]
-    await wait_joined(kafka_consumers)
-    envelopes = [event(uuid.uuid4()) for _ in range(n)]
-    started = time.perf_counter()
-    async with pools[0].acquire() as conn:
-        for i in range(0, n, 1000):
-            async with conn.transaction():
-                await stage_events(conn, schemas[0], topics[0], envelopes[i : i + 1000])
-    await done.wait()
-    elapsed = time.perf_counter() - started
-    stop.set()
-    await asyncio.gather(*tasks)
-    for c in kafka_consumers:
-        await c.stop()
+    handlers = [next_hop(1), next_hop(2), arrivals.count]
+    async with hop_chain(cfg.bootstrap, topics, handlers, f"cf-{tag}"):
+        envelopes = [event(uuid.uuid4()) for _ in range(n)]
+        started = time.perf_counter()
+        async with pools[0].acquire() as conn:
+            for i in range(0, n, 1000):
+                async with conn.transaction():
+                    await stage_events(conn, schemas[0], topics[0], envelopes[i : i + 1000])
+        await arrivals.done.wait()
+        elapsed = time.perf_counter() - started
     for relay in relays:
         await relay.stop()
     for p in pools:
@@ -234,16 +217,14 @@ async def per_event_round(cfg: stack.StackConfig, n: int, partitions: int, tmp: 
     conn = await asyncpg.connect(cfg.dsn, server_settings={"search_path": schema})
     producer = AIOKafkaProducer(bootstrap_servers=cfg.bootstrap)
     await producer.start()
-    stop = asyncio.Event()
-    done = asyncio.Event()
-    seen = 0
+    arrivals = Arrivals(n)
     lock = asyncio.Lock()
 
-    def hop(target: str) -> Callable[[list[object]], Awaitable[None]]:
-        async def handle(records: list[object]) -> None:
+    def hop(target: str) -> BatchHandler:
+        async def handle(records: list[Any]) -> None:
             for r in records:
                 async with lock, conn.transaction():
-                    env = EventEnvelope.model_validate_json(r.value)  # type: ignore[attr-defined]
+                    env = EventEnvelope.model_validate_json(r.value)
                     await conn.execute(
                         "INSERT INTO inbox VALUES ($1, $2, $3, 0, 0, 'handled')",
                         str(env.event_id),
@@ -254,30 +235,13 @@ async def per_event_round(cfg: stack.StackConfig, n: int, partitions: int, tmp: 
 
         return handle
 
-    async def count(records: list[object]) -> None:
-        nonlocal seen
-        seen += len(records)
-        if seen >= n:
-            done.set()
-
-    consumers = [consumer_for(cfg.bootstrap, topics[i], f"pe-{tag}-{i}") for i in range(4)]
-    for c in consumers:
-        await c.start()
-    handlers = [hop(topics[1]), hop(topics[2]), hop(topics[3]), count]
-    tasks = [
-        asyncio.create_task(run_consumer(c, h, stop))
-        for c, h in zip(consumers, handlers, strict=True)
-    ]
-    await wait_joined(consumers)
-    started = time.perf_counter()
-    for _ in range(n):
-        await producer.send_and_wait(topics[0], value=event(uuid.uuid4()).to_bytes())
-    await done.wait()
-    elapsed = time.perf_counter() - started
-    stop.set()
-    await asyncio.gather(*tasks)
-    for c in consumers:
-        await c.stop()
+    handlers = [hop(topics[1]), hop(topics[2]), hop(topics[3]), arrivals.count]
+    async with hop_chain(cfg.bootstrap, topics, handlers, f"pe-{tag}"):
+        started = time.perf_counter()
+        for _ in range(n):
+            await producer.send_and_wait(topics[0], value=event(uuid.uuid4()).to_bytes())
+        await arrivals.done.wait()
+        elapsed = time.perf_counter() - started
     await producer.stop()
     await conn.close()
     return n / elapsed
@@ -294,14 +258,7 @@ async def main(args: argparse.Namespace) -> None:
     base = args.port_base
     cfg = stack.StackConfig(
         data_dir=data_dir,
-        ports=stack.StackPorts(
-            postgres=base,
-            broker=base + 1,
-            intake=base + 2,
-            review=base + 3,
-            payout=base + 4,
-            prometheus=base + 5,
-        ),
+        ports=stack.StackPorts.from_base(base),
     )
     migrations = data_dir / "no-service-migrations"
     await asyncio.to_thread(migrations.mkdir)

@@ -29,14 +29,7 @@ def infra() -> Iterator[stack.StackConfig]:
     data_dir.chmod(0o755)  # the PostgreSQL server user must reach its data folder
     cfg = stack.StackConfig(
         data_dir=data_dir,
-        ports=stack.StackPorts(
-            postgres=PORT_BASE,
-            broker=PORT_BASE + 1,
-            intake=PORT_BASE + 2,
-            review=PORT_BASE + 3,
-            payout=PORT_BASE + 4,
-            prometheus=PORT_BASE + 5,
-        ),
+        ports=stack.StackPorts.from_base(PORT_BASE),
     )
     broker_pid: int | None = None
     try:

@@ -29,14 +29,7 @@ DataDir = Annotated[
 def _config(data_dir: Path, port_base: int | None) -> stack.StackConfig:
     cfg = stack.StackConfig(data_dir=data_dir.resolve())
     if port_base is not None:
-        cfg.ports = stack.StackPorts(
-            postgres=port_base,
-            broker=port_base + 1,
-            intake=port_base + 2,
-            review=port_base + 3,
-            payout=port_base + 4,
-            prometheus=port_base + 5,
-        )
+        cfg.ports = stack.StackPorts.from_base(port_base)
     return cfg
 
 

@@ -42,6 +42,11 @@ class StackPorts:
     payout: int = 8103
     prometheus: int = 19090
 
+    @classmethod
+    def from_base(cls, base: int) -> StackPorts:
+        """Consecutive ports: postgres, broker, intake, review, payout, prometheus."""
+        return cls(base, base + 1, base + 2, base + 3, base + 4, base + 5)
+
     def service(self, name: str) -> int:
         port: int = getattr(self, name)
         return port
