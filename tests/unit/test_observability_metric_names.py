@@ -76,7 +76,7 @@ def test_every_metric_used_is_in_the_catalogue() -> None:
         if name not in catalogue and not name.startswith("faststream_")
     }
     assert not not_listed, f"docs/metrics.md does not list: {sorted(not_listed)}"
-    assert PLANNED_BY_OTHER_ISSUES <= catalogue
+    assert catalogue >= PLANNED_BY_OTHER_ISSUES
 
 
 def test_the_faststream_middleware_metrics_are_used() -> None:
