@@ -7,7 +7,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -42,8 +42,24 @@ PortBase = Annotated[
 ]
 
 
-def _print_urls(info: dict[str, object]) -> None:
+def _print_urls(info: dict[str, Any]) -> None:
     console.print_json(json.dumps(info["urls"]))
+
+
+def _print_prometheus(info: dict[str, Any]) -> None:
+    url = info["urls"].get("prometheus")
+    if url:
+        console.print(f"Prometheus: [bold]{url}[/bold] (alert rules: {url}/alerts)")
+    elif "pids" in info:
+        console.print(
+            "Prometheus: not started (install the `prometheus` binary, e.g. Debian's package)"
+        )
+
+
+ExternalUrl = Annotated[
+    str | None,
+    typer.Option(help="Run against an already running service/database (docker-compose)"),
+]
 
 
 @stack_app.command("up")
@@ -95,21 +111,42 @@ def demo(
     ] = 300,
     data_dir: DataDir = stack.REPO_ROOT / ".stack",
     port_base: PortBase = None,
+    intake_url: ExternalUrl = None,
+    review_url: ExternalUrl = None,
+    payout_url: ExternalUrl = None,
+    database_url: ExternalUrl = None,
 ) -> None:
     """Start the stack if needed, push claims through it, print a summary.
 
     With --once the last line printed is one JSON object with the figures, and the exit
     code is 0 only when every claim reached a final state and none was paid twice.
+    With all four of --intake-url, --review-url, --payout-url and --database-url the demo
+    runs against those services (docker-compose) and starts no stack.
     """
+    external = (intake_url, review_url, payout_url, database_url)
+    if any(external) and not all(external):
+        console.print(
+            "[red]--intake-url, --review-url, --payout-url and --database-url go together"
+        )
+        raise typer.Exit(2)
     cfg = _config(data_dir, port_base)
-    info = stack.read_info(cfg)
-    started_here = info is None
+    info: dict[str, Any] | None
+    if all(external):
+        info = {
+            "urls": {"intake": intake_url, "review": review_url, "payout": payout_url},
+            "database_url": database_url,
+        }
+        started_here = False
+    else:
+        info = stack.read_info(cfg)
+        started_here = info is None
     if info is None:
         with console.status("starting the stack…"):
             info = stack.up(cfg)
     try:
         console.print("services:")
         _print_urls(info)
+        _print_prometheus(info)
         result = asyncio.run(
             run_demo(info, claims=claims, seed=seed, timeout_s=timeout, console=console)
         )
@@ -134,6 +171,7 @@ def demo(
             "[bold]stack is up[/bold] — Ctrl-C stops it. OpenAPI at /docs on each service."
         )
         _print_urls(info)
+        _print_prometheus(info)
         _wait_for_interrupt()
     finally:
         if started_here:
