@@ -230,14 +230,24 @@ async def _start_department_tasks(
 
 
 async def _set_stage(
-    conn: DbConnection, case: asyncpg.Record, to: CaseStatus, now: datetime
+    conn: DbConnection,
+    case: asyncpg.Record,
+    to: CaseStatus,
+    now: datetime,
+    decision: Outcome | None = None,
 ) -> None:
-    """Move the case; observe how long it spent in the stage it leaves."""
+    """Move the case (with its decision when final); observe the stage it leaves."""
     await conn.execute(
-        "UPDATE review_cases SET status = $2, stage_started_at = $3 WHERE claim_id = $1",
+        """UPDATE review_cases SET status = $2, stage_started_at = $3,
+               approved_amount_fen = coalesce($4, approved_amount_fen),
+               decision_reason = coalesce($5, decision_reason), decided_at = $6
+           WHERE claim_id = $1""",
         case["claim_id"],
         to.value,
         now,
+        decision.approved_amount_fen if decision else None,
+        decision.reason if decision else None,
+        now if decision else None,
     )
     left = CaseStatus(case["status"])
     if left in (CaseStatus.DEPARTMENT_REVIEW, CaseStatus.SIGN_OFF):
@@ -255,15 +265,7 @@ async def _finish(
 ) -> list[EventEnvelope]:
     """Approve or reject the claim: cancel what is open, close the clocks, tell everyone."""
     claim_id = case["claim_id"]
-    await _set_stage(conn, case, outcome.status, now)
-    await conn.execute(
-        """UPDATE review_cases SET approved_amount_fen = $2, decision_reason = $3,
-               decided_at = $4 WHERE claim_id = $1""",
-        claim_id,
-        outcome.approved_amount_fen,
-        outcome.reason,
-        now,
-    )
+    await _set_stage(conn, case, outcome.status, now, outcome)
     await conn.execute(
         "UPDATE review_tasks SET status = 'cancelled' WHERE claim_id = $1 AND status = 'pending'",
         claim_id,
