@@ -18,7 +18,7 @@ from services.review.domain.model import CaseStatus, Decision
 from services.review.service_layer import handlers
 from services.review.service_layer.handlers import ReviewPolicy
 from shared.contracts import BankAccount, ClaimSubmittedV1
-from shared.db import create_pool, migrate
+from shared.db import DbConnection, create_pool, migrate
 from shared.devstack.stack import StackConfig
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,7 @@ def claim(*, program_id: str | None = None, amount_fen: int = 500_000_00) -> Cla
     )
 
 
-async def open_case(conn: asyncpg.Connection, c: ClaimSubmittedV1) -> uuid.UUID:
+async def open_case(conn: DbConnection, c: ClaimSubmittedV1) -> uuid.UUID:
     claim_id = uuid.uuid4()
     async with conn.transaction():
         status = await handlers.open_review(conn, POLICY, claim_id, c, T0)
@@ -66,7 +66,7 @@ async def open_case(conn: asyncpg.Connection, c: ClaimSubmittedV1) -> uuid.UUID:
     return claim_id
 
 
-async def outbox_types(conn: asyncpg.Connection, claim_id: uuid.UUID) -> list[str]:
+async def outbox_types(conn: DbConnection, claim_id: uuid.UUID) -> list[str]:
     rows = await conn.fetch(
         "SELECT event_type FROM outbox WHERE message_key = $1 ORDER BY id", str(claim_id)
     )
@@ -117,6 +117,7 @@ async def test_warning_before_the_deadline_escalation_only_at_it_and_concurrent_
                WHERE claim_id = $1 AND scope = 'task' LIMIT 1""",
             claim_id,
         )
+    assert row is not None
     before_warning = row["warn_at"] - timedelta(seconds=1)
     between = row["warn_at"] + timedelta(seconds=1)
     async with pool.acquire() as conn:
@@ -154,7 +155,7 @@ async def first_task(pool: asyncpg.Pool, claim_id: uuid.UUID, department: str) -
 
 
 async def decide(
-    conn: asyncpg.Connection,
+    conn: DbConnection,
     task_id: uuid.UUID,
     decision: str,
     user: str,

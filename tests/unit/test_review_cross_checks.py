@@ -9,6 +9,7 @@ from services.review.adapters.watchlists import load_watchlists
 from services.review.domain.cross_checks import (
     BlacklistEntry,
     ClaimFacts,
+    Finding,
     OtherClaim,
     cross_check,
     months_before,
@@ -26,8 +27,8 @@ FACTS = ClaimFacts(
 )
 
 
-def by_check(report_findings: list[object]) -> dict[str, tuple[str, str]]:
-    return {f.check: (f.result, f.reason) for f in report_findings}  # type: ignore[attr-defined]
+def by_check(report_findings: list[Finding]) -> dict[str, tuple[str, str]]:
+    return {f.check: (f.result, f.reason) for f in report_findings}
 
 
 def test_clean_claim_passes_every_check() -> None:
