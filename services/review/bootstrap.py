@@ -29,7 +29,7 @@ def create_app(settings: ReviewSettings | None = None) -> FastAPI:
         subscribe_to=[INTAKE_EVENTS],
         handlers=review_event_handlers(policy),
         routers=[router],
-        background_loops=[deadline_loop(settings.deadline_scan_interval_s)],
+        background_loops=[deadline_loop(policy, settings.deadline_scan_interval_s)],
         description=(
             "Joint review (联核联审联批): automatic cross-checks, parallel department "
             "decisions, sign-off above a threshold, time limits with escalation."

@@ -967,8 +967,11 @@ _OPEN_STATES = ("on_time", "approaching", "overdue")
 _seen_departments: set[str] = set()
 
 
-async def refresh_open_tasks(conn: DbConnection, now: datetime) -> dict[tuple[str, str], int]:
+async def refresh_open_tasks(
+    conn: DbConnection, now: datetime, departments: Sequence[str] = ()
+) -> dict[tuple[str, str], int]:
     """Set claimflow_review_tasks_open from the tables (a gauge of what is waiting)."""
+    _seen_departments.update(departments)
     rows = await conn.fetch(
         """SELECT t.department,
                   CASE WHEN t.due_at <= $1 THEN 'overdue'
@@ -991,15 +994,19 @@ async def refresh_open_tasks(conn: DbConnection, now: datetime) -> dict[tuple[st
     return counts
 
 
-def deadline_loop(interval_s: float, clock: Clock = wall_clock) -> BackgroundLoop:
+def deadline_loop(
+    policy: ReviewPolicy, interval_s: float, clock: Clock = wall_clock
+) -> BackgroundLoop:
     """The scheduler as a background loop of the service (build_service_app)."""
+    known = {d for p in policy.catalogue.programs for d in p.departments}
+    known |= {*policy.catalogue.vat_refund.departments, SIGN_OFF}
 
     async def loop(runtime: ServiceRuntime) -> None:
         while True:
             async with runtime.db.acquire() as conn:
                 now = clock()
                 await run_deadlines(conn, now)
-                await refresh_open_tasks(conn, now)
+                await refresh_open_tasks(conn, now, sorted(known))
             await asyncio.sleep(interval_s)
 
     return loop
