@@ -343,3 +343,18 @@ async def test_cross_check_failure_rejects_before_anyone_sees_it(pool: asyncpg.P
             "review.stage_changed",
             "review.decided",
         ]
+
+
+async def test_overdue_tasks_are_counted_in_the_open_tasks_gauge(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        claim_id = await open_case(conn, claim())
+        due = await conn.fetchval(
+            "SELECT max(due_at) FROM review_tasks WHERE claim_id = $1", claim_id
+        )
+        on_time = await handlers.refresh_open_tasks(conn, T0, ["tax", "treasury"])
+        overdue = await handlers.refresh_open_tasks(conn, due + timedelta(seconds=1))
+    assert on_time[("tax", "on_time")] >= 1 and ("tax", "overdue") not in on_time
+    assert overdue[("tax", "overdue")] >= 1 and overdue[("treasury", "overdue")] >= 1
+    from services.review.metrics import TASKS_OPEN
+
+    assert TASKS_OPEN.labels(department="tax", state="overdue")._value.get() >= 1
