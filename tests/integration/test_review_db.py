@@ -358,3 +358,32 @@ async def test_overdue_tasks_are_counted_in_the_open_tasks_gauge(pool: asyncpg.P
     from services.review.metrics import TASKS_OPEN
 
     assert TASKS_OPEN.labels(department="tax", state="overdue")._value.get() >= 1
+
+
+async def test_the_service_scheduler_loop_killed_and_restarted_emits_each_event_once(
+    infra: StackConfig, pool: asyncpg.Pool
+) -> None:
+    """The real background loop of the service, cancelled at an arbitrary moment (as a
+    SIGKILL would stop it) and started again on a new pool, twice over."""
+    from services.review.config import ReviewSettings
+    from shared.service_app import ServiceRuntime
+
+    async with pool.acquire() as conn:
+        ids = [await open_case(conn, claim()) for _ in range(5)]
+        schema = await conn.fetchval("SELECT current_schema()")
+    late = T0 + timedelta(days=30)
+    loop = handlers.deadline_loop(POLICY, 0.01, clock=lambda: late)
+    for run in range(3):
+        p = await create_pool(infra.dsn, schema)
+        runtime = ServiceRuntime(name="review", settings=ReviewSettings(), pool=p)
+        task: asyncio.Future[None] = asyncio.ensure_future(loop(runtime))
+        await asyncio.sleep(0.05 * (run + 1))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await p.close()
+    async with pool.acquire() as conn:
+        for claim_id in ids:
+            types = await outbox_types(conn, claim_id)
+            assert types.count("review.deadline_warning") == 3, types
+            assert types.count("review.escalated") == 3, types
