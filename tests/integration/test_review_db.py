@@ -5,6 +5,7 @@ when the Python checks are bypassed."""
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from services.review.service_layer import handlers
 from services.review.service_layer.handlers import ReviewPolicy
 from shared.contracts import BankAccount, ClaimSubmittedV1
 from shared.db import DbConnection, create_pool, migrate
+from shared.devstack.demo_claims import make_uscc
 from shared.devstack.stack import StackConfig
 
 pytestmark = pytest.mark.integration
@@ -46,9 +48,9 @@ async def pool(infra: StackConfig) -> AsyncIterator[asyncpg.Pool]:
 def claim(*, program_id: str | None = None, amount_fen: int = 500_000_00) -> ClaimSubmittedV1:
     return ClaimSubmittedV1(
         claim_kind="subsidy" if program_id else "vat_refund",
-        uscc="91510304GHB8Q5T30Q",  # rated A in the watch list
+        uscc=make_uscc(random.Random()),  # a fresh enterprise: no duplicate to find
         enterprise_name="自贡测试企业有限公司",
-        tax_period=f"2026-{uuid.uuid4().int % 12 + 1:02d}",
+        tax_period="2026-09",
         program_id=program_id,
         requested_amount_fen=amount_fen,
         eligible_amount_fen=amount_fen,
