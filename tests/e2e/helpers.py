@@ -36,12 +36,11 @@ SMALL_REFUND = {
 }
 
 
-async def submit_claim(
-    client: httpx.AsyncClient, cfg: StackConfig, *, large: bool = False, **overrides: Any
-) -> str:
-    """A VAT refund claim through intake; below the sign-off threshold unless ``large``."""
+async def submit_claim(client: httpx.AsyncClient, cfg: StackConfig, **overrides: Any) -> str:
+    """A VAT refund claim through intake, below the sign-off threshold unless the
+    overrides name larger amounts."""
     body = make_claim(_rng, "2026-09")
-    body.update({"tax_credit_rating": "A", **({} if large else SMALL_REFUND), **overrides})
+    body.update({"tax_credit_rating": "A", **SMALL_REFUND, **overrides})
     r = await client.post(
         f"{cfg.url('intake')}/claims", json=body, headers={"X-User-Id": "window-01"}
     )
