@@ -1,4 +1,5 @@
-"""Wires review: settings, routes, event handlers, and the shared service runtime."""
+"""Wires review: settings, routes, event handlers, the deadline scheduler, and the shared
+service runtime."""
 
 from __future__ import annotations
 
@@ -8,19 +9,31 @@ from fastapi import FastAPI
 
 from services.review.config import ReviewSettings
 from services.review.entrypoints.http import router
-from services.review.service_layer.handlers import SERVICE, open_review
+from services.review.service_layer.handlers import (
+    SERVICE,
+    ReviewPolicy,
+    deadline_loop,
+    review_event_handlers,
+)
 from shared.contracts.topics import INTAKE_EVENTS
 from shared.service_app import build_service_app
 
 
 def create_app(settings: ReviewSettings | None = None) -> FastAPI:
     settings = settings or ReviewSettings()
-    return build_service_app(
+    policy = ReviewPolicy.from_settings(settings)
+    app = build_service_app(
         name=SERVICE,
         settings=settings,
         migrations=Path(__file__).parent / "migrations",
         subscribe_to=[INTAKE_EVENTS],
-        handlers={"claim.submitted": open_review(settings.departments_by_kind, settings.task_days)},
+        handlers=review_event_handlers(policy),
         routers=[router],
-        description="Joint review (联审): parallel department decisions on each claim.",
+        background_loops=[deadline_loop(policy, settings.deadline_scan_interval_s)],
+        description=(
+            "Joint review (联核联审联批): automatic cross-checks, parallel department "
+            "decisions, sign-off above a threshold, time limits with escalation."
+        ),
     )
+    app.state.review_policy = policy
+    return app

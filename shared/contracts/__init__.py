@@ -21,8 +21,14 @@ from shared.contracts.payout_events import (
 )
 from shared.contracts.registry import REGISTRY, UnknownEventType, payload_model
 from shared.contracts.review_events import (
+    CrossCheckFinding,
+    ReviewCrossCheckedV1,
+    ReviewDeadlineWarningV1,
     ReviewDecidedV1,
+    ReviewEscalatedV1,
     ReviewReturnedForDocumentsV1,
+    ReviewSignedOffV1,
+    ReviewStageChangedV1,
     ReviewTaskDecidedV1,
 )
 
@@ -35,6 +41,7 @@ __all__ = [
     "ClaimLapsedV1",
     "ClaimSubmittedV1",
     "ClaimWithdrawnV1",
+    "CrossCheckFinding",
     "DeadLetter",
     "EventEnvelope",
     "EventPayload",
@@ -43,8 +50,13 @@ __all__ = [
     "PayoutFailedV1",
     "PayoutRequestedV1",
     "PayoutSentV1",
+    "ReviewCrossCheckedV1",
+    "ReviewDeadlineWarningV1",
     "ReviewDecidedV1",
+    "ReviewEscalatedV1",
     "ReviewReturnedForDocumentsV1",
+    "ReviewSignedOffV1",
+    "ReviewStageChangedV1",
     "ReviewTaskDecidedV1",
     "UnknownEventType",
     "payload_model",
