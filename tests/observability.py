@@ -39,13 +39,6 @@ PLANNED_BY_OTHER_ISSUES: frozenset[str] = frozenset(
         "claimflow_claims_outcome_total",
         "claimflow_amount_requested_yuan_total",
         "claimflow_claims_documents_pending",
-        # review (issue 4)
-        "claimflow_review_stage_duration_seconds",
-        "claimflow_review_task_duration_seconds",
-        "claimflow_review_tasks_open",
-        "claimflow_review_deadline_events_total",
-        "claimflow_review_decisions_total",
-        "claimflow_amount_approved_yuan_total",
         # payout (issue 5)
         "claimflow_payout_hop_seconds",
         "claimflow_fund_budget_yuan",
