@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import httpx
 
-DEPARTMENTS = {"vat_refund": ("tax", "treasury")}
+DEPARTMENTS = {"vat_refund": ("tax", "treasury"), "subsidy": ("finance", "industry")}
 
 
 async def play_reviewers(
