@@ -27,6 +27,7 @@ from services.intake.domain.commands import (
     WithdrawClaim,
 )
 from services.intake.domain.model import (
+    CLOSED,
     FINAL,
     HOLDER,
     LAPSABLE,
@@ -398,7 +399,7 @@ async def supply_document(
     async with conn.transaction():
         row = await _locked_claim(conn, cmd.claim_id)
         status = ClaimStatus(row["status"])
-        if status.is_final:
+        if status in CLOSED:
             raise _closed(row, "record a document")
         pending: list[str] = list(row["pending_documents"])
         if cmd.document_id not in pending:
