@@ -12,7 +12,9 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 from stdnum.cn import uscc as stdnum_uscc
+from stdnum.exceptions import InvalidChecksum
 from stdnum.exceptions import ValidationError as StdnumError
 
 from shared.contracts import BankAccount
@@ -23,16 +25,27 @@ from shared.workdays import CHINA
 def _valid_uscc(value: str) -> str:
     try:
         return str(stdnum_uscc.validate(value))
+    except InvalidChecksum:
+        raise PydanticCustomError(
+            "uscc_check_character",
+            "the check character does not match (GB 32100-2015): a typing error?",
+        ) from None
     except StdnumError as exc:
-        raise ValueError(f"not a valid unified social credit code (GB 32100-2015): {exc}") from None
+        raise PydanticCustomError(
+            "uscc_format",
+            "not a unified social credit code (18 characters, GB 32100-2015): {reason}",
+            {"reason": str(exc)},
+        ) from None
 
 
 def _past_tax_period(value: str) -> str:
     if not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", value):
-        raise ValueError("tax period must be YYYY-MM")
+        raise PydanticCustomError("tax_period_format", "tax period must be YYYY-MM")
     now = datetime.now(UTC).astimezone(CHINA)
     if value > f"{now.year:04d}-{now.month:02d}":
-        raise ValueError("tax period must not be in the future")
+        raise PydanticCustomError(
+            "tax_period_not_future", "tax period must not be in the future (Beijing time)"
+        )
     return value
 
 
