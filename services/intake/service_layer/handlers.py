@@ -384,7 +384,8 @@ async def _locked_claim(conn: DbConnection, claim_id: uuid.UUID) -> asyncpg.Reco
 
 def _closed(row: asyncpg.Record, action: str) -> Refusal:
     status = row["status"]
-    rule = "payout_started" if ClaimStatus(status) in PAYOUT_STARTED else "claim_closed"
+    started = ClaimStatus(status) in PAYOUT_STARTED | {ClaimStatus.PAYOUT_REQUESTED}
+    rule = "payout_started" if started else "claim_closed"
     return Refusal(
         f"cannot {action}: the claim is {status}",
         [Violation("claim_id", rule, f"the claim is {status}")],
