@@ -61,12 +61,11 @@ def refund(uscc: str | None = None, promised: tuple[str, ...] = (), **kw: Any) -
         base_credit_fen=400_000_00,
         input_ratio=Decimal("0.9"),
         tax_credit_rating="A",
-        requested_amount_fen=900_000_00,
         payee=PAYEE,
         registered_by="window-01",
         documents_supplied=tuple(d for d in docs if d not in promised),
         documents_promised=promised,
-        **kw,
+        **{"requested_amount_fen": 900_000_00, **kw},
     )
 
 
@@ -312,3 +311,44 @@ async def test_tracker_records_unknown_events_and_returned_documents(pool: async
         assert await conn.fetchval("SELECT status FROM claims WHERE claim_id = $1", claim_id) == (
             "in_review"
         )
+
+
+async def test_domain_refusals_store_nothing(pool: asyncpg.Pool) -> None:
+    uscc = make_uscc(_rng)
+    cases: list[tuple[RegisterClaim, datetime | None, set[tuple[str, str]]]] = [
+        (
+            RegisterSubsidy(
+                uscc=uscc,
+                enterprise_name="x",
+                program_id="moon-landing-2026",
+                requested_amount_fen=1_00,
+                payee=PAYEE,
+                registered_by="window-01",
+            ),
+            None,
+            {("program_id", "unknown_program")},
+        ),
+        (
+            subsidy(uscc),
+            datetime(2027, 1, 4, 2, tzinfo=UTC),
+            {("program_id", "application_window")},
+        ),
+        (
+            refund(uscc, requested_amount_fen=1_000_000_01),
+            None,
+            {("requested_amount", "within_credit_balance")},
+        ),
+        (
+            refund(uscc, promised=("vat_returns",)),
+            None,
+            {("documents_promised", "critical_document")},
+        ),
+    ]
+    async with pool.acquire() as conn:
+        for cmd, now, expected in cases:
+            with pytest.raises(handlers.Invalid) as info:
+                await handlers.register_claim(conn, cmd, POLICY, now=now)
+            assert {(e.field, e.rule) for e in info.value.errors} == expected
+            assert info.value.status_code == 422
+        assert await conn.fetchval("SELECT count(*) FROM claims WHERE uscc = $1", uscc) == 0
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
