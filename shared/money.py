@@ -6,6 +6,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
 
 FEN_PER_YUAN = 100
 
@@ -26,9 +27,11 @@ def fen_to_yuan(fen: int) -> Decimal:
 
 
 def _two_places(value: Decimal) -> Decimal:
+    # Named rules, so that a 422 says which rule broke rather than "value_error".
     if not value.is_finite():
-        raise ValueError("must be a finite amount")
-    yuan_to_fen(value)
+        raise PydanticCustomError("finite_amount", "must be a finite amount")
+    if value * FEN_PER_YUAN != (value * FEN_PER_YUAN).to_integral_value():
+        raise PydanticCustomError("fen_precision", "at most 2 decimal places (fen)")
     return value
 
 

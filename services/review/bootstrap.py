@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.review import metrics
 from services.review.config import ReviewSettings
 from services.review.entrypoints.http import router
 from services.review.service_layer.handlers import (
@@ -22,6 +23,11 @@ from shared.service_app import build_service_app
 def create_app(settings: ReviewSettings | None = None) -> FastAPI:
     settings = settings or ReviewSettings()
     policy = ReviewPolicy.from_settings(settings)
+    catalogue = policy.catalogue
+    metrics.initialise(
+        set(catalogue.vat_refund.departments).union(*(p.departments for p in catalogue.programs)),
+        stages=("department_review", "sign_off"),
+    )
     app = build_service_app(
         name=SERVICE,
         settings=settings,

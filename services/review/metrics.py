@@ -44,3 +44,11 @@ AMOUNT_APPROVED = Counter(
     ["kind", "fund"],
     registry=REGISTRY,
 )
+
+
+def initialise(departments: set[str], stages: tuple[str, ...]) -> None:
+    """Create the deadline counters at zero, so "no escalations yet" reads as 0 on the
+    dashboards and in increase(), not as a missing series."""
+    for scope in sorted(departments | set(stages)):
+        for kind in ("warning", "escalation"):
+            DEADLINE_EVENTS.labels(department=scope, kind=kind)

@@ -14,7 +14,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from shared.devstack.demo_claims import make_claim
+from shared.devstack.demo_claims import make_mixed_claim, supply_promised_documents
 from shared.devstack.demo_figures import FINAL, DemoResult, payout_facts, summary_table
 from shared.devstack.demo_reviewers import play_reviewers
 
@@ -44,19 +44,28 @@ async def run_demo(
         ) as progress:
             submit = progress.add_task("submitting claims", total=claims)
             final = progress.add_task("claims final", total=claims)
+            promised: dict[str, list[str]] = {}
             for _ in range(claims):
+                body = make_mixed_claim(rng, period)
                 r = await client.post(
                     f"{urls['intake']}/claims",
-                    json=make_claim(rng, period),
+                    json=body,
                     headers={"X-User-Id": f"window-{rng.randint(1, 3):02d}"},
                 )
                 if r.status_code == 201:
                     ids.append(r.json()["claim_id"])
+                    if body["documents_promised"]:
+                        promised[ids[-1]] = body["documents_promised"]
                 else:
                     result.rejected_at_window += 1
                     console.print(f"[yellow]window refused a claim: {r.status_code} {r.text}")
                 progress.advance(submit)
             result.submitted = len(ids)
+            # The enterprises that promised documents (容缺受理) bring them in.
+            for claim_id, documents in promised.items():
+                await supply_promised_documents(
+                    client, urls["intake"], claim_id, documents, "window-01"
+                )
             progress.update(final, total=len(ids))
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from shared.money import fen_to_yuan
 
-FINAL = {"paid", "rejected", "payout_failed"}
+FINAL = {"paid", "rejected", "payout_failed", "withdrawn", "lapsed"}
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +13,22 @@ import asyncpg
 from shared.contracts import EventEnvelope
 from shared.db import DbConnection
 
+CLOSED_STATUSES = ("rejected", "withdrawn", "lapsed")
+
+# Columns the tracker and the window's use cases may change after registration.
+_UPDATABLE = frozenset(
+    {
+        "status",
+        "status_changed_at",
+        "pending_documents",
+        "documents_due_by",
+        "documents_due_at",
+        "holders",
+        "decided_departments",
+        "closed_reason",
+    }
+)
+
 
 class ClaimRepository:
     def __init__(self, conn: DbConnection) -> None:
@@ -19,12 +36,16 @@ class ClaimRepository:
 
     async def add(self, row: dict[str, Any]) -> None:
         await self.conn.execute(
-            """INSERT INTO claims (claim_id, kind, uscc, enterprise_name, tax_period,
-                   requested_amount_fen, eligible_amount_fen, amount_note, details, payee,
-                   registered_by, received_at, status, status_changed_at)
-               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9::jsonb,$10::jsonb,$11,$12,$13,$12)""",
+            """INSERT INTO claims (claim_id, kind, program_id, uscc, enterprise_name,
+                   tax_period, requested_amount_fen, eligible_amount_fen, amount_note,
+                   details, payee, registered_by, received_at, status, status_changed_at,
+                   pending_documents, documents_due_by, documents_due_at, holders,
+                   review_due_at)
+               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10::jsonb,$11::jsonb,$12,$13,$14,$13,
+                       $15,$16,$17,$18,$19)""",
             row["claim_id"],
             row["kind"],
+            row["program_id"],
             row["uscc"],
             row["enterprise_name"],
             row["tax_period"],
@@ -36,20 +57,111 @@ class ClaimRepository:
             row["registered_by"],
             row["received_at"],
             row["status"],
+            row["pending_documents"],
+            row["documents_due_by"],
+            row["documents_due_at"],
+            row["holders"],
+            row["review_due_at"],
         )
 
-    async def find_live(self, uscc: str, kind: str, tax_period: str) -> uuid.UUID | None:
+    async def add_documents(
+        self,
+        claim_id: uuid.UUID,
+        documents: Sequence[tuple[str, bool, str]],
+        *,
+        recorded_by: str,
+        at: datetime,
+        requested_by: str = "checklist",
+    ) -> None:
+        """(document id, critical, 'supplied' | 'promised') rows; a document asked for
+        again (a department returns the claim for it) becomes promised again."""
+        await self.conn.executemany(
+            """INSERT INTO claim_documents (claim_id, document_id, critical, state,
+                   requested_by, recorded_at, recorded_by, supplied_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7,
+                       CASE WHEN $4 = 'supplied' THEN $6::timestamptz END)
+               ON CONFLICT (claim_id, document_id) DO UPDATE
+                   SET state = EXCLUDED.state, requested_by = EXCLUDED.requested_by,
+                       recorded_at = EXCLUDED.recorded_at, recorded_by = EXCLUDED.recorded_by,
+                       supplied_at = EXCLUDED.supplied_at""",
+            [
+                (claim_id, doc, critical, state, requested_by, at, recorded_by)
+                for doc, critical, state in documents
+            ],
+        )
+
+    async def mark_supplied(
+        self, claim_id: uuid.UUID, document_id: str, *, recorded_by: str, at: datetime
+    ) -> None:
+        await self.conn.execute(
+            """UPDATE claim_documents SET state = 'supplied', supplied_at = $3,
+                   recorded_at = $3, recorded_by = $4
+               WHERE claim_id = $1 AND document_id = $2""",
+            claim_id,
+            document_id,
+            at,
+            recorded_by,
+        )
+
+    async def documents(self, claim_id: uuid.UUID) -> list[asyncpg.Record]:
+        return await self.conn.fetch(
+            """SELECT document_id, critical, state, requested_by, supplied_at
+               FROM claim_documents WHERE claim_id = $1 ORDER BY recorded_at, document_id""",
+            claim_id,
+        )
+
+    async def find_live(self, uscc: str, kind: str, period_or_program: str) -> uuid.UUID | None:
         found: uuid.UUID | None = await self.conn.fetchval(
-            """SELECT claim_id FROM claims WHERE uscc = $1 AND kind = $2 AND tax_period = $3
+            """SELECT claim_id FROM claims
+               WHERE uscc = $1 AND kind = $2 AND coalesce(program_id, tax_period) = $3
                  AND status NOT IN ('rejected', 'withdrawn', 'lapsed')""",
             uscc,
             kind,
-            tax_period,
+            period_or_program,
         )
         return found
 
-    async def get(self, claim_id: uuid.UUID) -> asyncpg.Record | None:
-        return await self.conn.fetchrow("SELECT * FROM claims WHERE claim_id = $1", claim_id)
+    async def get(self, claim_id: uuid.UUID, *, for_update: bool = False) -> asyncpg.Record | None:
+        sql = "SELECT * FROM claims WHERE claim_id = $1"
+        return await self.conn.fetchrow(sql + (" FOR UPDATE" if for_update else ""), claim_id)
+
+    async def update(self, claim_id: uuid.UUID, **fields: Any) -> None:
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        names = list(fields)
+        assignments = ", ".join(f"{n} = ${i + 2}" for i, n in enumerate(names))
+        await self.conn.execute(
+            f"UPDATE claims SET {assignments} WHERE claim_id = $1",
+            claim_id,
+            *(fields[n] for n in names),
+        )
+
+    async def search(
+        self,
+        *,
+        uscc: str | None,
+        status: str | None,
+        kind: str | None,
+        program_id: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[asyncpg.Record], int]:
+        where = """($1::text IS NULL OR uscc = $1) AND ($2::text IS NULL OR status = $2)
+                   AND ($3::text IS NULL OR kind = $3) AND ($4::text IS NULL OR program_id = $4)"""
+        args = (uscc, status, kind, program_id)
+        total: int = await self.conn.fetchval(
+            f"SELECT count(*) FROM claims WHERE {where}",
+            *args,
+        )
+        rows = await self.conn.fetch(
+            f"""SELECT * FROM claims WHERE {where}
+                ORDER BY received_at DESC, claim_id LIMIT $5 OFFSET $6""",
+            *args,
+            limit,
+            offset,
+        )
+        return rows, total
 
     async def timeline(self, claim_id: uuid.UUID) -> list[asyncpg.Record]:
         return await self.conn.fetch(
@@ -73,18 +185,34 @@ class ClaimRepository:
         )
         return bool(inserted)
 
-    async def advance_status(self, claim_id: uuid.UUID, status: str, occurred_at: datetime) -> bool:
-        """Move to ``status`` unless the claim is final or already moved by a later event.
-
-        Events from different services arrive on different topics in no fixed order;
-        the time they occurred decides, and a final status is never left.
-        """
-        result = await self.conn.execute(
-            """UPDATE claims SET status = $2, status_changed_at = $3
-               WHERE claim_id = $1 AND status NOT IN ('rejected', 'paid', 'withdrawn', 'lapsed')
-                 AND status_changed_at <= $3""",
-            claim_id,
-            status,
-            occurred_at,
+    async def lapse_overdue(
+        self, *, as_of: datetime, at: datetime, lapsable: Sequence[str], limit: int
+    ) -> list[asyncpg.Record]:
+        """Lapse live claims whose documents deadline passed; each one exactly once (the
+        conditional UPDATE decides, whatever number of intake processes run this)."""
+        return await self.conn.fetch(
+            """UPDATE claims c SET status = 'lapsed', status_changed_at = $2,
+                   holders = ARRAY['none (final)'],
+                   closed_reason = 'documents not supplied by ' || c.documents_due_by
+               WHERE c.claim_id IN (
+                   SELECT claim_id FROM claims
+                   WHERE cardinality(pending_documents) > 0 AND documents_due_at < $1
+                     AND status = ANY($3::text[])
+                   ORDER BY documents_due_at LIMIT $4 FOR UPDATE SKIP LOCKED)
+                 AND c.status = ANY($3::text[]) AND cardinality(c.pending_documents) > 0
+               RETURNING c.claim_id, c.kind, c.program_id, c.pending_documents,
+                         c.documents_due_by""",
+            as_of,
+            at,
+            list(lapsable),
+            limit,
         )
-        return result.endswith(" 1")
+
+    async def documents_pending_by_kind(self, live: Sequence[str]) -> dict[str, int]:
+        rows = await self.conn.fetch(
+            """SELECT kind, count(*) AS n FROM claims
+               WHERE cardinality(pending_documents) > 0 AND status = ANY($1::text[])
+               GROUP BY kind""",
+            list(live),
+        )
+        return {r["kind"]: r["n"] for r in rows}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -18,3 +19,35 @@ class RegisterVatRefund:
     requested_amount_fen: int
     payee: BankAccount
     registered_by: str
+    documents_supplied: tuple[str, ...] = ()
+    documents_promised: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RegisterSubsidy:
+    uscc: str
+    enterprise_name: str
+    program_id: str
+    requested_amount_fen: int
+    payee: BankAccount
+    registered_by: str
+    documents_supplied: tuple[str, ...] = ()
+    documents_promised: tuple[str, ...] = ()
+    description: str | None = None
+
+
+RegisterClaim = RegisterVatRefund | RegisterSubsidy
+
+
+@dataclass(frozen=True)
+class SupplyDocument:
+    claim_id: uuid.UUID
+    document_id: str
+    recorded_by: str
+
+
+@dataclass(frozen=True)
+class WithdrawClaim:
+    claim_id: uuid.UUID
+    reason: str
+    withdrawn_by: str

@@ -1,40 +1,109 @@
-"""Intake's domain: a registered claim and the VAT credit refund computation."""
+"""Intake's domain: claim statuses as the tracker sees them, the VAT credit refund
+computation, the rules a claim must pass at the window, and 容缺受理 deadlines.
+
+Everything here is pure (no I/O) and unit-tested.
+"""
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import ROUND_DOWN, Decimal
 from enum import StrEnum
+from typing import Any
+
+from shared.programs import ClaimKindRules, Program
+from shared.workdays import CHINA, deadline_after
 
 
 class ClaimStatus(StrEnum):
     SUBMITTED = "submitted"
+    """Complete at the window; with review."""
+    ACCEPTED_DOCUMENTS_PENDING = "accepted_documents_pending"
+    """Accepted with documents promised (容缺受理); with review at once."""
     IN_REVIEW = "in_review"
+    RETURNED_FOR_DOCUMENTS = "returned_for_documents"
+    """A department paused the review until the enterprise supplies documents."""
     APPROVED = "approved"
+    APPROVED_DOCUMENTS_PENDING = "approved_documents_pending"
+    """Approved conditionally: payout holds the money until the documents arrive."""
     REJECTED = "rejected"
     PAYOUT_REQUESTED = "payout_requested"
     PAYOUT_SENT = "payout_sent"
     PAYOUT_FAILED = "payout_failed"
     PAID = "paid"
+    WITHDRAWN = "withdrawn"
+    LAPSED = "lapsed"
 
     @property
     def is_final(self) -> bool:
-        return self in (ClaimStatus.REJECTED, ClaimStatus.PAID)
+        return self in FINAL
 
 
-# Who holds a claim in each status: what the window tells the enterprise.
+FINAL = frozenset(
+    {ClaimStatus.REJECTED, ClaimStatus.PAID, ClaimStatus.WITHDRAWN, ClaimStatus.LAPSED}
+)
+# Statuses in which a claim no longer blocks a new one for the same period / program.
+CLOSED = frozenset({ClaimStatus.REJECTED, ClaimStatus.WITHDRAWN, ClaimStatus.LAPSED})
+# Money has left (or tried to leave) the treasury: no withdrawal, no lapse any more.
+PAYOUT_STARTED = frozenset({ClaimStatus.PAYOUT_SENT, ClaimStatus.PAYOUT_FAILED, ClaimStatus.PAID})
+WITHDRAWABLE = frozenset(
+    {
+        ClaimStatus.SUBMITTED,
+        ClaimStatus.ACCEPTED_DOCUMENTS_PENDING,
+        ClaimStatus.IN_REVIEW,
+        ClaimStatus.RETURNED_FOR_DOCUMENTS,
+        ClaimStatus.APPROVED,
+        ClaimStatus.APPROVED_DOCUMENTS_PENDING,
+    }
+)
+LAPSABLE = WITHDRAWABLE | {ClaimStatus.PAYOUT_REQUESTED}
+IN_REVIEW_STATUSES = frozenset(
+    {ClaimStatus.SUBMITTED, ClaimStatus.ACCEPTED_DOCUMENTS_PENDING, ClaimStatus.IN_REVIEW}
+)
+
+# Who holds a claim in each status: what the window tells the enterprise. Review
+# statuses are refined to the departments still to decide (see ``holders_for``).
 HOLDER: dict[ClaimStatus, str] = {
     ClaimStatus.SUBMITTED: "review",
+    ClaimStatus.ACCEPTED_DOCUMENTS_PENDING: "review",
     ClaimStatus.IN_REVIEW: "review",
+    ClaimStatus.RETURNED_FOR_DOCUMENTS: "enterprise",
     ClaimStatus.APPROVED: "payout",
+    ClaimStatus.APPROVED_DOCUMENTS_PENDING: "enterprise",
     ClaimStatus.PAYOUT_REQUESTED: "payout",
     ClaimStatus.PAYOUT_SENT: "treasury/bank",
     ClaimStatus.PAYOUT_FAILED: "payout",
     ClaimStatus.REJECTED: "none (final)",
     ClaimStatus.PAID: "none (final)",
+    ClaimStatus.WITHDRAWN: "none (final)",
+    ClaimStatus.LAPSED: "none (final)",
 }
+
+# Outcomes counted by claimflow_claims_outcome_total.
+OUTCOMES = {
+    ClaimStatus.APPROVED: "approved",
+    ClaimStatus.APPROVED_DOCUMENTS_PENDING: "approved",
+    ClaimStatus.REJECTED: "rejected",
+    ClaimStatus.PAID: "paid",
+    ClaimStatus.LAPSED: "lapsed",
+    ClaimStatus.WITHDRAWN: "withdrawn",
+}
+
+
+def holders_for(
+    status: ClaimStatus, departments: Sequence[str], decided: Iterable[str]
+) -> list[str]:
+    """Who holds the claim: in review, the departments that have not decided yet."""
+    if status in IN_REVIEW_STATUSES:
+        done = set(decided)
+        waiting = [d for d in departments if d not in done]
+        return [f"review:{d}" for d in waiting] or ["review"]
+    return [HOLDER[status]]
+
+
+# --- the VAT credit refund -------------------------------------------------------------
 
 TAX_RATINGS_ELIGIBLE = frozenset({"A", "B"})
 
@@ -76,16 +145,177 @@ def compute_vat_refund(
     return RefundComputation(eligible, incremental, stock, None)
 
 
+def amount_note(requested_fen: int, refund: RefundComputation, policy_year: int) -> str | None:
+    """Why the requested and eligible amounts differ (None when they agree)."""
+    if refund.note is not None:
+        return refund.note
+    if refund.eligible_fen != requested_fen:
+        return (
+            f"requested {requested_fen} fen differs from eligible "
+            f"{refund.eligible_fen} fen under the {policy_year} rule"
+        )
+    return None
+
+
+# --- the rules a claim must pass at the window ----------------------------------------
+
+
 @dataclass(frozen=True)
-class Claim:
-    claim_id: uuid.UUID
-    kind: str
-    uscc: str
-    enterprise_name: str
-    tax_period: str
-    requested_amount_fen: int
-    eligible_amount_fen: int
-    amount_note: str | None
-    status: ClaimStatus
-    received_at: datetime
-    registered_by: str
+class Violation:
+    field: str
+    rule: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "rule": self.rule, "message": self.message}
+
+
+def check_documents(
+    rules: ClaimKindRules, supplied: Sequence[str], promised: Sequence[str]
+) -> list[Violation]:
+    """Every checklist document is supplied or promised; critical ones are supplied."""
+    known = {d.id for d in rules.documents}
+    out: list[Violation] = []
+    for field, ids in (("documents_supplied", supplied), ("documents_promised", promised)):
+        for doc in ids:
+            if doc not in known:
+                out.append(
+                    Violation(
+                        field,
+                        "unknown_document",
+                        f"{doc!r} is not on the checklist ({', '.join(sorted(known))})",
+                    )
+                )
+        if len(set(ids)) != len(ids):
+            out.append(Violation(field, "listed_twice", "a document is listed twice"))
+    for doc in sorted(set(supplied) & set(promised)):
+        out.append(
+            Violation("documents_promised", "supplied_and_promised", f"{doc!r} is in both lists")
+        )
+    for d in rules.documents:
+        if d.critical and d.id in promised:
+            out.append(
+                Violation(
+                    "documents_promised",
+                    "critical_document",
+                    f"{d.id!r} ({d.name}) is critical and cannot be promised (no 容缺)",
+                )
+            )
+        elif d.id not in supplied and d.id not in promised:
+            rule = "critical_document_missing" if d.critical else "document_unaccounted"
+            out.append(
+                Violation(
+                    "documents_supplied",
+                    rule,
+                    f"{d.id!r} ({d.name}) must be supplied"
+                    + ("" if d.critical else " or promised"),
+                )
+            )
+    return out
+
+
+def check_vat_amounts(*, requested_fen: int, end_credit_fen: int) -> list[Violation]:
+    if requested_fen > end_credit_fen:
+        return [
+            Violation(
+                "requested_amount",
+                "within_credit_balance",
+                "the requested refund exceeds the end-of-period credit balance",
+            )
+        ]
+    return []
+
+
+def check_subsidy(program: Program, *, requested_fen: int, today: date) -> list[Violation]:
+    out: list[Violation] = []
+    if not program.is_open(today):
+        out.append(
+            Violation(
+                "program_id",
+                "application_window",
+                f"{program.id} accepts applications from {program.opens} to {program.closes}",
+            )
+        )
+    if requested_fen > program.cap_fen:
+        out.append(
+            Violation(
+                "requested_amount",
+                "per_enterprise_cap",
+                f"the cap of {program.id} is {program.per_enterprise_cap} yuan per enterprise",
+            )
+        )
+    return out
+
+
+# --- 容缺受理 deadlines --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DocumentsDeadline:
+    due_by: date
+    """Last working day to supply the documents (Beijing calendar)."""
+    due_at: datetime
+    """The end of that day (23:59:59 Beijing): the lapse loop compares against this."""
+
+
+def documents_deadline(received_at: datetime, working_days: int) -> DocumentsDeadline:
+    due_at = deadline_after(received_at, working_days)
+    return DocumentsDeadline(due_by=due_at.date(), due_at=due_at)
+
+
+def beijing_today(now: datetime) -> date:
+    return now.astimezone(CHINA).date()
+
+
+def local_period(now: datetime) -> str:
+    today = beijing_today(now)
+    return f"{today.year:04d}-{today.month:02d}"
+
+
+# --- the tracker's transitions ---------------------------------------------------------
+
+
+def status_after(
+    current: ClaimStatus, event_type: str, payload: dict[str, Any], *, documents_pending: bool
+) -> ClaimStatus | None:
+    """The status an event from review or payout moves a claim to (None: no move).
+
+    Unknown event types never move a claim; they are only recorded on the timeline.
+    A final status is left only for a money fact (sent / arrived): the record must show
+    where money really went.
+    """
+    target: ClaimStatus | None = None
+    match event_type:
+        case "review.task_decided":
+            if current in (ClaimStatus.SUBMITTED, ClaimStatus.ACCEPTED_DOCUMENTS_PENDING):
+                target = ClaimStatus.IN_REVIEW
+            if payload.get("decision") == "return":
+                target = ClaimStatus.RETURNED_FOR_DOCUMENTS
+        case "review.returned_for_documents":
+            target = ClaimStatus.RETURNED_FOR_DOCUMENTS
+        case "review.resumed":
+            target = ClaimStatus.IN_REVIEW
+        case "review.decided":
+            if payload.get("decision") == "approved":
+                target = (
+                    ClaimStatus.APPROVED_DOCUMENTS_PENDING
+                    if documents_pending
+                    else ClaimStatus.APPROVED
+                )
+            else:
+                target = ClaimStatus.REJECTED
+        case "payout.requested":
+            target = ClaimStatus.PAYOUT_REQUESTED
+        case "payout.sent":
+            target = ClaimStatus.PAYOUT_SENT
+        case "payout.confirmed":
+            target = ClaimStatus.PAID
+        case "payout.failed":
+            target = ClaimStatus.PAYOUT_FAILED
+    if target is None or target == current:
+        return None
+    if current.is_final and target not in (ClaimStatus.PAYOUT_SENT, ClaimStatus.PAID):
+        return None
+    if current is ClaimStatus.PAID:
+        return None
+    return target

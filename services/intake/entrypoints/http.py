@@ -4,85 +4,267 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+import asyncpg
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from services.intake.adapters.repository import ClaimRepository
 from services.intake.config import IntakeSettings
-from services.intake.domain.commands import RegisterVatRefund
-from services.intake.domain.model import HOLDER, ClaimStatus
+from services.intake.domain.commands import (
+    RegisterClaim,
+    RegisterSubsidy,
+    RegisterVatRefund,
+    SupplyDocument,
+    WithdrawClaim,
+)
+from services.intake.domain.model import (
+    FINAL,
+    HOLDER,
+    IN_REVIEW_STATUSES,
+    ClaimStatus,
+    Violation,
+)
 from services.intake.entrypoints.schemas import (
+    REQUEST_MODELS,
     ClaimCreated,
+    ClaimPage,
+    ClaimSummary,
     ClaimView,
+    DocumentSupplied,
+    DocumentView,
+    EnterpriseView,
     Problem,
+    SubsidyRequest,
     TimelineEntry,
     VatRefundRequest,
+    WithdrawalRequest,
 )
+from services.intake.metrics import AMOUNT_REQUESTED, CLAIMS_OUTCOME, CLAIMS_RECEIVED, program_label
 from services.intake.service_layer import handlers
+from services.intake.service_layer.handlers import IntakePolicy, Invalid, Response
+from shared.db import DbConnection
 from shared.identity import Caller, current_caller
 from shared.money import fen_to_yuan, yuan_to_fen
+from shared.programs import load_catalogue
 from shared.service_app import runtime_of
 
 router = APIRouter(tags=["claims"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Repeat a POST safely: the same key and body return the first response",
+    ),
+]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem},
+    409: {"model": Problem},
+    422: {"model": Problem},
+}
+
+
+def policy_of(request: Request) -> IntakePolicy:
+    settings = runtime_of(request).settings
+    assert isinstance(settings, IntakeSettings)
+    return IntakePolicy(
+        policy_year=settings.refund_policy_year,
+        review_due_working_days=settings.review_due_working_days,
+        documents_due_working_days=settings.documents_due_working_days,
+        catalogue=load_catalogue(),
+    )
+
+
+def _parse_claim(raw: Any) -> VatRefundRequest | SubsidyRequest:
+    """Choose the contract by ``kind`` and validate; every broken rule is listed."""
+    if not isinstance(raw, dict):
+        raise Invalid(
+            "validation failed",
+            [Violation("", "object", "the body must be a JSON object")],
+        )
+    model = REQUEST_MODELS.get(str(raw.get("kind")))
+    if model is None:
+        raise Invalid(
+            "validation failed",
+            [Violation("kind", "claim_kind", f"kind must be one of {', '.join(REQUEST_MODELS)}")],
+        )
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise Invalid(
+            "validation failed",
+            [
+                Violation(".".join(str(p) for p in err["loc"]), err["type"], err["msg"])
+                for err in exc.errors()
+            ],
+        ) from None
+
+
+def _command(body: VatRefundRequest | SubsidyRequest, caller: Caller) -> RegisterClaim:
+    common: dict[str, Any] = {
+        "uscc": body.uscc,
+        "enterprise_name": body.enterprise_name,
+        "requested_amount_fen": yuan_to_fen(body.requested_amount),
+        "payee": body.bank_account,
+        "registered_by": caller.user_id,
+        "documents_supplied": tuple(body.documents_supplied),
+        "documents_promised": tuple(body.documents_promised),
+    }
+    if isinstance(body, VatRefundRequest):
+        return RegisterVatRefund(
+            **common,
+            tax_period=body.tax_period,
+            end_credit_fen=yuan_to_fen(body.end_credit_balance),
+            base_credit_fen=yuan_to_fen(body.base_credit_balance),
+            input_ratio=body.input_composition_ratio,
+            tax_credit_rating=body.tax_credit_rating,
+        )
+    return RegisterSubsidy(**common, program_id=body.program_id, description=body.description)
+
+
+def _answer(response: Response) -> JSONResponse:
+    return JSONResponse(response.body, status_code=response.status_code)
+
+
+async def _respond(request: Request, raw: Any, key: str | None, work: handlers.Work) -> Response:
+    fingerprint = handlers.request_hash(request.method, request.url.path, raw)
+    async with runtime_of(request).db.acquire() as conn:
+        try:
+            return await handlers.respond(conn, work, idempotency_key=key, fingerprint=fingerprint)
+        except handlers.Refusal as refusal:
+            return Response(refusal.status_code, refusal.body())
 
 
 @router.post(
     "/claims",
     status_code=201,
     response_model=ClaimCreated,
-    responses={409: {"model": Problem}, 422: {"model": Problem}},
+    responses=ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "A VAT credit refund (kind=vat_refund: VatRefundRequest) or a "
+            "subsidy claim under a program (kind=subsidy: SubsidyRequest)",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
 )
 async def register_claim(
-    body: VatRefundRequest,
     request: Request,
     caller: Annotated[Caller, Depends(current_caller)],
-) -> ClaimCreated | JSONResponse:
-    runtime = runtime_of(request)
-    settings = runtime.settings
-    assert isinstance(settings, IntakeSettings)
-    cmd = RegisterVatRefund(
-        uscc=body.uscc,
-        enterprise_name=body.enterprise_name,
-        tax_period=body.tax_period,
-        end_credit_fen=yuan_to_fen(body.end_credit_balance),
-        base_credit_fen=yuan_to_fen(body.base_credit_balance),
-        input_ratio=body.input_composition_ratio,
-        tax_credit_rating=body.tax_credit_rating,
-        requested_amount_fen=yuan_to_fen(body.requested_amount),
-        payee=body.bank_account,
-        registered_by=caller.user_id,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    try:
+        raw = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raw = None
+    policy = policy_of(request)
+
+    async def work(conn: DbConnection) -> tuple[int, dict[str, Any]]:
+        body = _parse_claim(raw)
+        done = await handlers.register_claim(conn, _command(body, caller), policy)
+        created = ClaimCreated(
+            claim_id=done.claim_id,
+            kind=done.kind,
+            program_id=done.program_id,
+            status=done.status.value,
+            eligible_amount=fen_to_yuan(done.eligible_amount_fen),
+            requested_amount=fen_to_yuan(done.requested_amount_fen),
+            amount_note=done.amount_note,
+            pending_documents=done.pending_documents,
+            documents_due_by=done.documents_due_by,
+        )
+        return 201, created.model_dump(mode="json")
+
+    response = await _respond(request, raw, idempotency_key, work)
+    if response.status_code == 201 and not response.replayed:
+        kind, program = response.body["kind"], program_label(response.body["program_id"])
+        CLAIMS_RECEIVED.labels(kind, program).inc()
+        AMOUNT_REQUESTED.labels(kind, program).inc(float(response.body["requested_amount"]))
+    return _answer(response)
+
+
+@router.post("/claims/{claim_id}/documents", responses=ERRORS)
+async def supply_document(
+    claim_id: uuid.UUID,
+    body: DocumentSupplied,
+    request: Request,
+    caller: Annotated[Caller, Depends(current_caller)],
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Record a promised (容缺) document the enterprise has now supplied."""
+    cmd = SupplyDocument(
+        claim_id=claim_id, document_id=body.document_id, recorded_by=caller.user_id
     )
-    async with runtime.db.acquire() as conn:
-        try:
-            claim_id = await handlers.register_vat_refund(
-                conn, cmd, policy_year=settings.refund_policy_year
-            )
-        except handlers.DuplicateClaim as dup:
-            return JSONResponse(
-                status_code=409,
-                content={
-                    "detail": "the enterprise already has a live claim of this kind and period",
-                    "errors": [
-                        {
-                            "field": "tax_period",
-                            "rule": "one_live_claim_per_period",
-                            "message": str(dup),
-                        }
-                    ],
-                    "existing_claim_id": str(dup.existing),
-                },
-            )
-        row = await ClaimRepository(conn).get(claim_id)
-    assert row is not None
-    return ClaimCreated(
-        claim_id=claim_id,
-        status=row["status"],
-        eligible_amount=fen_to_yuan(row["eligible_amount_fen"]),
-        requested_amount=fen_to_yuan(row["requested_amount_fen"]),
-        amount_note=row["amount_note"],
-    )
+
+    async def work(conn: DbConnection) -> tuple[int, dict[str, Any]]:
+        return 200, await handlers.supply_document(conn, cmd)
+
+    return _answer(await _respond(request, body.model_dump(), idempotency_key, work))
+
+
+@router.post("/claims/{claim_id}/withdraw", responses=ERRORS)
+async def withdraw_claim(
+    claim_id: uuid.UUID,
+    body: WithdrawalRequest,
+    request: Request,
+    caller: Annotated[Caller, Depends(current_caller)],
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Withdraw at the enterprise's request, before payout starts."""
+    cmd = WithdrawClaim(claim_id=claim_id, reason=body.reason, withdrawn_by=caller.user_id)
+
+    async def work(conn: DbConnection) -> tuple[int, dict[str, Any]]:
+        return 200, await handlers.withdraw_claim(conn, cmd)
+
+    response = await _respond(request, body.model_dump(), idempotency_key, work)
+    if response.status_code == 200 and not response.replayed:
+        async with runtime_of(request).db.acquire() as conn:
+            row = await ClaimRepository(conn).get(claim_id)
+        if row is not None:
+            CLAIMS_OUTCOME.labels(row["kind"], program_label(row["program_id"]), "withdrawn").inc()
+    return _answer(response)
+
+
+# --- the tracker: what the window answers questions from -------------------------------
+
+
+def _summary(row: asyncpg.Record, now: datetime) -> dict[str, Any]:
+    status = ClaimStatus(row["status"])
+    if status in (ClaimStatus.RETURNED_FOR_DOCUMENTS, ClaimStatus.APPROVED_DOCUMENTS_PENDING):
+        step_due = row["documents_due_at"]
+    elif status in IN_REVIEW_STATUSES:
+        step_due = row["review_due_at"]
+    else:
+        step_due = None
+    if status not in FINAL and row["documents_due_at"] is not None:
+        step_due = min(d for d in (step_due, row["documents_due_at"]) if d is not None)
+    return {
+        "claim_id": row["claim_id"],
+        "kind": row["kind"],
+        "program_id": row["program_id"],
+        "uscc": row["uscc"],
+        "enterprise_name": row["enterprise_name"],
+        "tax_period": row["tax_period"],
+        "status": status.value,
+        "holder": HOLDER[status],
+        "holders": list(row["holders"]) or [HOLDER[status]],
+        "requested_amount": fen_to_yuan(row["requested_amount_fen"]),
+        "eligible_amount": fen_to_yuan(row["eligible_amount_fen"]),
+        "amount_note": row["amount_note"],
+        "received_at": row["received_at"],
+        "status_changed_at": row["status_changed_at"],
+        "pending_documents": list(row["pending_documents"]),
+        "documents_due_by": row["documents_due_by"],
+        "step_due_at": step_due,
+        "time_left_seconds": int((step_due - now).total_seconds()) if step_due else None,
+    }
 
 
 @router.get("/claims/{claim_id}", response_model=ClaimView, responses={404: {"model": Problem}})
@@ -93,20 +275,10 @@ async def get_claim(claim_id: uuid.UUID, request: Request) -> ClaimView:
         if row is None:
             raise HTTPException(404, detail=f"no claim {claim_id}")
         timeline = await repo.timeline(claim_id)
-    status = ClaimStatus(row["status"])
+        documents = await repo.documents(claim_id)
     return ClaimView(
-        claim_id=row["claim_id"],
-        kind=row["kind"],
-        uscc=row["uscc"],
-        enterprise_name=row["enterprise_name"],
-        tax_period=row["tax_period"],
-        status=status.value,
-        holder=HOLDER[status],
-        requested_amount=fen_to_yuan(row["requested_amount_fen"]),
-        eligible_amount=fen_to_yuan(row["eligible_amount_fen"]),
-        amount_note=row["amount_note"],
-        received_at=row["received_at"],
-        status_changed_at=row["status_changed_at"],
+        **_summary(row, datetime.now(UTC)),
+        documents=[DocumentView(**dict(d)) for d in documents],
         timeline=[
             TimelineEntry(
                 event_id=t["event_id"],
@@ -118,3 +290,69 @@ async def get_claim(claim_id: uuid.UUID, request: Request) -> ClaimView:
             for t in timeline
         ],
     )
+
+
+StatusFilter = Literal[
+    "submitted",
+    "accepted_documents_pending",
+    "in_review",
+    "returned_for_documents",
+    "approved",
+    "approved_documents_pending",
+    "rejected",
+    "payout_requested",
+    "payout_sent",
+    "payout_failed",
+    "paid",
+    "withdrawn",
+    "lapsed",
+]
+
+
+@router.get("/claims", response_model=ClaimPage)
+async def list_claims(
+    request: Request,
+    uscc: Annotated[str | None, Query(min_length=18, max_length=18)] = None,
+    status: StatusFilter | None = None,
+    kind: Literal["vat_refund", "subsidy"] | None = None,
+    program_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ClaimPage:
+    async with runtime_of(request).db.acquire() as conn:
+        rows, total = await ClaimRepository(conn).search(
+            uscc=uscc, status=status, kind=kind, program_id=program_id, limit=limit, offset=offset
+        )
+    now = datetime.now(UTC)
+    return ClaimPage(
+        items=[ClaimSummary(**_summary(r, now)) for r in rows],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/enterprises/{uscc}/claims", response_model=EnterpriseView)
+async def enterprise_view(uscc: str, request: Request) -> EnterpriseView:
+    """Every claim of one enterprise, newest first, with counts per status."""
+    async with runtime_of(request).db.acquire() as conn:
+        rows, _ = await ClaimRepository(conn).search(
+            uscc=uscc, status=None, kind=None, program_id=None, limit=500, offset=0
+        )
+    now = datetime.now(UTC)
+    by_status: dict[str, int] = {}
+    for r in rows:
+        by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+    return EnterpriseView(
+        uscc=uscc,
+        enterprise_name=rows[0]["enterprise_name"] if rows else None,
+        live=sum(ClaimStatus(r["status"]) not in FINAL for r in rows),
+        by_status=by_status,
+        claims=[ClaimSummary(**_summary(r, now)) for r in rows],
+    )
+
+
+@router.get("/programs", tags=["reference"])
+async def programs() -> dict[str, Any]:
+    """Claim kinds and subsidy programs: checklists, caps, windows, departments."""
+    return load_catalogue().model_dump(mode="json")
