@@ -15,7 +15,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from shared.devstack.demo_claims import make_claim
-from shared.devstack.demo_figures import FINAL, DemoResult, payout_facts, summary_table
+from shared.devstack.demo_figures import (
+    FINAL,
+    DemoResult,
+    payout_facts,
+    payout_waiting,
+    summary_table,
+)
 from shared.devstack.demo_reviewers import play_reviewers
 
 __all__ = ["DemoResult", "run_demo", "summary_table"]
@@ -67,10 +73,15 @@ async def run_demo(
                     r = await client.get(f"{urls['intake']}/claims/{claim_id}")
                     r.raise_for_status()
                     result.statuses[claim_id] = r.json()["status"]
+                # Payouts waiting for a person (budget, documents, account correction)
+                # will not move by themselves: final for the demo, and reported.
+                waiting = await payout_waiting(info["database_url"], pending)
+                result.statuses.update(waiting)
                 progress.update(final, completed=sum(s in FINAL for s in result.statuses.values()))
                 await asyncio.sleep(0.3)
         stop.set()
         await reviewers
     result.seconds = time.monotonic() - started
-    result.double_paid, result.paid_fen = await payout_facts(info["database_url"], ids)
+    result.facts = await payout_facts(info["database_url"], ids)
+    result.double_paid, result.paid_fen = result.facts.double_paid, result.facts.paid_fen
     return result
