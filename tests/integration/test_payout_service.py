@@ -467,3 +467,55 @@ async def test_reconciliation_reports_each_kind_of_mismatch(pool: asyncpg.Pool) 
             "fin",
         )
     assert {e.field for e in bad.value.errors} == {"value_date", "amount", "direction"}
+
+
+class CrashAfterSubmit:
+    """The bank takes the voucher, then payout dies before its commit (once)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.crashed = False
+
+    async def submit(self, instruction: PaymentInstruction) -> str:
+        reference: str = await self.inner.submit(instruction)
+        if not self.crashed:
+            self.crashed = True
+            raise ConnectionResetError("payout killed before commit")
+        return reference
+
+    async def due_notices(self, limit: int) -> Any:
+        return await self.inner.due_notices(limit)
+
+    async def acknowledge(self, notice_ids: list[int]) -> None:
+        await self.inner.acknowledge(notice_ids)
+
+
+async def test_crash_between_bank_and_commit_resubmits_the_same_key_and_pays_once(
+    pool: asyncpg.Pool,
+) -> None:
+    gw = CrashAfterSubmit(gateway(pool, always("arrive")))
+    envelope = approval(250_00)
+    await apply(pool, handlers.on_review_decided, envelope)
+    with pytest.raises(ConnectionResetError):
+        await handlers.dispatch_requested(pool, gw, POLICY)
+    # Rolled back: still requested and reserved, no voucher; the bank has the instruction.
+    assert await status_of(pool, envelope.claim_id) == "requested"
+    f = await fund(pool)
+    assert f["reserved_fen"] == 250_00 and f["committed_fen"] == 0
+    assert await pool.fetchval("SELECT count(*) FROM vouchers") == 0
+
+    async def paid() -> bool:
+        return await status_of(pool, envelope.claim_id) == "paid"
+
+    await drive(pool, gw, paid)
+    payout_id = await pool.fetchval(
+        "SELECT payout_id FROM payouts WHERE claim_id = $1", envelope.claim_id
+    )
+    bank = await pool.fetch("SELECT * FROM bank_sim.instructions WHERE payout_id = $1", payout_id)
+    assert [b["status"] for b in bank] == ["settled"]
+    arrived = await pool.fetchval(
+        "SELECT count(*) FROM bank_sim.notices WHERE payout_id = $1 AND hop = 'arrived'", payout_id
+    )
+    assert arrived == 1
+    f = await fund(pool)
+    assert f["reserved_fen"] == 0 and f["committed_fen"] == f["paid_fen"] == 250_00

@@ -187,7 +187,7 @@ async def _after_reserved(
     await conn.execute(
         """UPDATE payouts SET status = $2::text, reserved_at = $3::timestamptz,
                held_at = CASE WHEN $2::text = 'held' THEN $3::timestamptz END,
-               requested_at = $3::timestamptz, documents_pending = $4
+               documents_pending = $4
            WHERE payout_id = $1""",
         row["payout_id"],
         status.value,
@@ -382,10 +382,9 @@ async def on_documents_completed(conn: DbConnection, envelope: EventEnvelope) ->
     if row["status"] != PayoutStatus.HELD:
         return
     await conn.execute(
-        """UPDATE payouts SET status = 'requested', documents_pending = false,
-               requested_at = $2 WHERE payout_id = $1""",
+        """UPDATE payouts SET status = 'requested', documents_pending = false
+           WHERE payout_id = $1""",
         row["payout_id"],
-        now,
     )
     PAYOUTS.labels(row["claim_kind"], PayoutStatus.REQUESTED.value).inc()
     event = _wrap(
