@@ -5,6 +5,9 @@ reconciliation. Each test gets its own payout schema; the simulated bank is shar
 from __future__ import annotations
 
 import asyncio
+import random
+import signal
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -519,3 +522,81 @@ async def test_crash_between_bank_and_commit_resubmits_the_same_key_and_pays_onc
     assert arrived == 1
     f = await fund(pool)
     assert f["reserved_fen"] == 0 and f["committed_fen"] == f["paid_fen"] == 250_00
+
+
+PAYMENT_LOOP = """
+import asyncio, random, sys
+from services.payout.adapters.gateway import SimulatedGateway
+from services.payout.service_layer import handlers
+from shared.db import create_pool
+
+async def main(dsn, schema, seed):
+    pool = await create_pool(dsn, schema)
+    gw = SimulatedGateway(pool, min_delay_s=0, max_delay_s=0.05, transient_failure_rate=0.3,
+                          permanent_failure_rate=0.1, rng=random.Random(seed))
+    policy = handlers.RetryPolicy(base_s=0.02, max_s=0.1, max_attempts=6)
+    while True:
+        await handlers.dispatch_requested(pool, gw, policy, limit=5)
+        await handlers.record_notices(pool, gw, policy, limit=5)
+        await asyncio.sleep(0.005)
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+async def test_sigkill_of_the_payment_loop_at_any_moment_pays_each_claim_once(
+    pool: asyncpg.Pool, infra: StackConfig
+) -> None:
+    schema = await pool.fetchval("SELECT current_schema()")
+    amounts = [random.randrange(1_00, 5_000_00) for _ in range(30)]
+    await pool.execute(
+        "UPDATE funds SET budget_fen = $2 WHERE fund_id = $1", PROGRAM, sum(amounts[:20])
+    )
+    envelopes = [approval(a) for a in amounts]
+    for e in envelopes:
+        await apply(pool, handlers.on_review_decided, e)
+    repo = Path(__file__).parents[2]
+    for round_no in range(6):
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", PAYMENT_LOOP, infra.dsn, schema, str(round_no), cwd=repo
+        )
+        await asyncio.sleep(random.uniform(0.8, 1.5))
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    # The killed loops did move money (this is not a test of the last, clean loop alone).
+    moved = await pool.fetchval("SELECT count(*) FROM payout_hops WHERE hop = 'issued'")
+    print(f"issued by the killed loops: {moved}")
+    assert moved > 0
+
+    gw = gateway(pool, always("arrive"))
+
+    async def settled() -> bool:
+        return bool(
+            await pool.fetchval(
+                """SELECT count(*) = 0 FROM payouts
+                   WHERE status NOT IN ('paid', 'failed', 'queued')"""
+            )
+        )
+
+    await drive(pool, gw, settled, timeout=30)
+    await asyncio.sleep(0.2)
+    await drive(pool, gw, settled)
+    rows = await pool.fetch("SELECT * FROM payouts")
+    paid = [r for r in rows if r["status"] == "paid"]
+    assert all(r["paid_amount_fen"] == r["approved_amount_fen"] for r in paid)
+    settled_at_bank = await pool.fetch(
+        """SELECT payout_id, count(*) AS n FROM bank_sim.instructions
+           WHERE status = 'settled' AND payout_id = ANY($1::uuid[]) GROUP BY payout_id""",
+        [r["payout_id"] for r in rows],
+    )
+    assert {s["payout_id"] for s in settled_at_bank} == {r["payout_id"] for r in paid}
+    assert all(s["n"] == 1 for s in settled_at_bank)
+    f = await fund(pool)
+    assert f["paid_fen"] == f["committed_fen"] == sum(r["amount_fen"] for r in paid)
+    assert f["reserved_fen"] == 0
+    assert f["committed_fen"] <= f["budget_fen"]
+    # Money freed by failures went to the queue in order: nothing waits that would fit.
+    queued = [r for r in rows if r["status"] == "queued"]
+    if queued:
+        head = min(queued, key=lambda r: r["queue_seq"])
+        assert head["amount_fen"] > f["budget_fen"] - f["committed_fen"]
