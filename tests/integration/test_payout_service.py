@@ -39,6 +39,8 @@ pytestmark = pytest.mark.integration
 MIGRATIONS = Path(handlers.__file__).parents[1] / "migrations"
 PROGRAM = "startup-loan-interest-2026"
 POLICY = RetryPolicy(base_s=0.05, max_s=0.2, max_attempts=5)
+CLIENTS: dict[int, str] = {}
+"""Pool → its schema, which is also its name at the simulated bank."""
 
 
 def payee(account_number: str = "6222020200001234567") -> BankAccount:
@@ -73,6 +75,7 @@ async def pool(infra: StackConfig) -> AsyncIterator[asyncpg.Pool]:
     await migrate(infra.dsn, schema, MIGRATIONS)
     await SimulatedGateway.prepare(infra.dsn)
     p = await create_pool(infra.dsn, schema, min_size=2, max_size=20)
+    CLIENTS[id(p)] = schema
     async with p.acquire() as conn:
         await handlers.seed_funds(conn, load_catalogue(), None)
     try:
@@ -82,7 +85,11 @@ async def pool(infra: StackConfig) -> AsyncIterator[asyncpg.Pool]:
 
 
 def gateway(pool: asyncpg.Pool, planner: Callable[[PaymentInstruction], Outcome]) -> Any:
-    return SimulatedGateway(pool, min_delay_s=0, max_delay_s=0.01, planner=planner)
+    # The simulated bank is shared with any payout service running on this database
+    # (the e2e stack): the client name keeps each one's notices apart.
+    return SimulatedGateway(
+        pool, min_delay_s=0, max_delay_s=0.01, planner=planner, client=CLIENTS[id(pool)]
+    )
 
 
 def always(outcome: Outcome) -> Callable[[PaymentInstruction], Outcome]:
@@ -533,7 +540,7 @@ from shared.db import create_pool
 async def main(dsn, schema, seed):
     pool = await create_pool(dsn, schema)
     gw = SimulatedGateway(pool, min_delay_s=0, max_delay_s=0.05, transient_failure_rate=0.3,
-                          permanent_failure_rate=0.1, rng=random.Random(seed))
+                          permanent_failure_rate=0.1, rng=random.Random(seed), client=schema)
     policy = handlers.RetryPolicy(base_s=0.02, max_s=0.1, max_attempts=6)
     while True:
         await handlers.dispatch_requested(pool, gw, policy, limit=5)

@@ -98,8 +98,10 @@ class SimulatedGateway:
         magic_accounts: bool = True,
         rng: random.Random | None = None,
         planner: Planner | None = None,
+        client: str = "payout",
     ) -> None:
         self.pool = pool
+        self.client = client
         self.min_delay_s = min_delay_s
         self.max_delay_s = max(min_delay_s, max_delay_s)
         self.transient_failure_rate = transient_failure_rate
@@ -180,8 +182,8 @@ class SimulatedGateway:
                     ]
             await conn.executemany(
                 """INSERT INTO bank_sim.notices (payout_id, issue_no, attempt, hop, due_at,
-                       reason, permanent, bank_reference)
-                   VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6, $7, $8)""",
+                       reason, permanent, bank_reference, client)
+                   VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6, $7, $8, $9)""",
                 [
                     (
                         instruction.payout_id,
@@ -192,6 +194,7 @@ class SimulatedGateway:
                         reason,
                         permanent,
                         reference,
+                        self.client,
                     )
                     for hop, delay, reason, permanent in notices
                 ],
@@ -203,9 +206,11 @@ class SimulatedGateway:
             rows = await conn.fetch(
                 """SELECT id, payout_id, issue_no, attempt, hop, due_at, reason, permanent,
                           bank_reference
-                   FROM bank_sim.notices WHERE NOT notified AND due_at <= now()
+                   FROM bank_sim.notices
+                   WHERE NOT notified AND client = $2 AND due_at <= now()
                    ORDER BY due_at, id LIMIT $1""",
                 limit,
+                self.client,
             )
             # The bank's own book moves when it reports the outcome, so a retry submitted
             # after the payout hears of a transient failure finds the key free again.

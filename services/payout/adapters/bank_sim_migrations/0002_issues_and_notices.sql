@@ -12,9 +12,11 @@ ALTER TABLE instructions ADD CONSTRAINT instructions_status_check
 CREATE UNIQUE INDEX instructions_one_live_per_payout ON instructions (payout_id)
     WHERE status IN ('accepted', 'settled');
 
--- Asynchronous notices the bank sends back, delivered until acknowledged.
+-- Asynchronous notices the bank sends back to the client that submitted the instruction
+-- (the payout deployment, named by its schema), delivered until acknowledged.
 CREATE TABLE notices (
     id          bigserial PRIMARY KEY,
+    client      text        NOT NULL DEFAULT 'payout',
     payout_id   uuid        NOT NULL,
     issue_no    integer     NOT NULL,
     attempt     integer     NOT NULL,
@@ -27,4 +29,4 @@ CREATE TABLE notices (
     notified    boolean     NOT NULL DEFAULT false,
     FOREIGN KEY (payout_id, issue_no) REFERENCES instructions (payout_id, issue_no)
 );
-CREATE INDEX notices_due ON notices (due_at) WHERE NOT notified;
+CREATE INDEX notices_due ON notices (client, due_at) WHERE NOT notified;
