@@ -27,6 +27,7 @@ from shared.contracts import (
     BankAccount,
     ClaimDocumentsCompletedV1,
     ClaimLapsedV1,
+    ClaimWithdrawnV1,
     EventEnvelope,
     ReviewDecidedV1,
 )
@@ -607,3 +608,27 @@ async def test_sigkill_of_the_payment_loop_at_any_moment_pays_each_claim_once(
     if queued:
         head = min(queued, key=lambda r: r["queue_seq"])
         assert head["amount_fen"] > f["budget_fen"] - f["committed_fen"]
+
+
+async def test_withdrawal_of_a_returned_payout_releases_the_commitment(
+    pool: asyncpg.Pool,
+) -> None:
+    gw = gateway(pool, always("return"))
+    envelope = approval(650_00)
+    await apply(pool, handlers.on_review_decided, envelope)
+
+    async def returned() -> bool:
+        return await status_of(pool, envelope.claim_id) == "returned"
+
+    await drive(pool, gw, returned)
+    assert (await fund(pool))["committed_fen"] == 650_00
+    withdrawn = EventEnvelope.wrap(
+        ClaimWithdrawnV1(reason="enterprise withdrew", withdrawn_by="window-01"),
+        claim_id=envelope.claim_id,
+        producer="intake",
+    )
+    await apply(pool, handlers.on_claim_withdrawn, withdrawn)
+    row = await one(pool, "SELECT * FROM payouts WHERE claim_id = $1", envelope.claim_id)
+    assert row["status"] == "released" and row["paid_amount_fen"] == 0
+    f = await fund(pool)
+    assert f["committed_fen"] == f["reserved_fen"] == f["paid_fen"] == 0

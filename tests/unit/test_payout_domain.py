@@ -46,7 +46,7 @@ def test_paid_is_reached_only_from_the_gateway_hops() -> None:
     sources = {s for s, targets in TRANSITIONS.items() if PayoutStatus.PAID in targets}
     assert sources == {PayoutStatus.ISSUED, PayoutStatus.ACCEPTED, PayoutStatus.SENT}
     # A returned payout is never paid without a correction and a re-issue.
-    assert TRANSITIONS[PayoutStatus.RETURNED] == {PayoutStatus.RETRYING}
+    assert TRANSITIONS[PayoutStatus.RETURNED] == {PayoutStatus.RETRYING, PayoutStatus.RELEASED}
 
 
 def test_approval_reserves_holds_or_queues() -> None:

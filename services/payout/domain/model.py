@@ -9,7 +9,7 @@ State machine (docs/payout.md)::
     issued ─(transient failure)─> retrying ─> issued (same voucher, same key)
     issued|accepted|sent ─(permanent failure)─> failed   (commitment released)
     issued|accepted|sent ─(returned)─> returned ─(account corrected)─> retrying
-    queued|held|requested ─(lapsed / withdrawn)─> released
+    queued|held|requested|retrying|returned ─(lapsed / withdrawn)─> released
 """
 
 from __future__ import annotations
@@ -66,8 +66,18 @@ COMMITTED = frozenset(
     }
 )
 """Statuses whose amount is in the fund's ``committed`` (money has left or is leaving)."""
-CANCELLABLE = frozenset({PayoutStatus.QUEUED, PayoutStatus.HELD, PayoutStatus.REQUESTED})
-"""A lapse or withdrawal releases these; later ones are recorded, never un-paid."""
+CANCELLABLE = frozenset(
+    {
+        PayoutStatus.QUEUED,
+        PayoutStatus.HELD,
+        PayoutStatus.REQUESTED,
+        PayoutStatus.RETRYING,
+        PayoutStatus.RETURNED,
+    }
+)
+"""A lapse or withdrawal releases these: no money is with the bank (a retrying voucher's
+last attempt failed, a returned one came back). Issued, accepted, sent and paid ones are
+recorded as late cancellations, never un-paid."""
 
 # Allowed moves; anything else is a replay or a stale notice and changes nothing.
 TRANSITIONS: dict[PayoutStatus, frozenset[PayoutStatus]] = {
@@ -90,8 +100,10 @@ TRANSITIONS: dict[PayoutStatus, frozenset[PayoutStatus]] = {
         {PayoutStatus.SENT, PayoutStatus.PAID, PayoutStatus.FAILED, PayoutStatus.RETURNED}
     ),
     PayoutStatus.SENT: frozenset({PayoutStatus.PAID, PayoutStatus.FAILED, PayoutStatus.RETURNED}),
-    PayoutStatus.RETRYING: frozenset({PayoutStatus.ISSUED, PayoutStatus.FAILED}),
-    PayoutStatus.RETURNED: frozenset({PayoutStatus.RETRYING}),
+    PayoutStatus.RETRYING: frozenset(
+        {PayoutStatus.ISSUED, PayoutStatus.FAILED, PayoutStatus.RELEASED}
+    ),
+    PayoutStatus.RETURNED: frozenset({PayoutStatus.RETRYING, PayoutStatus.RELEASED}),
     PayoutStatus.PAID: frozenset(),
     PayoutStatus.FAILED: frozenset(),
     PayoutStatus.RELEASED: frozenset(),

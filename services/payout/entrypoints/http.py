@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_jsonable_python
 
 from services.payout.domain.model import StatementInvalid
 from services.payout.service_layer import handlers
@@ -202,7 +203,7 @@ async def get_payout(request: Request, payout_id: uuid.UUID) -> Response:
     for v in view["vouchers"]:
         v.pop("amount_fen")
     view["hops"] = [{k: r[k] for k in ("issue_no", "attempt", "hop", "at", "detail")} for r in hops]
-    return JSONResponse(json.loads(json.dumps(view, default=str)))
+    return JSONResponse(to_jsonable_python(view))
 
 
 class AccountCorrection(BaseModel):

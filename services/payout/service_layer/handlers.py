@@ -26,6 +26,9 @@ from services.payout.adapters.gateway import (
     PaymentInstruction,
 )
 from services.payout.domain.model import (
+    CANCELLABLE,
+    COMMITTED,
+    RESERVED,
     WAITING,
     PayoutStatus,
     after_approval,
@@ -327,11 +330,17 @@ async def _release(
     now: datetime,
     cause: EventEnvelope | None,
 ) -> EventEnvelope:
-    """queued | held | requested → released, giving the reservation back."""
+    """A cancellable payout → released, giving its reservation or commitment back."""
     status = PayoutStatus(row["status"])
-    if status in (PayoutStatus.HELD, PayoutStatus.REQUESTED):
+    if status in RESERVED:
         await conn.execute(
             "UPDATE funds SET reserved_fen = reserved_fen - $2 WHERE fund_id = $1",
+            row["fund_id"],
+            row["amount_fen"],
+        )
+    elif status in COMMITTED:  # retrying or returned: no money is with the bank
+        await conn.execute(
+            "UPDATE funds SET committed_fen = committed_fen - $2 WHERE fund_id = $1",
             row["fund_id"],
             row["amount_fen"],
         )
@@ -419,7 +428,7 @@ async def _on_claim_ended(conn: DbConnection, envelope: EventEnvelope, ending: s
         return  # recorded: a later approval releases at once
     now = datetime.now(UTC)
     status = PayoutStatus(row["status"])
-    if status in (PayoutStatus.QUEUED, PayoutStatus.HELD, PayoutStatus.REQUESTED):
+    if status in CANCELLABLE:
         events = [await _release(conn, row, f"claim {ending}", now, envelope)]
         events += await drain_queue(conn, row["fund_id"], now)
         await stage_events(conn, SERVICE, PAYOUT_EVENTS, events)
