@@ -256,3 +256,46 @@ async def test_demo_figures_add_up_against_the_payout_database(services: StackCo
     figures = result.per_fund()
     for r in per_fund:
         assert figures[r["fund_id"]]["paid_yuan"] == str(fen_to_yuan(r["fen"]))
+
+
+async def test_claim_waits_in_the_visible_queue_and_is_paid_after_a_top_up(
+    services: StackConfig, client: httpx.AsyncClient
+) -> None:
+    base = services.url("payout")
+    fund_id = "startup-loan-interest-2026"
+    funds = {f["fund_id"]: f for f in (await client.get(f"{base}/funds")).json()}
+    remaining = Decimal(funds[fund_id]["remaining"])
+    claim_id = await submit_claim(client, services)
+    view = await claim_status(client, services, claim_id)
+    amount_fen = int((remaining + 1) * 100)  # one yuan more than the fund has left
+    decided = EventEnvelope.wrap(
+        ReviewDecidedV1(
+            decision="approved",
+            approved_amount_fen=amount_fen,
+            claim_kind="subsidy",
+            program_id=fund_id,
+            payee=BankAccount.model_validate(account("0000000077")),
+            claim_received_at=datetime.fromisoformat(view["received_at"]),
+        ),
+        claim_id=uuid.UUID(claim_id),
+        producer="review",
+    )
+    await produce(services.bootstrap, REVIEW_EVENTS, decided.to_bytes(), key=claim_id.encode())
+    payout = await payout_of(client, services, claim_id, "queued")
+    queue = (await client.get(f"{base}/funds/{fund_id}/queue")).json()
+    assert [q["claim_id"] for q in queue] == [claim_id] and queue[0]["position"] == 1
+    fund = next(f for f in (await client.get(f"{base}/funds")).json() if f["fund_id"] == fund_id)
+    assert fund["waiting_claims"] == 1 and fund["waiting"]["budget"]["claims"] == 1
+
+    r = await client.post(
+        f"{base}/funds/{fund_id}/top-ups",
+        json={"amount": "1.00", "reason": "追加预算"},
+        headers=FINANCE,
+    )
+    assert r.status_code == 200 and r.json()["released_from_queue"] == 1
+    paid = await payout_of(client, services, claim_id, "paid")
+    assert paid["payout_id"] == payout["payout_id"] and paid["voucher_kind"] == (
+        "direct_payment_voucher"  # 财政直接支付凭证
+    )
+    fund = next(f for f in (await client.get(f"{base}/funds")).json() if f["fund_id"] == fund_id)
+    assert fund["remaining"] == "0.00" and fund["waiting_claims"] == 0
