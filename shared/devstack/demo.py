@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from shared.devstack.demo_claims import make_claim
 from shared.devstack.demo_figures import (
     FINAL,
+    SETTLED,
     DemoResult,
     payout_facts,
     payout_waiting,
@@ -66,18 +67,21 @@ async def run_demo(
             progress.update(final, total=len(ids))
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
-                pending = [i for i in ids if result.statuses.get(i) not in FINAL]
-                if not pending:
+                # Claims waiting for a person (budget, documents, account correction) are
+                # final for the demo, but polled again until nothing else moves: money
+                # freed by a failure may still take a claim out of the queue.
+                pending = [i for i in ids if result.statuses.get(i) not in SETTLED]
+                if all(result.statuses.get(i) in FINAL for i in pending):
                     break
                 for claim_id in pending:
                     r = await client.get(f"{urls['intake']}/claims/{claim_id}")
                     r.raise_for_status()
                     result.statuses[claim_id] = r.json()["status"]
-                # Payouts waiting for a person (budget, documents, account correction)
-                # will not move by themselves: final for the demo, and reported.
                 waiting = await payout_waiting(info["database_url"], pending)
                 result.statuses.update(waiting)
                 progress.update(final, completed=sum(s in FINAL for s in result.statuses.values()))
+                if all(result.statuses.get(i) in FINAL for i in pending):
+                    break
                 await asyncio.sleep(0.3)
         stop.set()
         await reviewers

@@ -17,7 +17,10 @@ for documents (held, 容缺)."""
 RETURNED = "returned"
 """Demo-side status of a claim whose payment came back: waits for an account correction."""
 PAYOUT_WAITING_STATUSES = ("queued", "held", "returned")
-FINAL = {"paid", "rejected", "payout_failed", "lapsed", "withdrawn", WAITING, RETURNED}
+SETTLED = {"paid", "rejected", "payout_failed", "lapsed", "withdrawn"}
+"""Final for good."""
+FINAL = SETTLED | {WAITING, RETURNED}
+"""Final for the demo's exit: settled, or waiting for a person (reported as such)."""
 
 
 @dataclass
