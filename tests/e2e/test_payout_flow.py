@@ -126,6 +126,29 @@ async def test_transient_failure_is_retried_and_paid_once(
     assert settled == 1
 
 
+async def test_permanent_failure_is_final_and_releases_the_commitment(
+    services: StackConfig, client: httpx.AsyncClient
+) -> None:
+    base = services.url("payout")
+
+    async def refund_fund() -> dict[str, Any]:
+        funds = (await client.get(f"{base}/funds")).json()
+        found: dict[str, Any] = next(f for f in funds if f["fund_id"] == "treasury-refund")
+        return found
+
+    claim_id = await submit_claim(client, services, bank_account=account("0000000002"))
+    await approve_all(client, services, claim_id)
+    await wait_status(client, services, claim_id, "payout_failed")
+    payout = await payout_of(client, services, claim_id, "failed")
+    assert "closed" in payout["failure_reason"] and payout["paid_amount"] == "0.00"
+    detail = (await client.get(f"{base}/payouts/{payout['payout_id']}")).json()
+    assert [v["outcome"] for v in detail["vouchers"]] == ["failed"]
+    failed = (await refund_fund())["payouts"]["failed"]
+    assert failed["claims"] >= 1
+    metrics = (await client.get(f"{base}/metrics")).text
+    assert 'claimflow_payout_failures_total{fund="treasury-refund",kind="permanent"}' in metrics
+
+
 async def test_held_claim_is_paid_when_intake_reports_documents_complete(
     services: StackConfig, client: httpx.AsyncClient
 ) -> None:

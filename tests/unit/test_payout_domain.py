@@ -3,8 +3,10 @@ matching."""
 
 from __future__ import annotations
 
+import random
 import uuid
 from datetime import date
+from typing import Any, cast
 
 import pytest
 
@@ -155,3 +157,37 @@ def test_reconcile_sorts_lines_into_the_four_kinds() -> None:
     assert [m["end_to_end_id"] for m in report.amount_mismatch] == ["V2"]
     assert [m["bank_reference"] for m in report.unknown_statement_line] == ["B3", "B5", "B6"]
     assert [m["end_to_end_id"] for m in report.missing_statement_line] == ["V3"]
+
+
+def instruction(account_number: str, *, attempt: int = 1, issue_no: int = 1) -> Any:
+    from services.payout.adapters.gateway import PaymentInstruction
+
+    return PaymentInstruction(
+        payout_id=uuid.uuid4(),
+        issue_no=issue_no,
+        attempt=attempt,
+        voucher_no="TR-X-1",
+        voucher_kind="tax_refund_voucher",
+        amount_fen=100,
+        bank_name="b",
+        account_number=account_number,
+        account_name="n",
+    )
+
+
+def test_simulated_bank_plans_by_rates_and_by_magic_accounts() -> None:
+    from services.payout.adapters.gateway import SimulatedGateway
+
+    bank = SimulatedGateway(
+        cast(Any, None), min_delay_s=0, max_delay_s=0, rng=random.Random(1), return_rate=0.5
+    )
+    assert bank.plan(instruction("6222020200000000001")) == "transient"
+    assert bank.plan(instruction("6222020200000000002")) == "permanent"
+    assert bank.plan(instruction("6222020200000000003")) == "return"
+    # Only the first attempt of the first issue: a retry or a re-issue goes through.
+    assert bank.plan(instruction("6222020200000000001", attempt=2)) in ("arrive", "return")
+    outcomes = [bank.plan(instruction("6222020200001234567")) for _ in range(400)]
+    assert set(outcomes) == {"arrive", "return"}
+    assert 150 < outcomes.count("return") < 250
+    no_magic = SimulatedGateway(cast(Any, None), min_delay_s=0, max_delay_s=0, magic_accounts=False)
+    assert no_magic.plan(instruction("6222020200000000002")) == "arrive"
