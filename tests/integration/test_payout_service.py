@@ -540,7 +540,7 @@ from shared.db import create_pool
 
 async def main(dsn, schema, seed):
     pool = await create_pool(dsn, schema)
-    gw = SimulatedGateway(pool, min_delay_s=0, max_delay_s=0.05, transient_failure_rate=0.3,
+    gw = SimulatedGateway(pool, min_delay_s=0.05, max_delay_s=0.4, transient_failure_rate=0.3,
                           permanent_failure_rate=0.1, rng=random.Random(seed), client=schema)
     policy = handlers.RetryPolicy(base_s=0.02, max_s=0.1, max_attempts=6)
     while True:
@@ -564,16 +564,31 @@ async def test_sigkill_of_the_payment_loop_at_any_moment_pays_each_claim_once(
     for e in envelopes:
         await apply(pool, handlers.on_review_decided, e)
     repo = Path(__file__).parents[2]
+    kills = 0
     for round_no in range(6):
+        if not await pool.fetchval(
+            """SELECT count(*) FROM payouts
+               WHERE status IN ('requested', 'issued', 'accepted', 'sent', 'retrying')"""
+        ):
+            break  # nothing left to move
         child = await asyncio.create_subprocess_exec(
             sys.executable, "-c", PAYMENT_LOOP, infra.dsn, schema, str(round_no), cwd=repo
         )
-        await asyncio.sleep(random.uniform(0.8, 1.5))
+        # Kill it at a random moment once it is moving money (it may be slow to start
+        # on a busy machine); a loop with nothing left to do is killed after 3 s.
+        before = await pool.fetchval("SELECT count(*) FROM payout_hops")
+        started = time.monotonic()
+        while time.monotonic() - started < 3:
+            if await pool.fetchval("SELECT count(*) FROM payout_hops") > before:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(random.uniform(0, 0.4))
         child.send_signal(signal.SIGKILL)
         await child.wait()
+        kills += 1
     # The killed loops did move money (this is not a test of the last, clean loop alone).
     moved = await pool.fetchval("SELECT count(*) FROM payout_hops WHERE hop = 'issued'")
-    print(f"issued by the killed loops: {moved}")
+    print(f"issued by the killed loops: {moved}; loops killed: {kills}")
     assert moved > 0
 
     gw = gateway(pool, always("arrive"))
