@@ -3,49 +3,90 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.payout import metrics
 from services.payout.adapters.gateway import SimulatedGateway
 from services.payout.config import PayoutSettings
 from services.payout.entrypoints.http import router
 from services.payout.service_layer.handlers import (
     SERVICE,
+    RetryPolicy,
     dispatch_requested,
+    on_claim_lapsed,
+    on_claim_withdrawn,
+    on_documents_completed,
     on_review_decided,
-    record_confirmations,
+    record_notices,
+    refresh_gauges,
+    seed_funds,
 )
-from shared.contracts.topics import REVIEW_EVENTS
+from shared.contracts.topics import INTAKE_EVENTS, REVIEW_EVENTS
+from shared.money import yuan_to_fen
+from shared.programs import load_catalogue
 from shared.service_app import ServiceRuntime, build_service_app
+
+GAUGE_REFRESH_S = 2.0
+
+
+def make_gateway(runtime: ServiceRuntime, settings: PayoutSettings) -> SimulatedGateway:
+    return SimulatedGateway(
+        runtime.db,
+        min_delay_s=settings.gateway_min_delay_s,
+        max_delay_s=settings.gateway_max_delay_s,
+        transient_failure_rate=settings.gateway_transient_failure_rate,
+        permanent_failure_rate=settings.gateway_permanent_failure_rate,
+        return_rate=settings.gateway_return_rate,
+        magic_accounts=settings.gateway_magic_accounts,
+        rng=random.Random(settings.gateway_seed),
+    )
 
 
 def create_app(settings: PayoutSettings | None = None) -> FastAPI:
     settings = settings or PayoutSettings()
+    catalogue = load_catalogue()
+    metrics.initialise({catalogue.vat_refund.fund, *(p.fund for p in catalogue.programs)})
+    policy = RetryPolicy(
+        base_s=settings.retry_base_s,
+        max_s=settings.retry_max_s,
+        max_attempts=settings.max_attempts,
+    )
+    cap = settings.treasury_refund_cap_yuan
 
     async def payment_loop(runtime: ServiceRuntime) -> None:
         gateway = runtime.extras.get("gateway")
         if gateway is None:
+            async with runtime.db.acquire() as conn:
+                await seed_funds(conn, load_catalogue(), None if cap is None else yuan_to_fen(cap))
             await SimulatedGateway.prepare(settings.database_url)
-            gateway = runtime.extras["gateway"] = SimulatedGateway(
-                runtime.db,
-                min_delay_s=settings.gateway_min_delay_s,
-                max_delay_s=settings.gateway_max_delay_s,
-                failure_rate=settings.gateway_failure_rate,
-            )
+            gateway = runtime.extras["gateway"] = make_gateway(runtime, settings)
+        refreshed = 0.0
         while True:
-            sent = await dispatch_requested(runtime.db, gateway)
-            confirmed = await record_confirmations(runtime.db, gateway)
-            if not sent and not confirmed:
+            sent = await dispatch_requested(runtime.db, gateway, policy)
+            noticed = await record_notices(runtime.db, gateway, policy)
+            if time.monotonic() - refreshed > GAUGE_REFRESH_S:
+                async with runtime.db.acquire() as conn:
+                    await refresh_gauges(conn)
+                refreshed = time.monotonic()
+            if not sent and not noticed:
                 await asyncio.sleep(settings.dispatch_interval_s)
 
     return build_service_app(
         name=SERVICE,
         settings=settings,
         migrations=Path(__file__).parent / "migrations",
-        subscribe_to=[REVIEW_EVENTS],
-        handlers={"review.decided": on_review_decided},
+        subscribe_to=[REVIEW_EVENTS, INTAKE_EVENTS],
+        handlers={
+            "review.decided": on_review_decided,
+            "claim.documents_completed": on_documents_completed,
+            "claim.lapsed": on_claim_lapsed,
+            "claim.withdrawn": on_claim_withdrawn,
+        },
         routers=[router],
         background_loops=[payment_loop],
-        description="Payout: pays approved claims through the treasury/bank gateway.",
+        description="Payout: budgets, payment vouchers to the treasury/bank, reconciliation.",
     )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 from pydantic import Field
 
 from shared.config import ServiceSettings
@@ -8,7 +10,27 @@ from shared.config import ServiceSettings
 class PayoutSettings(ServiceSettings):
     http_port: int = 8103
     dispatch_interval_s: float = Field(default=0.2, gt=0)
-    gateway_min_delay_s: float = Field(default=0.1, ge=0)
-    gateway_max_delay_s: float = Field(default=0.6, ge=0)
-    gateway_failure_rate: float = Field(default=0.0, ge=0, le=1)
-    """Share of instructions the simulated bank fails permanently (closed account)."""
+
+    treasury_refund_cap_yuan: Decimal | None = Field(default=None, gt=0)
+    """Optional cap of the treasury refund fund; None: refunds are tracked, not capped.
+    Applied only when the fund is first created (later changes: top-ups)."""
+
+    # The simulated treasury/bank (CLAIMFLOW_GATEWAY_*).
+    gateway_min_delay_s: float = Field(default=0.05, ge=0)
+    """Each hop (accepted, sent, arrived) comes after a delay drawn in [min, max]."""
+    gateway_max_delay_s: float = Field(default=0.3, ge=0)
+    gateway_transient_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    """Share of submissions the treasury rejects for now (retried with backoff)."""
+    gateway_permanent_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    """Share failing for good (account closed): the commitment is released."""
+    gateway_return_rate: float = Field(default=0.0, ge=0, le=1)
+    """Share returned by the bank (account name does not match)."""
+    gateway_seed: int | None = None
+    """Seed for the simulator's draws, for reproducible runs."""
+    gateway_magic_accounts: bool = True
+    """Account numbers ending 0000001/2/3 force transient/permanent/return (first issue)."""
+
+    retry_base_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=8, ge=1)
+    """Transient failures after this many attempts fail the payout for good."""

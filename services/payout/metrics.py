@@ -1,6 +1,8 @@
+"""Payout's metrics (names in docs/metrics.md, "Payout"). Labels: fund ids, kinds, hops."""
+
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from shared.metrics import REGISTRY
 
@@ -38,3 +40,48 @@ TIME_TO_PAYMENT = Histogram(
     ),
     registry=REGISTRY,
 )
+HOP_SECONDS = Histogram(
+    "claimflow_payout_hop_seconds",
+    "Time of one hop of a payment voucher.",
+    ["hop"],
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 4 * 3600, 86400, 3 * 86400),
+    registry=REGISTRY,
+)
+FUND_BUDGET = Gauge("claimflow_fund_budget_yuan", "Budget.", ["fund"], registry=REGISTRY)
+FUND_REMAINING = Gauge(
+    "claimflow_fund_remaining_yuan", "Budget − reserved − committed.", ["fund"], registry=REGISTRY
+)
+FUND_RESERVED = Gauge(
+    "claimflow_fund_reserved_yuan",
+    "Reserved for approved, unissued claims.",
+    ["fund"],
+    registry=REGISTRY,
+)
+WAITING = Gauge(
+    "claimflow_payouts_waiting",
+    "Payouts that will not move without a person.",
+    ["fund", "reason"],
+    registry=REGISTRY,
+)
+FAILURES = Counter(
+    "claimflow_payout_failures_total",
+    "Gateway failures: transient / permanent / returned.",
+    ["fund", "kind"],
+    registry=REGISTRY,
+)
+RECONCILIATION_MISMATCHES = Counter(
+    "claimflow_reconciliation_mismatches_total",
+    "Mismatches found when a statement is imported.",
+    ["type"],
+    registry=REGISTRY,
+)
+
+
+def initialise(funds: set[str]) -> None:
+    """Create the failure and mismatch counters at zero, so "none yet" reads as 0 on
+    the finance dashboard and in increase(), not as a missing series."""
+    for fund in sorted(funds):
+        for kind in ("transient", "permanent", "returned"):
+            FAILURES.labels(fund, kind)
+    for mismatch in ("missing_statement_line", "unknown_statement_line", "amount_mismatch"):
+        RECONCILIATION_MISMATCHES.labels(mismatch)

@@ -159,6 +159,7 @@ def demo(
                     {
                         **counts,
                         "paid_yuan": str(fen_to_yuan(result.paid_fen)),
+                        "funds": result.per_fund(),
                         "seconds": round(result.seconds, 1),
                     }
                 )

@@ -15,7 +15,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from shared.devstack.demo_claims import make_mixed_claim, supply_promised_documents
-from shared.devstack.demo_figures import FINAL, DemoResult, payout_facts, summary_table
+from shared.devstack.demo_figures import (
+    FINAL,
+    SETTLED,
+    DemoResult,
+    payout_facts,
+    payout_waiting,
+    summary_table,
+)
 from shared.devstack.demo_reviewers import play_reviewers
 
 __all__ = ["DemoResult", "run_demo", "summary_table"]
@@ -69,17 +76,25 @@ async def run_demo(
             progress.update(final, total=len(ids))
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
-                pending = [i for i in ids if result.statuses.get(i) not in FINAL]
-                if not pending:
+                # Claims waiting for a person (budget, documents, account correction) are
+                # final for the demo, but polled again until nothing else moves: money
+                # freed by a failure may still take a claim out of the queue.
+                pending = [i for i in ids if result.statuses.get(i) not in SETTLED]
+                if all(result.statuses.get(i) in FINAL for i in pending):
                     break
                 for claim_id in pending:
                     r = await client.get(f"{urls['intake']}/claims/{claim_id}")
                     r.raise_for_status()
                     result.statuses[claim_id] = r.json()["status"]
+                waiting = await payout_waiting(info["database_url"], pending)
+                result.statuses.update(waiting)
                 progress.update(final, completed=sum(s in FINAL for s in result.statuses.values()))
+                if all(result.statuses.get(i) in FINAL for i in pending):
+                    break
                 await asyncio.sleep(0.3)
         stop.set()
         await reviewers
     result.seconds = time.monotonic() - started
-    result.double_paid, result.paid_fen = await payout_facts(info["database_url"], ids)
+    result.facts = await payout_facts(info["database_url"], ids)
+    result.double_paid, result.paid_fen = result.facts.double_paid, result.facts.paid_fen
     return result

@@ -238,7 +238,6 @@ async def _status_in(
     return view if view["status"] in statuses else None
 
 
-@pytest.mark.xfail(reason="needs the payout hold from issue 5 (and review's documents_pending)")
 async def test_approved_claim_is_not_paid_until_the_document_arrives(
     services: StackConfig, client: httpx.AsyncClient
 ) -> None:
@@ -320,7 +319,6 @@ async def test_overdue_claim_lapses_once_with_an_event(
     assert [e["event_type"] for e in view["timeline"]].count("claim.lapsed") == 1
 
 
-@pytest.mark.xfail(reason="needs review/payout to act on claim.lapsed (issues 4 and 5)")
 async def test_lapsed_claim_is_never_paid(services: StackConfig, client: httpx.AsyncClient) -> None:
     claim_id = await promised_claim(client, services)
     tasks = await tasks_for(client, services, claim_id)

@@ -273,7 +273,7 @@ async def test_tracker_records_unknown_events_and_returned_documents(pool: async
     claim_id = uuid.UUID(created.body["claim_id"])
     unknown = EventEnvelope(
         event_id=uuid.uuid4(),
-        event_type="review.escalated",
+        event_type="review.reopened",
         version=1,
         claim_id=claim_id,
         occurred_at=datetime.now(UTC),
@@ -303,7 +303,11 @@ async def test_tracker_records_unknown_events_and_returned_documents(pool: async
                 claim_id,
             )
         ]
-        assert types == ["claim.submitted", "review.escalated", "review.returned_for_documents"]
+        assert types == [
+            "claim.submitted",
+            "review.reopened",
+            "review.returned_for_documents",
+        ]
         done = await handlers.supply_document(
             conn, SupplyDocument(claim_id, "sales_contracts", "window-01")
         )

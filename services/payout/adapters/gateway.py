@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -13,39 +14,74 @@ import asyncpg
 
 from shared.db import migrate
 
+Outcome = Literal["arrive", "transient", "permanent", "return"]
+NoticeHop = Literal["accepted", "sent", "arrived", "failed", "returned"]
+
 
 @dataclass(frozen=True)
 class PaymentInstruction:
     payout_id: uuid.UUID
+    issue_no: int
+    attempt: int
+    voucher_no: str
+    voucher_kind: str
     amount_fen: int
+    bank_name: str
     account_number: str
     account_name: str
 
 
 @dataclass(frozen=True)
-class Confirmation:
+class Notice:
+    """One hop the treasury/bank reports back for (payout id, issue, attempt)."""
+
+    notice_id: int
     payout_id: uuid.UUID
-    outcome: Literal["settled", "failed"]
+    issue_no: int
+    attempt: int
+    hop: NoticeHop
     at: datetime
     reason: str | None
+    permanent: bool
+    bank_reference: str
+
+
+class GatewayUnavailable(Exception):
+    """The gateway could not take the instruction now; try again later (transient)."""
 
 
 class PaymentGateway(Protocol):
     async def submit(self, instruction: PaymentInstruction) -> str:
-        """Hand over an instruction; the payout id is the idempotency key. Returns a reference."""
+        """Hand over an instruction. (payout id, issue no) is the idempotency key: the same
+        key submitted again is ignored unless its previous attempt failed transiently.
+        Returns the bank's reference. Raises GatewayUnavailable when it cannot take it."""
 
-    async def due_confirmations(self, limit: int) -> list[Confirmation]:
-        """Outcomes the bank has reached and not yet had acknowledged."""
+    async def due_notices(self, limit: int) -> list[Notice]:
+        """Hops the treasury/bank has reached and not yet had acknowledged, in order."""
 
-    async def acknowledge(self, payout_ids: list[uuid.UUID]) -> None:
-        """Outcomes recorded by payout; the bank stops re-sending them."""
+    async def acknowledge(self, notice_ids: list[int]) -> None:
+        """Notices recorded by payout; the bank stops re-sending them."""
+
+
+Planner = Callable[[PaymentInstruction], Outcome]
+
+# Simulator hooks: account numbers ending in these digits force an outcome, so that tests
+# and demos can steer single claims. Only on the first attempt/issue, so a retry or a
+# re-issue goes through.
+MAGIC_SUFFIXES: dict[str, Outcome] = {
+    "0000001": "transient",
+    "0000002": "permanent",
+    "0000003": "return",
+}
 
 
 class SimulatedGateway:
-    """A bank that settles asynchronously after a random delay, with an optional failure rate.
+    """A treasury + agency bank with asynchronous notices after configurable delays and
+    configurable transient/permanent failure and return rates.
 
-    It keeps its books in its own schema (``bank_sim``), so a payout id submitted twice,
-    even across restarts, is paid once, and unacknowledged outcomes are re-delivered.
+    Its books live in its own schema (``bank_sim``): an instruction key is taken once,
+    at most one issue of a payout is live or settled (a unique index), and notices not
+    acknowledged are delivered again.
     """
 
     SCHEMA = "bank_sim"
@@ -56,55 +92,163 @@ class SimulatedGateway:
         *,
         min_delay_s: float,
         max_delay_s: float,
-        failure_rate: float,
+        transient_failure_rate: float = 0.0,
+        permanent_failure_rate: float = 0.0,
+        return_rate: float = 0.0,
+        magic_accounts: bool = True,
         rng: random.Random | None = None,
+        planner: Planner | None = None,
+        client: str = "payout",
     ) -> None:
         self.pool = pool
+        self.client = client
         self.min_delay_s = min_delay_s
         self.max_delay_s = max(min_delay_s, max_delay_s)
-        self.failure_rate = failure_rate
+        self.transient_failure_rate = transient_failure_rate
+        self.permanent_failure_rate = permanent_failure_rate
+        self.return_rate = return_rate
+        self.magic_accounts = magic_accounts
         self.rng = rng or random.Random()
+        self.planner = planner
 
     @classmethod
     async def prepare(cls, dsn: str) -> None:
         await migrate(dsn, cls.SCHEMA, Path(__file__).parent / "bank_sim_migrations")
 
-    async def submit(self, instruction: PaymentInstruction) -> str:
-        delay = self.rng.uniform(self.min_delay_s, self.max_delay_s)
-        fails = self.rng.random() < self.failure_rate
-        await self.pool.execute(
-            """INSERT INTO bank_sim.instructions (payout_id, amount_fen, account_number,
-                   account_name, status, settle_after, failure_reason)
-               VALUES ($1, $2, $3, $4, 'accepted', now() + make_interval(secs => $5), $6)
-               ON CONFLICT (payout_id) DO NOTHING""",
-            instruction.payout_id,
-            instruction.amount_fen,
-            instruction.account_number,
-            instruction.account_name,
-            delay,
-            "account closed" if fails else None,
-        )
-        return f"SIM-{instruction.payout_id.hex[:12].upper()}"
+    def plan(self, instruction: PaymentInstruction) -> Outcome:
+        if self.planner is not None:
+            return self.planner(instruction)
+        if self.magic_accounts and instruction.attempt == 1 and instruction.issue_no == 1:
+            for suffix, outcome in MAGIC_SUFFIXES.items():
+                if instruction.account_number.endswith(suffix):
+                    return outcome
+        draw = self.rng.random()
+        if draw < self.transient_failure_rate:
+            return "transient"
+        draw -= self.transient_failure_rate
+        if draw < self.permanent_failure_rate:
+            return "permanent"
+        draw -= self.permanent_failure_rate
+        if draw < self.return_rate:
+            return "return"
+        return "arrive"
 
-    async def due_confirmations(self, limit: int) -> list[Confirmation]:
-        rows = await self.pool.fetch(
-            """UPDATE bank_sim.instructions
-               SET status = CASE WHEN failure_reason IS NULL THEN 'settled' ELSE 'failed' END,
-                   settled_at = coalesce(settled_at, now())
-               WHERE payout_id IN (
-                   SELECT payout_id FROM bank_sim.instructions
-                   WHERE NOT notified AND settle_after <= now()
-                   ORDER BY settle_after LIMIT $1)
-               RETURNING payout_id, status, settled_at, failure_reason""",
-            limit,
-        )
+    def _delay(self) -> float:
+        return self.rng.uniform(self.min_delay_s, self.max_delay_s)
+
+    async def submit(self, instruction: PaymentInstruction) -> str:
+        reference = f"SIM-{instruction.payout_id.hex[:12].upper()}-{instruction.issue_no}"
+        outcome = self.plan(instruction)
+        d1, d2, d3 = self._delay(), self._delay(), self._delay()
+        async with self.pool.acquire() as conn, conn.transaction():
+            taken = await conn.fetchval(
+                """INSERT INTO bank_sim.instructions AS i (payout_id, issue_no, attempt,
+                       amount_fen, account_number, account_name, status, settle_after)
+                   VALUES ($1, $2, $3, $4, $5, $6, 'accepted', now())
+                   ON CONFLICT (payout_id, issue_no) DO UPDATE
+                       SET attempt = excluded.attempt, status = 'accepted',
+                           received_at = now(), failure_reason = NULL
+                       WHERE i.status = 'rejected' AND i.attempt < excluded.attempt
+                   RETURNING true""",
+                instruction.payout_id,
+                instruction.issue_no,
+                instruction.attempt,
+                instruction.amount_fen,
+                instruction.account_number,
+                instruction.account_name,
+            )
+            if not taken:
+                return reference  # the same key again: already in hand, nothing new
+            notices: list[tuple[NoticeHop, float, str | None, bool]]
+            match outcome:
+                case "transient":
+                    notices = [("failed", d1, "treasury system busy (TIPS timeout)", False)]
+                case "permanent":
+                    notices = [
+                        ("accepted", d1, None, False),
+                        ("failed", d1 + d2, "payee account closed", True),
+                    ]
+                case "return":
+                    notices = [
+                        ("accepted", d1, None, False),
+                        ("sent", d1 + d2, None, False),
+                        ("returned", d1 + d2 + d3, "account name does not match", False),
+                    ]
+                case _:
+                    notices = [
+                        ("accepted", d1, None, False),
+                        ("sent", d1 + d2, None, False),
+                        ("arrived", d1 + d2 + d3, None, False),
+                    ]
+            await conn.executemany(
+                """INSERT INTO bank_sim.notices (payout_id, issue_no, attempt, hop, due_at,
+                       reason, permanent, bank_reference, client)
+                   VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6, $7, $8, $9)""",
+                [
+                    (
+                        instruction.payout_id,
+                        instruction.issue_no,
+                        instruction.attempt,
+                        hop,
+                        delay,
+                        reason,
+                        permanent,
+                        reference,
+                        self.client,
+                    )
+                    for hop, delay, reason, permanent in notices
+                ],
+            )
+        return reference
+
+    async def due_notices(self, limit: int) -> list[Notice]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """SELECT id, payout_id, issue_no, attempt, hop, due_at, reason, permanent,
+                          bank_reference
+                   FROM bank_sim.notices
+                   WHERE NOT notified AND client = $2 AND due_at <= now()
+                   ORDER BY due_at, id LIMIT $1""",
+                limit,
+                self.client,
+            )
+            # The bank's own book moves when it reports the outcome, so a retry submitted
+            # after the payout hears of a transient failure finds the key free again.
+            for r in rows:
+                if r["hop"] in ("arrived", "failed", "returned"):
+                    status = {
+                        "arrived": "settled",
+                        "returned": "returned",
+                        "failed": "failed" if r["permanent"] else "rejected",
+                    }[r["hop"]]
+                    await conn.execute(
+                        """UPDATE bank_sim.instructions
+                           SET status = $3, settled_at = coalesce(settled_at, $4),
+                               failure_reason = $5
+                           WHERE payout_id = $1 AND issue_no = $2 AND status = 'accepted'""",
+                        r["payout_id"],
+                        r["issue_no"],
+                        status,
+                        r["due_at"],
+                        r["reason"],
+                    )
         return [
-            Confirmation(r["payout_id"], r["status"], r["settled_at"], r["failure_reason"])
+            Notice(
+                notice_id=r["id"],
+                payout_id=r["payout_id"],
+                issue_no=r["issue_no"],
+                attempt=r["attempt"],
+                hop=r["hop"],
+                at=r["due_at"],
+                reason=r["reason"],
+                permanent=r["permanent"],
+                bank_reference=r["bank_reference"],
+            )
             for r in rows
         ]
 
-    async def acknowledge(self, payout_ids: list[uuid.UUID]) -> None:
+    async def acknowledge(self, notice_ids: list[int]) -> None:
         await self.pool.execute(
-            "UPDATE bank_sim.instructions SET notified = true WHERE payout_id = ANY($1::uuid[])",
-            payout_ids,
+            "UPDATE bank_sim.notices SET notified = true WHERE id = ANY($1::bigint[])",
+            notice_ids,
         )
