@@ -27,12 +27,11 @@ DASHBOARDS = DEPLOY / "grafana" / "dashboards"
 RULES = DEPLOY / "prometheus" / "alerts.yml"
 FINANCE_DASHBOARD = "finance.json"
 
-# Business metrics named in docs/metrics.md that issues 3 (intake), 4 (review) and
-# 5 (payout) implement on their own branches. The dashboards and rules already use them.
-# The lead empties this set after merging those branches; then every name a dashboard
-# or rule uses must exist in the code, and every finance panel must return data in the
-# end-to-end test. A name listed here that the code already defines fails the test too.
-PLANNED_BY_OTHER_ISSUES: frozenset[str] = frozenset({})
+# Metric names a dashboard or rule may use before the code defines them, while the
+# feature that defines them is built on another branch. Empty on main: every name the
+# dashboards and rules use exists, and every finance panel must return data end to end.
+# A name listed here that the code already defines fails the tests too.
+PLANNED_METRICS: frozenset[str] = frozenset()
 
 # Grafana fills these in before a query reaches Prometheus; the tests do the same.
 GRAFANA_VARIABLES = {
