@@ -68,6 +68,8 @@ async def test_returned_payment_is_corrected_by_finance_and_paid_once(
     claim_id = await submit_claim(client, services, bank_account=account("0000000003"))
     await approve_all(client, services, claim_id)
     payout = await payout_of(client, services, claim_id, "returned")
+    tracked = await wait_status(client, services, claim_id, "payout_returned")
+    assert tracked["holders"] == ["finance (account correction)"]  # what the window says
     url = f"{services.url('payout')}/payouts/{payout['payout_id']}/account-correction"
     corrected: dict[str, Any] = {
         "payee": account("0000000042", "自贡测试企业股份有限公司"),
@@ -305,6 +307,8 @@ async def test_claim_waits_in_the_visible_queue_and_is_paid_after_a_top_up(
     )
     await produce(services.bootstrap, REVIEW_EVENTS, decided.to_bytes(), key=claim_id.encode())
     payout = await payout_of(client, services, claim_id, "queued")
+    tracked = await wait_status(client, services, claim_id, "payout_queued")
+    assert tracked["holders"] == ["finance (budget)"]
     queue = (await client.get(f"{base}/funds/{fund_id}/queue")).json()
     assert [q["claim_id"] for q in queue] == [claim_id] and queue[0]["position"] == 1
     fund = next(f for f in (await client.get(f"{base}/funds")).json() if f["fund_id"] == fund_id)

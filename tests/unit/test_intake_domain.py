@@ -10,6 +10,9 @@ from decimal import Decimal
 import pytest
 
 from services.intake.domain.model import (
+    HOLDER,
+    PAYOUT_STARTED,
+    WITHDRAWABLE,
     ClaimStatus,
     Violation,
     amount_note,
@@ -233,3 +236,41 @@ def test_holders_are_the_departments_still_to_decide() -> None:
         "review:treasury",
     ]
     assert holders_for(ClaimStatus.PAYOUT_SENT, ["tax"], []) == ["treasury/bank"]
+
+
+def test_tracker_shows_payout_waiting_for_budget_and_returned_payments() -> None:
+    approved = ClaimStatus.APPROVED
+    queued = status_after(approved, "payout.queued", {}, documents_pending=False)
+    assert queued is ClaimStatus.PAYOUT_QUEUED
+    assert HOLDER[ClaimStatus.PAYOUT_QUEUED] == "finance (budget)"
+    assert ClaimStatus.PAYOUT_QUEUED in WITHDRAWABLE  # no money has moved yet
+    assert status_after(queued, "payout.requested", {}, documents_pending=False) is (
+        ClaimStatus.PAYOUT_REQUESTED
+    )
+    sent = ClaimStatus.PAYOUT_SENT
+    returned = status_after(sent, "payout.returned", {}, documents_pending=False)
+    assert returned is ClaimStatus.PAYOUT_RETURNED
+    assert returned in PAYOUT_STARTED and returned not in WITHDRAWABLE
+    # Re-issued after the account correction: sent again, then paid.
+    assert status_after(returned, "payout.sent", {}, documents_pending=False) is sent
+
+
+def test_review_resuming_after_a_return_puts_the_claim_back_in_review() -> None:
+    returned = ClaimStatus.RETURNED_FOR_DOCUMENTS
+    resumed = status_after(
+        returned,
+        "review.stage_changed",
+        {"to_stage": "department_review"},
+        documents_pending=False,
+    )
+    assert resumed is ClaimStatus.IN_REVIEW
+    # Other stage changes (cross-check → department review on arrival) move nothing.
+    assert (
+        status_after(
+            ClaimStatus.SUBMITTED,
+            "review.stage_changed",
+            {"to_stage": "department_review"},
+            documents_pending=False,
+        )
+        is None
+    )

@@ -29,8 +29,12 @@ class ClaimStatus(StrEnum):
     APPROVED_DOCUMENTS_PENDING = "approved_documents_pending"
     """Approved conditionally: payout holds the money until the documents arrive."""
     REJECTED = "rejected"
+    PAYOUT_QUEUED = "payout_queued"
+    """Approved, waiting for the program's budget to cover it (first come, first served)."""
     PAYOUT_REQUESTED = "payout_requested"
     PAYOUT_SENT = "payout_sent"
+    PAYOUT_RETURNED = "payout_returned"
+    """The bank returned the payment (account name mismatch): finance corrects the account."""
     PAYOUT_FAILED = "payout_failed"
     PAID = "paid"
     WITHDRAWN = "withdrawn"
@@ -47,7 +51,14 @@ FINAL = frozenset(
 # Statuses in which a claim no longer blocks a new one for the same period / program.
 CLOSED = frozenset({ClaimStatus.REJECTED, ClaimStatus.WITHDRAWN, ClaimStatus.LAPSED})
 # Money has left (or tried to leave) the treasury: no withdrawal, no lapse any more.
-PAYOUT_STARTED = frozenset({ClaimStatus.PAYOUT_SENT, ClaimStatus.PAYOUT_FAILED, ClaimStatus.PAID})
+PAYOUT_STARTED = frozenset(
+    {
+        ClaimStatus.PAYOUT_SENT,
+        ClaimStatus.PAYOUT_RETURNED,
+        ClaimStatus.PAYOUT_FAILED,
+        ClaimStatus.PAID,
+    }
+)
 WITHDRAWABLE = frozenset(
     {
         ClaimStatus.SUBMITTED,
@@ -56,6 +67,7 @@ WITHDRAWABLE = frozenset(
         ClaimStatus.RETURNED_FOR_DOCUMENTS,
         ClaimStatus.APPROVED,
         ClaimStatus.APPROVED_DOCUMENTS_PENDING,
+        ClaimStatus.PAYOUT_QUEUED,
     }
 )
 LAPSABLE = WITHDRAWABLE | {ClaimStatus.PAYOUT_REQUESTED}
@@ -72,8 +84,10 @@ HOLDER: dict[ClaimStatus, str] = {
     ClaimStatus.RETURNED_FOR_DOCUMENTS: "enterprise",
     ClaimStatus.APPROVED: "payout",
     ClaimStatus.APPROVED_DOCUMENTS_PENDING: "enterprise",
+    ClaimStatus.PAYOUT_QUEUED: "finance (budget)",
     ClaimStatus.PAYOUT_REQUESTED: "payout",
     ClaimStatus.PAYOUT_SENT: "treasury/bank",
+    ClaimStatus.PAYOUT_RETURNED: "finance (account correction)",
     ClaimStatus.PAYOUT_FAILED: "payout",
     ClaimStatus.REJECTED: "none (final)",
     ClaimStatus.PAID: "none (final)",
@@ -295,6 +309,17 @@ def status_after(
             target = ClaimStatus.RETURNED_FOR_DOCUMENTS
         case "review.resumed":
             target = ClaimStatus.IN_REVIEW
+        case "review.stage_changed":
+            # Back to the departments after a return for documents.
+            if (
+                current is ClaimStatus.RETURNED_FOR_DOCUMENTS
+                and payload.get("to_stage") == "department_review"
+            ):
+                target = ClaimStatus.IN_REVIEW
+        case "payout.queued":
+            target = ClaimStatus.PAYOUT_QUEUED
+        case "payout.returned":
+            target = ClaimStatus.PAYOUT_RETURNED
         case "review.decided":
             if payload.get("decision") == "approved":
                 target = (
