@@ -63,10 +63,16 @@ def buffering(buffer: OutboxBuffer) -> Iterator[OutboxBuffer]:
 async def _insert(
     conn: DbConnection, schema: str, rows: list[tuple[object, str, str | None, str, str]]
 ) -> None:
-    await conn.executemany(
+    # One statement for the whole batch: unnest() beats executemany's per-row round.
+    event_ids, topics, keys, types, payloads = zip(*rows, strict=True)
+    await conn.execute(
         """INSERT INTO outbox (event_id, topic, message_key, event_type, payload)
-           VALUES ($1, $2, $3, $4, $5)""",
-        rows,
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])""",
+        list(event_ids),
+        list(topics),
+        list(keys),
+        list(types),
+        list(payloads),
     )
     # Delivered at commit, and only then: a rolled-back change wakes nobody.
     await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))
