@@ -26,6 +26,10 @@ def fen_to_yuan(fen: int) -> Decimal:
     return (Decimal(fen) / FEN_PER_YUAN).quantize(Decimal("0.01"))
 
 
+def optional_fen_to_yuan(fen: int | None) -> Decimal | None:
+    return None if fen is None else fen_to_yuan(fen)
+
+
 def _two_places(value: Decimal) -> Decimal:
     # Named rules, so that a 422 says which rule broke rather than "value_error".
     if not value.is_finite():

@@ -29,6 +29,7 @@ from shared.messaging.consumer import EventHandler, IdempotentBatchConsumer
 from shared.messaging.outbox import OutboxRelay
 from shared.messaging.watch import ConsumerWatch
 from shared.metrics import REGISTRY
+from shared.problems import problem
 
 log = logging.getLogger(__name__)
 
@@ -219,12 +220,12 @@ _UNAVAILABLE: tuple[type[Exception], ...] = (
 
 async def _service_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning("%s %s: database unavailable: %r", request.method, request.url.path, exc)
-    return JSONResponse(
-        {
-            "detail": "the service's database is unavailable; nothing was changed, retry later",
-            "errors": [{"field": "", "rule": "service_unavailable", "message": type(exc).__name__}],
-        },
-        status_code=503,
+    return problem(
+        503,
+        "the service's database is unavailable; nothing was changed, retry later",
+        field="",
+        rule="service_unavailable",
+        message=type(exc).__name__,
         headers={"Retry-After": "5"},
     )
 

@@ -18,20 +18,14 @@ from services.payout.service_layer import handlers
 from services.payout.service_layer.reconciliation import import_statement, report_for
 from shared.contracts import BankAccount
 from shared.identity import Caller, current_caller
-from shared.money import PositiveYuan, fen_to_yuan, yuan_to_fen
+from shared.money import PositiveYuan, fen_to_yuan, optional_fen_to_yuan, yuan_to_fen
+from shared.problems import problem
 from shared.service_app import runtime_of
 
 router = APIRouter(tags=["payouts"])
 
 FINANCE_DEPARTMENTS = frozenset({"finance", "treasury"})
 STATUSES = "^(queued|held|requested|issued|accepted|sent|retrying|paid|failed|returned|released)$"
-
-
-def problem(status: int, detail: str, field: str, rule: str) -> JSONResponse:
-    return JSONResponse(
-        {"detail": detail, "errors": [{"field": field, "rule": rule, "message": detail}]},
-        status_code=status,
-    )
 
 
 def _forbidden(caller: Caller) -> JSONResponse | None:
@@ -46,7 +40,8 @@ def _forbidden(caller: Caller) -> JSONResponse | None:
 
 
 def _yuan(fen: int | None) -> str | None:
-    return None if fen is None else str(fen_to_yuan(fen))
+    amount = optional_fen_to_yuan(fen)
+    return None if amount is None else str(amount)
 
 
 def _view(row: Any) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.review.domain.model import Decision
 from services.review.service_layer import handlers
 from shared.identity import Caller, current_caller
-from shared.money import fen_to_yuan
+from shared.money import fen_to_yuan, optional_fen_to_yuan
+from shared.problems import problem
 from shared.service_app import runtime_of
 
 router = APIRouter(tags=["review"])
@@ -62,17 +63,7 @@ class DecisionRequest(BaseModel):
 
 
 def _error(err: handlers.ReviewError) -> JSONResponse:
-    return JSONResponse(
-        status_code=err.status_code,
-        content={
-            "detail": str(err),
-            "errors": [{"field": err.field, "rule": err.rule, "message": str(err)}],
-        },
-    )
-
-
-def _yuan(fen: int | None) -> Decimal | None:
-    return fen_to_yuan(fen) if fen is not None else None
+    return problem(err.status_code, str(err), err.field, err.rule)
 
 
 @router.get("/worklist", response_model=list[WorklistItem])
@@ -114,7 +105,7 @@ async def worklist(
             tax_period=r["tax_period"],
             requested_amount=fen_to_yuan(r["requested_amount_fen"]),
             eligible_amount=fen_to_yuan(r["eligible_amount_fen"]),
-            recommended_amount=_yuan(r["recommended_amount_fen"]),
+            recommended_amount=optional_fen_to_yuan(r["recommended_amount_fen"]),
             cross_check_result=r["cross_check_result"],
             findings=[Finding(**f) for f in json.loads(r["findings"])],
             pending_documents=list(r["pending_documents"]),
@@ -188,8 +179,8 @@ async def claim_review(claim_id: uuid.UUID, request: Request) -> JSONResponse:
         "registered_by": case["registered_by"],
         "requested_amount": fen_to_yuan(case["requested_amount_fen"]),
         "eligible_amount": fen_to_yuan(case["eligible_amount_fen"]),
-        "recommended_amount": _yuan(case["recommended_amount_fen"]),
-        "approved_amount": _yuan(case["approved_amount_fen"]),
+        "recommended_amount": optional_fen_to_yuan(case["recommended_amount_fen"]),
+        "approved_amount": optional_fen_to_yuan(case["approved_amount_fen"]),
         "cross_check_result": case["cross_check_result"],
         "findings": json.loads(case["findings"]),
         "pending_documents": list(case["pending_documents"]),
