@@ -14,6 +14,7 @@ from rich.console import Console
 
 from shared.devstack import stack
 from shared.devstack.demo import run_demo, summary_table
+from shared.devstack.demo_finance import BANK_TROUBLE
 from shared.money import fen_to_yuan
 
 app = typer.Typer(help="claimflow: local stack and demo", no_args_is_help=True)
@@ -115,6 +116,19 @@ def demo(
     review_url: ExternalUrl = None,
     payout_url: ExternalUrl = None,
     database_url: ExternalUrl = None,
+    bank_trouble: Annotated[
+        bool,
+        typer.Option(
+            help="When the demo starts the stack: the simulated bank fails, retries and "
+            "returns some payments"
+        ),
+    ] = True,
+    finance_clerk: Annotated[
+        bool,
+        typer.Option(
+            help="A simulated finance clerk corrects returned payments and tops up budgets"
+        ),
+    ] = True,
 ) -> None:
     """Start the stack if needed, push claims through it, print a summary.
 
@@ -141,6 +155,8 @@ def demo(
         info = stack.read_info(cfg)
         started_here = info is None
     if info is None:
+        if bank_trouble:
+            cfg.service_env.update(BANK_TROUBLE)
         with console.status("starting the stack…"):
             info = stack.up(cfg)
     try:
@@ -148,7 +164,14 @@ def demo(
         _print_urls(info)
         _print_prometheus(info)
         result = asyncio.run(
-            run_demo(info, claims=claims, seed=seed, timeout_s=timeout, console=console)
+            run_demo(
+                info,
+                claims=claims,
+                seed=seed,
+                timeout_s=timeout,
+                console=console,
+                finance_clerk=finance_clerk,
+            )
         )
         console.print(summary_table(result))
         counts = result.counts()

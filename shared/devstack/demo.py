@@ -23,14 +23,24 @@ from shared.devstack.demo_figures import (
     payout_waiting,
     summary_table,
 )
+from shared.devstack.demo_finance import play_finance
 from shared.devstack.demo_reviewers import play_reviewers
 
 __all__ = ["DemoResult", "run_demo", "summary_table"]
 
 
 async def run_demo(
-    info: dict[str, Any], *, claims: int, seed: int | None, timeout_s: float, console: Console
+    info: dict[str, Any],
+    *,
+    claims: int,
+    seed: int | None,
+    timeout_s: float,
+    console: Console,
+    finance_clerk: bool = False,
 ) -> DemoResult:
+    """With ``finance_clerk`` a simulated finance clerk corrects returned payments and
+    tops up budgets, and the demo waits until every claim is settled for good; without,
+    claims waiting for a person count as final (and are reported as waiting)."""
     rng = random.Random(seed)
     urls = info["urls"]
     today = date.today()
@@ -41,6 +51,12 @@ async def run_demo(
     stop = asyncio.Event()
     async with httpx.AsyncClient(timeout=30) as client:
         reviewers = asyncio.create_task(play_reviewers(client, urls["review"], rng, stop))
+        clerk = (
+            asyncio.create_task(play_finance(client, urls["payout"], stop))
+            if finance_clerk
+            else None
+        )
+        done_states = SETTLED if finance_clerk else FINAL
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -80,7 +96,7 @@ async def run_demo(
                 # final for the demo, but polled again until nothing else moves: money
                 # freed by a failure may still take a claim out of the queue.
                 pending = [i for i in ids if result.statuses.get(i) not in SETTLED]
-                if all(result.statuses.get(i) in FINAL for i in pending):
+                if all(result.statuses.get(i) in done_states for i in pending):
                     break
                 for claim_id in pending:
                     r = await client.get(f"{urls['intake']}/claims/{claim_id}")
@@ -89,11 +105,13 @@ async def run_demo(
                 waiting = await payout_waiting(info["database_url"], pending)
                 result.statuses.update(waiting)
                 progress.update(final, completed=sum(s in FINAL for s in result.statuses.values()))
-                if all(result.statuses.get(i) in FINAL for i in pending):
+                if all(result.statuses.get(i) in done_states for i in pending):
                     break
                 await asyncio.sleep(0.3)
         stop.set()
         await reviewers
+        if clerk is not None:
+            await clerk
     result.seconds = time.monotonic() - started
     result.facts = await payout_facts(info["database_url"], ids)
     result.double_paid, result.paid_fen = result.facts.double_paid, result.facts.paid_fen

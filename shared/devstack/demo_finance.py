@@ -1,0 +1,62 @@
+"""A simulated finance clerk for the demo: corrects the accounts of returned payments
+and tops up a budget that has claims waiting, as finance staff would."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+FINANCE = {"X-User-Id": "finance-wang", "X-Department": "finance", "X-Role": "finance"}
+# What `make demo` asks of the simulated bank: some trouble, so the finance side shows.
+BANK_TROUBLE = {
+    "CLAIMFLOW_GATEWAY_TRANSIENT_FAILURE_RATE": "0.05",
+    "CLAIMFLOW_GATEWAY_PERMANENT_FAILURE_RATE": "0.02",
+    "CLAIMFLOW_GATEWAY_RETURN_RATE": "0.04",
+}
+
+
+async def play_finance(client: httpx.AsyncClient, payout_url: str, stop: asyncio.Event) -> int:
+    """Returns how many actions the clerk took."""
+    actions = 0
+    while not stop.is_set():
+        actions += await _correct_returned(client, payout_url)
+        actions += await _top_up_waiting(client, payout_url)
+        await asyncio.sleep(0.5)
+    return actions
+
+
+async def _correct_returned(client: httpx.AsyncClient, payout_url: str) -> int:
+    r = await client.get(f"{payout_url}/payouts", params={"status": "returned", "limit": 100})
+    r.raise_for_status()
+    done = 0
+    for payout in r.json():
+        payee: dict[str, Any] = payout["payee"]
+        # The bank returned it because the name did not match the account: the clerk
+        # checks the business licence and enters the registered name again.
+        corrected = {**payee, "account_name": payee["account_name"].strip()}
+        answer = await client.post(
+            f"{payout_url}/payouts/{payout['payout_id']}/account-correction",
+            json={"payee": corrected, "reason": "核对营业执照后更正户名"},
+            headers=FINANCE,
+        )
+        done += answer.status_code == 200
+    return done
+
+
+async def _top_up_waiting(client: httpx.AsyncClient, payout_url: str) -> int:
+    r = await client.get(f"{payout_url}/funds")
+    r.raise_for_status()
+    done = 0
+    for fund in r.json():
+        waiting = Decimal(fund.get("waiting_amount") or "0")
+        if fund.get("waiting_claims") and waiting > 0 and fund.get("budget") is not None:
+            answer = await client.post(
+                f"{payout_url}/funds/{fund['fund_id']}/top-ups",
+                json={"amount": str(waiting), "reason": "追加预算 (demo)"},
+                headers=FINANCE,
+            )
+            done += answer.status_code == 200
+    return done
