@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from shared.auth.cli_token import TokenRequestInvalid, token_for
 from shared.devstack import stack
 from shared.devstack.demo import run_demo, summary_table
 from shared.devstack.demo_finance import BANK_TROUBLE
@@ -201,6 +202,34 @@ def demo(
         if started_here:
             with console.status("stopping the stack…"):
                 stack.down(cfg)
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Option(help="Subject: a demo user id (see demo_users.yaml)")],
+    role: Annotated[
+        list[str] | None, typer.Option(help="Role (repeatable); default: the demo user's")
+    ] = None,
+    department: Annotated[list[str] | None, typer.Option(help="Department (repeatable)")] = None,
+    issuer: Annotated[
+        str | None, typer.Option(help="iss; default: the issuer of <data-dir>/auth/issuer.json")
+    ] = None,
+    audience: Annotated[
+        list[str] | None, typer.Option(help="aud (repeatable); default: the three services")
+    ] = None,
+    ttl: Annotated[int, typer.Option(min=1, help="Seconds the token is valid")] = 3600,
+    data_dir: DataDir = stack.REPO_ROOT / ".stack",
+) -> None:
+    """Print a bearer token signed with the embedded issuer's key in the data folder."""
+    try:
+        print(
+            token_for(
+                data_dir.resolve(), user, role or (), department or (), issuer, audience or (), ttl
+            )
+        )
+    except TokenRequestInvalid as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from None
 
 
 def _wait_for_interrupt() -> None:
