@@ -147,7 +147,7 @@ class TokenVerifier:
         except ImmatureSignatureError:
             raise unauthenticated("not_yet_valid", "the token is not valid yet (nbf)") from None
         except InvalidIssuedAtError:
-            raise unauthenticated("issued_at", "the token's iat is in the future") from None
+            raise unauthenticated("issued_at", "the token's iat is not a number") from None
         except InvalidAudienceError:
             raise unauthenticated(
                 "audience", f"the token is not meant for {self.audience}"
