@@ -78,7 +78,7 @@ async def test_the_audience_may_be_one_of_several() -> None:
         ({"aud": []}, "claim_missing"),
     ],
 )
-async def test_time_and_audience_claims_are_enforced(claims: dict[str, object], rule: str) -> None:
+async def test_time_and_audience_claims_are_enforced(claims: dict[str, Any], rule: str) -> None:
     issuer = in_process_issuer()
     verifier = verifier_for(issuer, requests=Requests())
     problem = await refused(verifier, token(issuer, **claims))
