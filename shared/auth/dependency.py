@@ -98,12 +98,26 @@ class InsecureDevHeaders:
         return None
 
 
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
 def build_authenticator(
-    service: str, settings: AuthSettings | None = None, policy: Policy | None = None
+    service: str,
+    settings: AuthSettings | None = None,
+    policy: Policy | None = None,
+    *,
+    http_host: str = "127.0.0.1",
 ) -> Authenticator:
+    """The service's authenticator. ``http_host`` is the address the service listens on:
+    insecure-dev is refused unless that is loopback (Camunda's rule: no-auth only for
+    local development)."""
     settings = settings or AuthSettings()
     policy = policy or load_policy()
     if settings.mode == "insecure-dev":
+        if http_host not in LOOPBACK:
+            raise ValueError(
+                f"CLAIMFLOW_AUTH_MODE=insecure-dev on {http_host}: only on a loopback address"
+            )
         return InsecureDevHeaders(policy)
     return BearerAuthenticator(
         TokenVerifier(settings, audience=settings.audience_for(service), policy=policy)

@@ -65,6 +65,7 @@ class JwksCache:
     ) -> None:
         self.issuer = issuer
         self._client = client
+        self._configured_jwks_url = jwks_url
         self._jwks_url = jwks_url
         self._max_age_s = max_age_s
         self._min_refresh_interval_s = min_refresh_interval_s
@@ -130,6 +131,8 @@ class JwksCache:
                     exc,
                     len(self._keys),
                 )
+                # A discovered jwks_uri is looked up again next time: it may have moved.
+                self._jwks_url = self._configured_jwks_url
                 return
             self._keys = keys
             self._fetched_at = self._clock()

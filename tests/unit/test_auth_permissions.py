@@ -155,6 +155,8 @@ def test_an_unknown_permission_fails_at_import_time() -> None:
 
 async def test_insecure_dev_mode_is_explicit_and_loud(caplog: pytest.LogCaptureFixture) -> None:
     assert AuthSettings().mode == "oidc"  # the default never trusts headers
+    with pytest.raises(ValueError, match="loopback"):
+        build_authenticator("intake", AuthSettings(mode="insecure-dev"), http_host="0.0.0.0")
     app = FastAPI()
     with caplog.at_level(logging.WARNING):
         install_auth(app, build_authenticator("intake", AuthSettings(mode="insecure-dev")))

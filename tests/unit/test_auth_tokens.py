@@ -324,3 +324,21 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.jwks_urls == {"http://127.0.0.1:8109": "http://x/jwks"}
     assert settings.mode == "oidc"
     assert settings.audience_for("review") == "claimflow-review"
+
+
+async def test_a_moved_jwks_uri_is_discovered_again() -> None:
+    """After a failed JWKS fetch the discovery document is read again."""
+    issuer = in_process_issuer()
+    requests = Requests()
+    clock = FakeClock()
+    verifier = verifier_for(issuer, requests=requests, clock=clock, jwks_max_age_s=60)
+    await verifier.verify(token(issuer))
+    cache = verifier.caches[issuer.url]
+    cache._jwks_url = f"{issuer.url}/gone.json"  # as if the issuer had moved its JWKS
+    clock.now += 61
+    assert await verifier.verify(token(issuer))  # stale keys still serve during the outage
+    clock.now += 31
+    assert await verifier.verify(token(issuer))
+    assert requests.count("/gone.json") == 1
+    assert requests.count("/.well-known/openid-configuration") == 2
+    assert requests.count("/jwks.json") == 2
