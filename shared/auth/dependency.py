@@ -131,13 +131,19 @@ def install_auth(app: FastAPI, authenticator: Authenticator) -> None:
     add_auth_error_handler(app)
 
 
-def require(permission: str) -> Callable[..., Awaitable[Caller]]:
-    """A dependency: the verified caller, who holds ``permission``; else 401 / 403."""
+def require(permission: str, *alternatives: str) -> Callable[..., Awaitable[Caller]]:
+    """A dependency: the verified caller, who holds ``permission`` (or one of the
+    ``alternatives``: a route serving two kinds of object, e.g. a review task that is a
+    department task or a sign-off, whose handler then checks the one that fits);
+    else 401 / 403."""
     policy = load_policy()
-    if permission not in policy.permissions:
-        # A typo in a route must fail at import, not grant or refuse at random.
-        raise ValueError(f"unknown permission {permission!r} (see shared/auth/permissions.yaml)")
-    granting = policy.roles_granting(permission)
+    wanted = (permission, *alternatives)
+    for name in wanted:
+        if name not in policy.permissions:
+            # A typo in a route must fail at import, not grant or refuse at random.
+            raise ValueError(f"unknown permission {name!r} (see shared/auth/permissions.yaml)")
+    granting = sorted({role for name in wanted for role in policy.roles_granting(name)})
+    spelled = " or ".join(wanted)
 
     async def caller_with_permission(
         request: Request,
@@ -154,18 +160,20 @@ def require(permission: str) -> Callable[..., Awaitable[Caller]]:
                 "role_conflict",
                 f"the token holds mutually exclusive roles ({pairs}); ask for one of them",
             )
-        if not caller.can(permission):
+        if not any(caller.can(name) for name in wanted):
             scoped = [
                 r for r in caller.roles if policy.roles[r].scope == "department"
             ] and not caller.departments
             hint = " (a reviewer needs a department claim)" if scoped else ""
             raise forbidden(
                 "permission",
-                f"missing permission {permission}: granted to {', '.join(granting)}; "
+                f"missing permission {spelled}: granted to {', '.join(granting)}; "
                 f"the token's roles are [{', '.join(sorted(caller.roles))}]{hint}",
                 field=f"permission.{permission}",
             )
         return caller
 
-    caller_with_permission.__name__ = f"require_{permission.replace('.', '_')}"
+    caller_with_permission.__name__ = "require_" + "_or_".join(
+        name.replace(".", "_") for name in wanted
+    )
     return caller_with_permission

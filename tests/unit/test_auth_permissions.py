@@ -37,6 +37,13 @@ def tiny_app(issuer: Issuer) -> FastAPI:
     ) -> Any:
         return {"departments": sorted(caller.departments)}
 
+    @app.post("/tasks/{task_id}/any-decision")
+    async def decide_or_sign(
+        task_id: str,
+        caller: Annotated[Caller, Depends(require("review.decide", "review.sign_off"))],
+    ) -> Any:
+        return {"can_sign_off": caller.can("review.sign_off")}
+
     return app
 
 
@@ -130,6 +137,18 @@ async def test_a_reviewer_needs_a_department(client: httpx.AsyncClient, issuer: 
     response = await client.post("/tasks/t1/decision", headers=bearer(without))
     assert response.status_code == 403
     assert "department" in only_error(response)["message"]
+
+
+async def test_one_of_several_permissions(client: httpx.AsyncClient, issuer: Issuer) -> None:
+    approver = token(issuer, subject="leader-li", roles=("approver",))
+    response = await client.post("/tasks/t1/any-decision", headers=bearer(approver))
+    assert (response.status_code, response.json()) == (200, {"can_sign_off": True})
+    clerk = token(issuer, subject="window-01", roles=("window_clerk",))
+    response = await client.post("/tasks/t1/any-decision", headers=bearer(clerk))
+    assert response.status_code == 403
+    message = only_error(response)["message"]
+    assert "review.decide or review.sign_off" in message
+    assert "approver" in message and "reviewer" in message
 
 
 async def test_mutually_exclusive_roles_are_refused(
