@@ -393,7 +393,15 @@ def main(argv: list[str] | None = None) -> None:
         help="a console redirect URI besides loopback ones (repeatable)",
     )
     parser.add_argument("--access-ttl", type=int, default=DEFAULT_TTL_S)
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="listen on a non-loopback --host (anyone reaching it can sign in as anyone)",
+    )
     args = parser.parse_args(argv)
+    if args.host not in LOOPBACK_HOSTS and not args.allow_remote:
+        # One-click sign-in without passwords is a demo on this machine, nothing more.
+        parser.error(f"--host {args.host} is not loopback; add --allow-remote if you mean it")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s issuer %(levelname)s %(message)s")
     data_dir: Path = args.data_dir.resolve()
     url = (args.issuer_url or f"http://127.0.0.1:{args.port}").rstrip("/")
