@@ -258,15 +258,14 @@ async def test_keys_are_fetched_again_after_max_age() -> None:
 async def test_an_unreachable_issuer_is_503_not_401() -> None:
     """No keys at all is the service's trouble (retry later), not a bad token."""
     issuer = in_process_issuer()
-    settings = AuthSettings(
-        issuers=[issuer.url], jwks_urls={issuer.url: "http://127.0.0.1:9/jwks.json"}
+    requests = Requests()
+    verifier = verifier_for(
+        issuer, requests=requests, jwks_urls={issuer.url: f"{issuer.url}/no-such-jwks.json"}
     )
-    verifier = TokenVerifier(settings, audience=AUDIENCE)
-    try:
-        problem = await refused(verifier, token(issuer))
-    finally:
-        await verifier.aclose()
+    problem = await refused(verifier, token(issuer))
     assert (problem.status_code, problem.rule) == (503, "issuer_unavailable")
+    assert problem.headers and problem.headers["Retry-After"] == "5"
+    assert requests.count("/no-such-jwks.json") == 1
 
 
 async def test_a_case_changed_subject_is_another_person() -> None:
