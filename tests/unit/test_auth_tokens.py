@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from shared.auth.errors import AuthProblem
+from shared.auth.jwks import parse_jwks
 from shared.auth.keys import SigningKey
 from shared.auth.settings import AuthSettings
 from shared.auth.verify import TokenVerifier
@@ -348,3 +349,22 @@ async def test_a_moved_jwks_uri_is_discovered_again() -> None:
     assert requests.count("/gone.json") == 1
     assert requests.count("/.well-known/openid-configuration") == 2
     assert requests.count("/jwks.json") == 2
+
+
+def test_the_jwks_publishes_public_signature_keys_only() -> None:
+    issuer = in_process_issuer()
+    (published,) = issuer.jwks()["keys"]
+    assert "d" not in published  # the private scalar never leaves the data folder
+    assert (published["kty"], published["alg"], published["use"]) == ("EC", "ES256", "sig")
+    assert published["kid"] == issuer.keys[0].kid
+    # A verifier ignores symmetric and encryption keys even when a JWKS carries them.
+    keys = parse_jwks(
+        {
+            "keys": [
+                published,
+                {"kty": "oct", "kid": "mac", "k": b64(b"0" * 32)},
+                {**SigningKey.generate().public_jwk, "kid": "enc", "use": "enc"},
+            ]
+        }
+    )
+    assert set(keys) == {published["kid"]}
