@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,8 +17,10 @@ from shared.contracts import BankAccount, EventEnvelope, ReviewDecidedV1
 from shared.contracts.topics import DEAD_LETTER, REVIEW_EVENTS
 from shared.db import DbConnection, create_pool, migrate
 from shared.devstack.stack import StackConfig
+from shared.messaging.after_commit import after_commit, after_commit_scope
 from shared.messaging.consumer import EventHandler, IdempotentBatchConsumer, TransientError
 from shared.messaging.outbox import OutboxRelay, stage_events
+from shared.metrics import REGISTRY
 from tests.kafka_helpers import find_on_topic
 
 pytestmark = pytest.mark.integration
@@ -224,3 +227,284 @@ async def test_events_staged_by_a_failing_handler_are_not_published(
         (REVIEW_EVENTS, str(good.claim_id)),
         (DEAD_LETTER, "k"),
     ]
+
+
+# --- issue 9 item 11: NUL bytes ---------------------------------------------------------
+
+
+def with_nul_in(field: str) -> bytes:
+    env = decided().model_dump(mode="json")
+    if field == "event_type":
+        env["event_type"] = "review.decided\x00"
+    else:
+        env["payload"] = {**env["payload"], "reason": "bad\x00byte"}
+    return json.dumps(env).encode()  # JSON escapes NUL as \u0000: valid JSON
+
+
+async def test_messages_with_nul_bytes_are_dead_lettered_and_the_next_event_processed(
+    schema: tuple[str, asyncpg.Pool],
+) -> None:
+    name, pool = schema
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE reasons (event_id uuid, reason text)")
+
+    async def keeps_reason(conn: DbConnection, env: EventEnvelope) -> None:
+        await conn.execute(
+            "INSERT INTO reasons VALUES ($1, $2)", env.event_id, env.payload.get("reason")
+        )
+
+    consumer = IdempotentBatchConsumer(
+        service="t", schema=name, pool=pool, handlers={"review.decided": keeps_reason}
+    )
+    raw_nul = b'{"event_type": "review.decided", "x": "\x00"}'  # a raw NUL: not JSON
+    poison = [
+        Rec(REVIEW_EVENTS, 0, 40, b"k\x00ey", raw_nul),
+        Rec(REVIEW_EVENTS, 0, 41, b"k", with_nul_in("event_type")),
+        Rec(REVIEW_EVENTS, 0, 42, b"k", with_nul_in("payload")),  # the handler's text column
+    ]
+    good = decided()
+    await consumer.handle_batch([*poison, rec(good.to_bytes(), 43)])
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT event_id FROM reasons") == good.event_id
+        letters = await conn.fetch(
+            "SELECT source_offset, raw_value, source_key, reason FROM dead_letters"
+            " ORDER BY source_offset"
+        )
+        assert [r["source_offset"] for r in letters] == [40, 42]
+        assert [bytes(r["raw_value"]) for r in letters] == [poison[0].value, poison[2].value]
+        assert bytes(letters[0]["source_key"]) == b"k\x00ey"
+        assert "CharacterNotInRepertoire" in letters[1]["reason"]
+        # A type nobody handles, NUL and all, is recorded (visibly escaped) and ignored.
+        ignored = await conn.fetchrow(
+            "SELECT event_type, outcome FROM inbox WHERE source_offset = 41"
+        )
+        assert ignored is not None
+        assert (ignored["event_type"], ignored["outcome"]) == ("review.decided\\u0000", "ignored")
+        staged = await conn.fetchval("SELECT count(*) FROM outbox WHERE topic = $1", DEAD_LETTER)
+        assert staged == 2
+
+
+async def test_a_failure_while_dead_lettering_still_records_a_minimal_dead_letter(
+    schema: tuple[str, asyncpg.Pool],
+) -> None:
+    name, pool = schema
+    async with pool.acquire() as conn:
+        # The full dead letter is refused (as a NUL once was); the minimal one is not.
+        await conn.execute(
+            """CREATE FUNCTION refuse_full() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN
+                 IF NEW.reason NOT LIKE 'dead-lettering failed%' THEN
+                   RAISE EXCEPTION 'refused by the test';
+                 END IF;
+                 RETURN NEW;
+               END $$;
+               CREATE TRIGGER refuse_full BEFORE INSERT ON dead_letters
+               FOR EACH ROW EXECUTE FUNCTION refuse_full();"""
+        )
+    consumer = IdempotentBatchConsumer(
+        service="t", schema=name, pool=pool, handlers={"review.decided": effect_handler()}
+    )
+    good = decided()
+    await consumer.handle_batch([rec(b"{not json", 50), rec(good.to_bytes(), 51)])
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM effects") == 1
+        letter = await conn.fetchrow("SELECT * FROM dead_letters")
+        assert letter is not None
+        assert letter["source_offset"] == 50 and bytes(letter["raw_value"]) == b"{not json"
+        assert "refused by the test" in letter["reason"]
+        assert "original reason: envelope invalid" in letter["reason"]
+        outcome = await conn.fetchval(
+            "SELECT outcome FROM inbox WHERE message_id = $1", f"unparsable:{REVIEW_EVENTS}:0:50"
+        )
+        assert outcome == "dead_lettered"
+
+
+# --- issue 9 item 13: error classes, unknown versions, re-drive ---------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.exceptions.QueryCanceledError,
+        asyncpg.exceptions.LockNotAvailableError,
+        asyncpg.exceptions.ReadOnlySQLTransactionError,
+        asyncpg.exceptions.OutOfMemoryError,
+        asyncpg.exceptions.DiskFullError,
+        asyncpg.exceptions.TooManyConnectionsError,
+    ],
+)
+async def test_database_trouble_is_transient_not_poison(
+    schema: tuple[str, asyncpg.Pool], error: type[Exception]
+) -> None:
+    name, pool = schema
+    calls = 0
+
+    async def troubled(conn: DbConnection, env: EventEnvelope) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise error("simulated by the test")
+        await conn.execute("INSERT INTO effects VALUES ($1, $2)", env.event_id, env.claim_id)
+
+    consumer = IdempotentBatchConsumer(
+        service="t",
+        schema=name,
+        pool=pool,
+        handlers={"review.decided": troubled},
+        retry_backoff_s=0.01,
+    )
+    batch = [rec(decided().to_bytes(), 60)]
+    with pytest.raises(error):
+        await consumer.handle_batch(batch)
+    await consumer.handle_batch(batch)  # the re-read applies it
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 0
+        assert await conn.fetchval("SELECT count(*) FROM effects") == 1
+
+
+async def test_a_real_statement_timeout_and_lock_timeout_are_retried(
+    infra: StackConfig, schema: tuple[str, asyncpg.Pool]
+) -> None:
+    name, pool = schema
+    locker = await asyncpg.connect(infra.dsn)
+    tx = locker.transaction()
+    await tx.start()
+    await locker.execute(f'LOCK TABLE "{name}".effects IN ACCESS EXCLUSIVE MODE')
+    mode = "lock"
+
+    async def slow(conn: DbConnection, env: EventEnvelope) -> None:
+        if mode == "lock":
+            await conn.execute("SET LOCAL lock_timeout = '100ms'")
+        else:
+            await conn.execute("SET LOCAL statement_timeout = '100ms'")
+            await conn.execute("SELECT pg_sleep(2)")
+        await conn.execute("INSERT INTO effects VALUES ($1, $2)", env.event_id, env.claim_id)
+
+    consumer = IdempotentBatchConsumer(
+        service="t", schema=name, pool=pool, handlers={"review.decided": slow}, retry_backoff_s=0
+    )
+    batch = [rec(decided().to_bytes(), 61)]
+    try:
+        with pytest.raises(asyncpg.exceptions.LockNotAvailableError):
+            await consumer.handle_batch(batch)
+    finally:
+        await tx.rollback()
+        await locker.close()
+    mode = "sleep"
+    with pytest.raises(asyncpg.exceptions.QueryCanceledError):
+        await consumer.handle_batch(batch)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 0
+        assert await conn.fetchval("SELECT count(*) FROM inbox") == 0
+
+
+def decided_v(version: int) -> EventEnvelope:
+    return decided().model_copy(update={"version": version})
+
+
+async def test_an_unknown_version_is_held_not_dropped_then_released_by_a_new_handler(
+    schema: tuple[str, asyncpg.Pool],
+) -> None:
+    name, pool = schema
+
+    async def parses(conn: DbConnection, env: EventEnvelope) -> None:
+        env.parse_payload()  # raises UnknownEventType for a version it has no contract for
+        await conn.execute("INSERT INTO effects VALUES ($1, $2)", env.event_id, env.claim_id)
+
+    by_type = IdempotentBatchConsumer(
+        service="t", schema=name, pool=pool, handlers={"review.decided": parses}
+    )
+    by_version = IdempotentBatchConsumer(
+        service="t", schema=name, pool=pool, handlers={("review.decided", 1): parses}
+    )
+    v2_a, v2_b, v1 = decided_v(2), decided_v(2), decided()
+    before = REGISTRY.get_sample_value("claimflow_held_events_total", {"service": "t"}) or 0
+    await by_type.handle_batch([rec(v2_a.to_bytes(), 70), rec(v1.to_bytes(), 71)])
+    await by_version.handle_batch([rec(v2_b.to_bytes(), 72)])
+    await by_version.handle_batch([rec(v2_b.to_bytes(), 73)])  # redelivered: held once
+    after = REGISTRY.get_sample_value("claimflow_held_events_total", {"service": "t"})
+    assert after == before + 3
+    async with pool.acquire() as conn:
+        held = await conn.fetch("SELECT * FROM held_events ORDER BY source_offset")
+        assert [h["message_id"] for h in held] == [str(v2_a.event_id), str(v2_b.event_id)]
+        assert "version 2" in held[0]["reason"] and "handled versions: 1" in held[1]["reason"]
+        assert bytes(held[0]["raw_value"]) == v2_a.to_bytes()
+        assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 0
+        in_inbox = {r["message_id"] for r in await conn.fetch("SELECT message_id FROM inbox")}
+        assert in_inbox == {str(v1.event_id)}  # not the held ones: they must come back
+    assert await by_version.release_held() == 0  # still no handler for version 2
+
+    applied: list[int] = []
+
+    async def handles_v2(conn: DbConnection, env: EventEnvelope) -> None:
+        applied.append(env.version)
+        await conn.execute("INSERT INTO effects VALUES ($1, $2)", env.event_id, env.claim_id)
+
+    upgraded = IdempotentBatchConsumer(
+        service="t",
+        schema=name,
+        pool=pool,
+        handlers={("review.decided", 1): parses, ("review.decided", 2): handles_v2},
+    )
+    assert await upgraded.release_held() == 2
+    assert applied == [2, 2]
+    await upgraded.handle_batch([rec(v2_a.to_bytes(), 74)])  # a late copy: a duplicate
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM held_events") == 0
+        assert await conn.fetchval("SELECT count(*) FROM effects") == 3
+
+
+# --- issue 9 item 15 (consumer part): counters after commit --------------------------------
+
+
+async def test_counters_move_only_after_the_batch_committed(
+    schema: tuple[str, asyncpg.Pool],
+) -> None:
+    name, pool = schema
+    counted: list[str] = []
+    fail_transiently = True
+
+    async def counting(conn: DbConnection, env: EventEnvelope) -> None:
+        after_commit(lambda: counted.append(str(env.event_id)))
+        if env.payload["approved_amount_fen"] == 13:
+            raise ValueError("poison")
+        if env.payload["approved_amount_fen"] == 14 and fail_transiently:
+            raise TransientError("database hiccup")
+        await conn.execute("INSERT INTO effects VALUES ($1, $2)", env.event_id, env.claim_id)
+
+    def amount(n: int) -> EventEnvelope:
+        env = decided()
+        return env.model_copy(update={"payload": {**env.payload, "approved_amount_fen": n}})
+
+    consumer = IdempotentBatchConsumer(
+        service="t-counters",
+        schema=name,
+        pool=pool,
+        handlers={"review.decided": counting},
+        retry_backoff_s=0,
+    )
+    good, poison, flaky = amount(100), amount(13), amount(14)
+    batch = [rec(good.to_bytes(), 80), rec(poison.to_bytes(), 81), rec(flaky.to_bytes(), 82)]
+
+    def dead_letters() -> float:
+        return (
+            REGISTRY.get_sample_value("claimflow_dead_letters_total", {"service": "t-counters"})
+            or 0
+        )
+
+    # First read: the poison is isolated (a re-run), then the batch rolls back anyway.
+    with pytest.raises(TransientError):
+        await consumer.handle_batch(batch)
+    assert counted == [] and dead_letters() == 0
+    fail_transiently = False
+    await consumer.handle_batch(batch)  # fast run fails on the poison, isolated run commits
+    assert counted == [str(good.event_id), str(flaky.event_id)]  # once each, not the poison
+    assert dead_letters() == 1
+
+
+def test_after_commit_outside_a_unit_of_work_is_refused() -> None:
+    with pytest.raises(RuntimeError):
+        after_commit(lambda: None)
+    with after_commit_scope() as pending:
+        after_commit(lambda: None)
+    assert len(pending) == 1
