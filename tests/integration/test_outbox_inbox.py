@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.contracts import BankAccount, EventEnvelope, ReviewDecidedV1
 from shared.contracts.topics import DEAD_LETTER, REVIEW_EVENTS
 from shared.db import DbConnection, create_pool, migrate
-from shared.devstack.stack import StackConfig
+from shared.devstack.stack import StackConfig, StackPorts, create_topics, start_broker, stop_pid
 from shared.messaging.after_commit import after_commit, after_commit_scope
 from shared.messaging.consumer import EventHandler, IdempotentBatchConsumer, TransientError
 from shared.messaging.outbox import OutboxRelay, stage_events
 from shared.metrics import REGISTRY
+from tests.conftest import PORT_BASE
 from tests.kafka_helpers import find_on_topic
 
 pytestmark = pytest.mark.integration
@@ -508,3 +511,176 @@ def test_after_commit_outside_a_unit_of_work_is_refused() -> None:
     with after_commit_scope() as pending:
         after_commit(lambda: None)
     assert len(pending) == 1
+
+
+# --- issue 9 item 12: relay failures visible, an unsendable row does not halt the outbox ---
+
+
+async def count_on_topic(
+    bootstrap: str, topic: str, event_ids: set[str], settle_s: float = 3.0
+) -> dict[str, int]:
+    """How often each event id is on the topic (read from the beginning until quiet)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
+    )
+    await consumer.start()
+    counts = dict.fromkeys(event_ids, 0)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < settle_s:
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                quiet_since = time.monotonic()
+                for record in records:
+                    try:
+                        found = json.loads(record.value).get("event_id")
+                    except (ValueError, AttributeError):
+                        continue
+                    if found in counts:
+                        counts[found] += 1
+    finally:
+        await consumer.stop()
+    return counts
+
+
+async def wait_for(probe: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await probe():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what} not within {timeout}s")
+
+
+async def test_an_unsendable_row_is_quarantined_and_the_rows_behind_it_flow(
+    infra: StackConfig, schema: tuple[str, asyncpg.Pool]
+) -> None:
+    name, pool = schema
+    before, huge, after, same_claim = decided(), decided(), decided(), decided()
+    same_claim = same_claim.model_copy(update={"claim_id": huge.claim_id})
+    too_big = huge.model_copy(update={"payload": {**huge.payload, "pad": "x" * 2_000_000}})
+    async with pool.acquire() as conn, conn.transaction():
+        # The broker takes at most 1 MB a message: the second row can never be sent.
+        await stage_events(conn, name, REVIEW_EVENTS, [before, too_big, after, same_claim])
+    relay = OutboxRelay(
+        pool=pool,
+        dsn=infra.dsn,
+        schema=name,
+        bootstrap_servers=infra.bootstrap,
+        poll_interval_s=0.2,
+        max_attempts=3,
+    )
+    quarantined_before = (
+        REGISTRY.get_sample_value(
+            "claimflow_outbox_quarantined_total", {"service": name, "topic": REVIEW_EVENTS}
+        )
+        or 0
+    )
+    await relay.start()
+    try:
+
+        async def state() -> dict[uuid.UUID, asyncpg.Record]:
+            rows = await pool.fetch(
+                "SELECT event_id, published_at, quarantined_at, attempts, last_error FROM outbox"
+            )
+            return {r["event_id"]: r for r in rows}
+
+        async def others_flowed() -> bool:
+            s = await state()
+            return all(s[e.event_id]["published_at"] for e in (before, after))
+
+        await wait_for(others_flowed, 10, "the rows before and after the bad one published")
+
+        async def quarantined() -> bool:
+            s = await state()
+            return bool(
+                s[huge.event_id]["quarantined_at"] and s[same_claim.event_id]["published_at"]
+            )
+
+        await wait_for(quarantined, 15, "the bad row quarantined, its claim's next row sent")
+        s = await state()
+        assert s[huge.event_id]["attempts"] == 3
+        assert s[huge.event_id]["published_at"] is None
+        assert "MessageSizeTooLarge" in s[huge.event_id]["last_error"]
+        # Per-claim order: the claim's later row went only after the bad one was set aside.
+        assert s[same_claim.event_id]["published_at"] > s[huge.event_id]["quarantined_at"]
+        letter = await pool.fetchrow("SELECT * FROM dead_letters WHERE kind = 'outbox'")
+        assert letter is not None
+        assert letter["event_id"] == huge.event_id and letter["source_topic"] == REVIEW_EVENTS
+        assert "quarantined after 3 failed sends" in letter["reason"]
+        assert bytes(letter["raw_value"]) == too_big.model_dump_json().encode()
+        quarantined_now = REGISTRY.get_sample_value(
+            "claimflow_outbox_quarantined_total", {"service": name, "topic": REVIEW_EVENTS}
+        )
+        assert quarantined_now == quarantined_before + 1
+        assert relay.last_error is None
+        assert time.monotonic() - relay.last_progress_at < 5
+    finally:
+        await relay.stop()
+    counts = await count_on_topic(
+        infra.bootstrap, REVIEW_EVENTS, {str(e.event_id) for e in (before, after, same_claim)}
+    )
+    assert set(counts.values()) == {1}, counts  # nothing re-sent every second
+
+
+async def test_a_broker_outage_shows_no_progress_and_the_gauges_still_move(
+    schema: tuple[str, asyncpg.Pool], tmp_path: Path
+) -> None:
+    """A broker of its own (the shared one must stay up), stopped under the relay."""
+    name, pool = schema
+    cfg = StackConfig(data_dir=tmp_path, ports=StackPorts.from_base(PORT_BASE + 30))
+    broker = start_broker(cfg)
+    try:
+        await create_topics(cfg.bootstrap, 1)
+        relay = OutboxRelay(
+            pool=pool,
+            dsn=cfg.dsn,
+            schema=name,
+            bootstrap_servers=cfg.bootstrap,
+            poll_interval_s=0.2,
+            max_attempts=2,
+            send_timeout_s=1.0,
+        )
+        await relay.start()
+        try:
+            first = decided()
+            async with pool.acquire() as conn, conn.transaction():
+                await stage_events(conn, name, REVIEW_EVENTS, [first])
+
+            async def published() -> bool:
+                return bool(
+                    await pool.fetchval(
+                        "SELECT published_at IS NOT NULL FROM outbox WHERE event_id = $1",
+                        first.event_id,
+                    )
+                )
+
+            await wait_for(published, 10, "the first row published")
+            stop_pid(broker)
+            broker = 0
+            async with pool.acquire() as conn, conn.transaction():
+                await stage_events(conn, name, REVIEW_EVENTS, [decided() for _ in range(3)])
+            await asyncio.sleep(8)
+            idle = time.monotonic() - relay.last_progress_at
+            assert idle > 5, f"progress reported during the outage ({idle:.1f}s ago)"
+            assert relay.last_error is not None
+            backlog = REGISTRY.get_sample_value("claimflow_outbox_backlog", {"service": name})
+            oldest = REGISTRY.get_sample_value(
+                "claimflow_outbox_oldest_age_seconds", {"service": name}
+            )
+            assert backlog == 3
+            assert oldest is not None and oldest > 4
+            # An outage is nobody's row's fault: nothing counted, nothing quarantined.
+            attempts = await pool.fetch(
+                "SELECT attempts, quarantined_at FROM outbox WHERE published_at IS NULL"
+            )
+            assert [(r["attempts"], r["quarantined_at"]) for r in attempts] == [(0, None)] * 3
+        finally:
+            await relay.stop()
+    finally:
+        if broker:
+            stop_pid(broker)
