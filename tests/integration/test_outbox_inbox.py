@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -22,6 +23,7 @@ from shared.devstack.stack import StackConfig, StackPorts, create_topics, start_
 from shared.messaging.after_commit import after_commit, after_commit_scope
 from shared.messaging.consumer import EventHandler, IdempotentBatchConsumer, TransientError
 from shared.messaging.outbox import OutboxRelay, stage_events
+from shared.messaging.redrive import OpenLetter, RedriveRefused, list_open, redrive
 from shared.metrics import REGISTRY
 from tests.conftest import PORT_BASE
 from tests.kafka_helpers import find_on_topic
@@ -684,3 +686,131 @@ async def test_a_broker_outage_shows_no_progress_and_the_gauges_still_move(
     finally:
         if broker:
             stop_pid(broker)
+
+
+# --- issue 9 item 13: re-drive after the fix --------------------------------------------
+
+
+async def test_a_dead_letter_is_redriven_after_the_fix_and_the_inbox_lets_it_through_once(
+    infra: StackConfig, schema: tuple[str, asyncpg.Pool]
+) -> None:
+    name, pool = schema
+    fixed = False
+
+    async def buggy_until_fixed(conn: DbConnection, env: EventEnvelope) -> None:
+        if not fixed:
+            raise KeyError("a bug in this build")
+        await conn.execute("INSERT INTO effects VALUES ($1, $2)", env.event_id, env.claim_id)
+
+    consumer = IdempotentBatchConsumer(
+        service="t", schema=name, pool=pool, handlers={"review.decided": buggy_until_fixed}
+    )
+    env = decided()
+    original = Rec(REVIEW_EVENTS, 1, 90, str(env.claim_id).encode(), env.to_bytes())
+    await consumer.handle_batch([original])
+    letter_id = await pool.fetchval("SELECT dead_letter_id::text FROM dead_letters")
+    open_before = await list_open_letters(infra, [name])
+    assert [(x.kind, x.id, x.event_id) for x in open_before] == [
+        ("consumed", letter_id, str(env.event_id))
+    ]
+    await consumer.handle_batch([original])  # redelivered before the fix: a duplicate
+    fixed = True  # the new build
+    conn = await asyncpg.connect(infra.dsn)
+    try:
+        done = await redrive(conn, name, letter_id)
+        assert "published again" in done
+        with pytest.raises(RedriveRefused, match="re-driven"):
+            await redrive(conn, name, letter_id)
+    finally:
+        await conn.close()
+    assert await list_open_letters(infra, [name]) == []
+    relay = OutboxRelay(pool=pool, dsn=infra.dsn, schema=name, bootstrap_servers=infra.bootstrap)
+    await relay.start()
+    try:
+        copy = await read_record(infra.bootstrap, REVIEW_EVENTS, env.event_id, after=None)
+    finally:
+        await relay.stop()
+    assert copy.value == env.to_bytes() and copy.key == original.key  # the exact bytes
+    await consumer.handle_batch([copy])
+    await consumer.handle_batch([copy])  # and once only
+    async with pool.acquire() as conn2:
+        assert await conn2.fetchval("SELECT count(*) FROM effects") == 1
+        assert (
+            await conn2.fetchval(
+                "SELECT outcome FROM inbox WHERE message_id = $1", str(env.event_id)
+            )
+            == "handled"
+        )
+
+
+async def list_open_letters(infra: StackConfig, schemas: list[str]) -> list[OpenLetter]:
+    conn = await asyncpg.connect(infra.dsn)
+    try:
+        return await list_open(conn, schemas)
+    finally:
+        await conn.close()
+
+
+async def read_record(
+    bootstrap: str, topic: str, event_id: uuid.UUID, after: int | None, timeout: float = 15
+) -> Any:
+    """The first aiokafka ConsumerRecord on the topic carrying this event id."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    if str(event_id).encode() in (record.value or b""):
+                        return record
+        raise AssertionError(f"{event_id} not on {topic}")
+    finally:
+        await consumer.stop()
+
+
+async def test_a_quarantined_outbox_row_is_released_by_a_redrive(
+    infra: StackConfig, schema: tuple[str, asyncpg.Pool]
+) -> None:
+    name, pool = schema
+    env = decided()
+    async with pool.acquire() as conn, conn.transaction():
+        await stage_events(conn, name, REVIEW_EVENTS, [env])
+    # As the relay leaves a row it gave up on (the broker refused it three times).
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """UPDATE outbox SET attempts = 3, last_error = 'KafkaTimeoutError: gone',
+                                 quarantined_at = now()"""
+        )
+        await conn.execute(
+            """INSERT INTO dead_letters (dead_letter_id, kind, outbox_id, source_topic,
+                   event_id, event_type, reason, raw_value)
+               SELECT gen_random_uuid(), 'outbox', id, topic, event_id, event_type,
+                      'outbox row quarantined after 3 failed sends', convert_to(payload, 'UTF8')
+               FROM outbox"""
+        )
+    [letter] = await list_open_letters(infra, [name])
+    assert letter.kind == "outbox"
+    relay = OutboxRelay(pool=pool, dsn=infra.dsn, schema=name, bootstrap_servers=infra.bootstrap)
+    await relay.start()
+    try:
+        await asyncio.sleep(1.5)
+        assert await pool.fetchval("SELECT published_at FROM outbox") is None  # set aside
+        admin = await asyncpg.connect(infra.dsn)
+        try:
+            assert "released from quarantine" in await redrive(admin, name, letter.id)
+        finally:
+            await admin.close()
+
+        async def published() -> bool:
+            return bool(await pool.fetchval("SELECT published_at IS NOT NULL FROM outbox"))
+
+        await wait_for(published, 10, "the released row published")
+    finally:
+        await relay.stop()
+    assert await list_open_letters(infra, [name]) == []
