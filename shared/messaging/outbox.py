@@ -291,13 +291,26 @@ class OutboxRelay:
             # A failure counts against its row when it is the row's own, or when the
             # broker took other rows in the same cycle (so the broker is up).
             counted = [(r, e) for r, e in failures if published or isinstance(e, _ROW_ERRORS)]
+            quarantined: list[asyncpg.Record] = []
             if counted:
-                await self._count_failures(conn, counted)
+                quarantined = await self._count_failures(conn, counted)
             if failures and not counted:
                 first = failures[0][1]
                 outage = (
                     f"broker took none of {len(failures)} rows: {type(first).__name__}: {first}"
                 )
+        # Committed: the counters move now, not inside the transaction.
+        for q in quarantined:
+            OUTBOX_QUARANTINED.labels(self._schema, q["topic"]).inc()
+            log.error(
+                "%s: outbox row %d to %s quarantined after %d failed sends "
+                "(dead-lettered; `claimflow dead-letters redrive` sends it again)",
+                self._schema,
+                q["id"],
+                q["topic"],
+                q["attempts"],
+            )
+        self.quarantined_total += len(quarantined)
         for r in published:
             OUTBOX_PUBLISHED.labels(self._schema, r["topic"]).inc()
         if failures:
@@ -346,7 +359,8 @@ class OutboxRelay:
 
     async def _count_failures(
         self, conn: DbConnection, failures: list[tuple[asyncpg.Record, BaseException]]
-    ) -> None:
+    ) -> list[asyncpg.Record]:
+        """Count each failure against its row; returns the rows quarantined now."""
         quarantined = await conn.fetch(
             """UPDATE outbox o
                SET attempts = o.attempts + 1,
@@ -359,7 +373,8 @@ class OutboxRelay:
             [_reason(e) for _, e in failures],
             self._max_attempts,
         )
-        ids = [q["id"] for q in quarantined if q["quarantined_at"] is not None]
+        gone = [q for q in quarantined if q["quarantined_at"] is not None]
+        ids = [q["id"] for q in gone]
         for r, exc in failures:
             log.warning(
                 "%s: outbox row %d to %s failed to send: %s",
@@ -369,7 +384,7 @@ class OutboxRelay:
                 _reason(exc),
             )
         if not ids:
-            return
+            return []
         await conn.execute(
             """INSERT INTO dead_letters (dead_letter_id, kind, outbox_id, source_topic,
                    source_key, event_id, event_type, reason, raw_value)
@@ -381,18 +396,7 @@ class OutboxRelay:
                FROM outbox WHERE id = ANY($1::bigint[])""",
             ids,
         )
-        for q in quarantined:
-            if q["quarantined_at"] is not None:
-                OUTBOX_QUARANTINED.labels(self._schema, q["topic"]).inc()
-                log.error(
-                    "%s: outbox row %d to %s quarantined after %d failed sends "
-                    "(dead-lettered; `claimflow dead-letters redrive` sends it again)",
-                    self._schema,
-                    q["id"],
-                    q["topic"],
-                    q["attempts"],
-                )
-        self.quarantined_total += len(ids)
+        return gone
 
     async def refresh_gauges(self) -> None:
         """Backlog, oldest age, held events and open dead letters: one round trip."""
