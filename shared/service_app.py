@@ -223,8 +223,7 @@ def build_service_app(
 
 async def _release_held(consumer: IdempotentBatchConsumer) -> None:
     try:
-        while await consumer.release_held() == 500:
-            pass
+        await consumer.release_held()
     except asyncio.CancelledError:
         raise
     except Exception:

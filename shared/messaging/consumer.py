@@ -219,23 +219,42 @@ class IdempotentBatchConsumer:
         """
         await self._process(records)
 
-    async def release_held(self, limit: int = 500) -> int:
+    async def release_held(self, page: int = 500) -> int:
         """Apply held events that a handler now exists for; returns how many were tried.
 
-        They go through the normal path (inbox, handler, savepoint) in one transaction
-        that also removes them from ``held_events``; one still without a handler is held
-        again.
+        They go through the normal path (inbox, handler, savepoint), a page per
+        transaction that also removes them from ``held_events``; one still without a
+        handler is held again (with a new ``held_at``, after the cut-off: tried once).
         """
         assert self.pool is not None, "consumer used before the pool was created"
-        rows = await self.pool.fetch(
-            """SELECT message_id, event_type, version, source_topic, source_partition,
-                      source_offset, source_key, raw_value
-               FROM held_events ORDER BY held_at, message_id LIMIT $1""",
-            limit,
-        )
-        ready = [r for r in rows if self.handler_for(r["event_type"], r["version"])[0]]
-        if not ready:
-            return 0
+        cutoff = await self.pool.fetchval("SELECT now()")
+        last: tuple[Any, str] | None = None
+        tried = 0
+        while True:
+            rows = await self.pool.fetch(
+                """SELECT message_id, event_type, version, source_topic, source_partition,
+                          source_offset, source_key, raw_value, held_at
+                   FROM held_events
+                   WHERE held_at < $1
+                     AND ($2::timestamptz IS NULL OR (held_at, message_id) > ($2, $3))
+                   ORDER BY held_at, message_id LIMIT $4""",
+                cutoff,
+                last[0] if last else None,
+                last[1] if last else "",
+                page,
+            )
+            if not rows:
+                break
+            last = (rows[-1]["held_at"], rows[-1]["message_id"])
+            ready = [r for r in rows if self.handler_for(r["event_type"], r["version"])[0]]
+            if ready:
+                await self._release(ready)
+                tried += len(ready)
+        if tried:
+            log.info("%s: tried %d held events again", self.service, tried)
+        return tried
+
+    async def _release(self, ready: list[asyncpg.Record]) -> None:
         ids = [r["message_id"] for r in ready]
 
         async def unhold(conn: DbConnection) -> None:
@@ -252,8 +271,6 @@ class IdempotentBatchConsumer:
             for r in ready
         ]
         await self._process(records, before=unhold)
-        log.info("%s: released %d held events", self.service, len(records))
-        return len(records)
 
     async def _process(
         self,
