@@ -109,8 +109,11 @@ class ConsumerWatch:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                # No fresh figures (broker unreachable): /health's broker check says so;
+                # a restart would not help, so no stall is confirmed on old figures.
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("%s: consumer watch failed: %s", self.service, exc)
+                continue
             self.check()
 
     def check(self) -> None:
