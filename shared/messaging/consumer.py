@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import asyncpg
 from pydantic import ValidationError
 
+from shared import after_commit
 from shared.contracts import DeadLetter, EventEnvelope
 from shared.contracts.topics import DEAD_LETTER
 from shared.db import DbConnection
@@ -129,10 +130,13 @@ class IdempotentBatchConsumer:
         parsed = [_parse(r) for r in records]
         try:
             async with self.pool.acquire() as conn:
+                # Callbacks of an attempt that rolled back are dropped with it.
                 try:
-                    outcomes = await self._run(conn, parsed, isolate=False)
+                    with after_commit.collecting() as committed:
+                        outcomes = await self._run(conn, parsed, isolate=False)
                 except _NeedsIsolation:
-                    outcomes = await self._run(conn, parsed, isolate=True)
+                    with after_commit.collecting() as committed:
+                        outcomes = await self._run(conn, parsed, isolate=True)
         except Exception:
             CONSUMER_BATCH_FAILURES.labels(self.service).inc()
             log.exception(
@@ -143,6 +147,7 @@ class IdempotentBatchConsumer:
             )
             await asyncio.sleep(self.retry_backoff_s)
             raise
+        after_commit.run(committed)  # the batch committed: business counters move now
         now = datetime.now(UTC)
         for (event_type, outcome), item in zip(outcomes, parsed, strict=True):
             CONSUMED.labels(self.service, event_type, outcome).inc()
@@ -208,6 +213,7 @@ class IdempotentBatchConsumer:
                 raise _NeedsIsolation from exc
             return "handled"
         staged_before = len(outbox.rows)
+        callbacks_before = after_commit.mark()
         try:
             async with conn.transaction():  # a savepoint: a failed handler leaves no trace
                 await handler(conn, item.envelope)
@@ -215,6 +221,7 @@ class IdempotentBatchConsumer:
             raise
         except Exception as exc:
             del outbox.rows[staged_before:]  # and neither do the events it staged
+            after_commit.discard_from(callbacks_before)  # nor its counters
             reason = f"{type(exc).__name__}: {_short(exc)}"
             log.warning("%s: dead-lettering %s: %s", self.service, item.message_id, reason)
             await self._dead_letter(conn, item, reason)

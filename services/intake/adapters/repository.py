@@ -13,7 +13,7 @@ import asyncpg
 from shared.contracts import EventEnvelope
 from shared.db import DbConnection
 
-CLOSED_STATUSES = ("rejected", "withdrawn", "lapsed")
+CLOSED_STATUSES = ("rejected", "withdrawn", "lapsed", "closed")
 
 # Columns the tracker and the window's use cases may change after registration.
 _UPDATABLE = frozenset(
@@ -26,6 +26,7 @@ _UPDATABLE = frozenset(
         "holders",
         "decided_departments",
         "closed_reason",
+        "action_due_at",
     }
 )
 
@@ -73,8 +74,8 @@ class ClaimRepository:
         at: datetime,
         requested_by: str = "checklist",
     ) -> None:
-        """(document id, critical, 'supplied' | 'promised') rows; a document asked for
-        again (a department returns the claim for it) becomes promised again."""
+        """(document id, critical, 'supplied' | 'promised') rows of the window's checklist
+        at registration (documents asked for later: ``request_documents``)."""
         await self.conn.executemany(
             """INSERT INTO claim_documents (claim_id, document_id, critical, state,
                    requested_by, recorded_at, recorded_by, supplied_at)
@@ -87,6 +88,32 @@ class ClaimRepository:
             [
                 (claim_id, doc, critical, state, requested_by, at, recorded_by)
                 for doc, critical, state in documents
+            ],
+        )
+
+    async def request_documents(
+        self,
+        claim_id: uuid.UUID,
+        documents: Sequence[tuple[str, bool, str | None]],
+        *,
+        requested_by: str,
+        at: datetime,
+    ) -> None:
+        """(document id, critical, title) rows a department asks for: each is
+        'requested' again, whatever its state was (a critical document supplied at the
+        window included); the supply recorded before stays on the timeline."""
+        await self.conn.executemany(
+            """INSERT INTO claim_documents (claim_id, document_id, critical, state,
+                   requested_by, recorded_at, recorded_by, title, requested_at)
+               VALUES ($1, $2, $3, 'requested', $4, $5, 'review:' || $4, $6, $5)
+               ON CONFLICT (claim_id, document_id) DO UPDATE
+                   SET state = 'requested', requested_by = EXCLUDED.requested_by,
+                       recorded_at = EXCLUDED.recorded_at, recorded_by = EXCLUDED.recorded_by,
+                       supplied_at = NULL, requested_at = EXCLUDED.requested_at,
+                       title = coalesce(EXCLUDED.title, claim_documents.title)""",
+            [
+                (claim_id, doc, critical, requested_by, at, title)
+                for doc, critical, title in documents
             ],
         )
 
@@ -105,7 +132,8 @@ class ClaimRepository:
 
     async def documents(self, claim_id: uuid.UUID) -> list[asyncpg.Record]:
         return await self.conn.fetch(
-            """SELECT document_id, critical, state, requested_by, supplied_at
+            """SELECT document_id, critical, state, requested_by, supplied_at, title,
+                      requested_at
                FROM claim_documents WHERE claim_id = $1 ORDER BY recorded_at, document_id""",
             claim_id,
         )
@@ -114,10 +142,11 @@ class ClaimRepository:
         found: uuid.UUID | None = await self.conn.fetchval(
             """SELECT claim_id FROM claims
                WHERE uscc = $1 AND kind = $2 AND coalesce(program_id, tax_period) = $3
-                 AND status NOT IN ('rejected', 'withdrawn', 'lapsed')""",
+                 AND status <> ALL($4::text[])""",
             uscc,
             kind,
             period_or_program,
+            list(CLOSED_STATUSES),
         )
         return found
 
@@ -167,6 +196,14 @@ class ClaimRepository:
         return await self.conn.fetch(
             """SELECT event_id, event_type, producer, occurred_at, payload
                FROM claim_timeline WHERE claim_id = $1 ORDER BY occurred_at, recorded_at""",
+            claim_id,
+        )
+
+    async def folded_events(self, claim_id: uuid.UUID) -> list[asyncpg.Record]:
+        """The claim's events in arrival order: what the tracker's status is folded from."""
+        return await self.conn.fetch(
+            """SELECT producer, event_type, payload FROM claim_timeline
+               WHERE claim_id = $1 ORDER BY seq""",
             claim_id,
         )
 
