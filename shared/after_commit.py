@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
+
+from shared.db import DbConnection
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +67,20 @@ def run(callbacks: list[Callback]) -> None:
         except Exception:
             log.exception("after-commit callback failed")
     callbacks.clear()
+
+
+@contextlib.asynccontextmanager
+async def committing(conn: DbConnection) -> AsyncIterator[None]:
+    """``conn.transaction()`` that runs the callbacks registered inside it after it
+    commits. Inside a caller's scope (the batch consumer) the callbacks join that scope,
+    since the caller's transaction is the one that commits."""
+    if _pending.get() is not None:
+        async with conn.transaction():
+            yield
+        return
+    if conn.is_in_transaction():
+        raise NoCommitScope("committing() nested in a transaction with no collecting() scope")
+    with collecting() as callbacks:
+        async with conn.transaction():
+            yield
+    run(callbacks)
