@@ -79,6 +79,7 @@ def policy_of(request: Request) -> IntakePolicy:
         review_due_working_days=settings.review_due_working_days,
         documents_due_working_days=settings.documents_due_working_days,
         catalogue=load_catalogue(),
+        finance_due_working_days=settings.finance_due_working_days,
     )
 
 

@@ -60,6 +60,8 @@ from shared.messaging.outbox import stage_events
 from shared.money import yuan_to_fen
 from shared.programs import Catalogue, load_catalogue
 from shared.service_app import BackgroundLoop, ServiceRuntime
+from shared.table_gauges import SingleExporter
+from shared.workdays import CHINA, publish_year_gauges
 
 SERVICE = "review"
 APPROVER_ROLE = "approver"
@@ -1076,12 +1078,20 @@ def deadline_loop(
     known = {d for p in policy.catalogue.programs for d in p.departments}
     known |= {*policy.catalogue.vat_refund.departments, SIGN_OFF}
 
+    exporter = SingleExporter("review", [metrics.TASKS_OPEN])
+
     async def loop(runtime: ServiceRuntime) -> None:
-        while True:
-            async with runtime.db.acquire() as conn:
-                now = clock()
-                await run_deadlines(conn, now)
-                await refresh_open_tasks(conn, now, sorted(known))
-            await asyncio.sleep(interval_s)
+        try:
+            while True:
+                async with runtime.db.acquire() as conn:
+                    now = clock()
+                    await run_deadlines(conn, now)
+                    # One review instance exports the open-tasks gauge (no doubled sums).
+                    if await exporter.holds(runtime.db):
+                        await refresh_open_tasks(conn, now, sorted(known))
+                publish_year_gauges(now.astimezone(CHINA).date())
+                await asyncio.sleep(interval_s)
+        finally:
+            await exporter.release()
 
     return loop
