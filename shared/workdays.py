@@ -139,6 +139,7 @@ def fallback_holidays(year: int) -> frozenset[date]:
     return frozenset(d for d in days if d.year == year and d.weekday() < 5)
 
 
+@functools.cache
 def _package_knows(year: int) -> bool:
     try:
         chinese_calendar.is_workday(date(year, 6, 1))

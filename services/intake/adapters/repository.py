@@ -23,6 +23,8 @@ _UPDATABLE = frozenset(
         "pending_documents",
         "documents_due_by",
         "documents_due_at",
+        "documents_due_from",
+        "documents_due_days",
         "holders",
         "decided_departments",
         "closed_reason",
@@ -41,9 +43,9 @@ class ClaimRepository:
                    tax_period, requested_amount_fen, eligible_amount_fen, amount_note,
                    details, payee, registered_by, received_at, status, status_changed_at,
                    pending_documents, documents_due_by, documents_due_at, holders,
-                   review_due_at)
+                   review_due_at, documents_due_from, documents_due_days)
                VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10::jsonb,$11::jsonb,$12,$13,$14,$13,
-                       $15,$16,$17,$18,$19)""",
+                       $15,$16,$17,$18,$19,$20,$21)""",
             row["claim_id"],
             row["kind"],
             row["program_id"],
@@ -63,6 +65,8 @@ class ClaimRepository:
             row["documents_due_at"],
             row["holders"],
             row["review_due_at"],
+            row["received_at"] if row["documents_due_at"] else None,
+            row["documents_due_days"] if row["documents_due_at"] else None,
         )
 
     async def add_documents(

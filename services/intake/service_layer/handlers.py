@@ -317,6 +317,7 @@ async def register_claim(
                         "pending_documents": pending,
                         "documents_due_by": deadline.due_by if deadline else None,
                         "documents_due_at": deadline.due_at if deadline else None,
+                        "documents_due_days": policy.due_days(rules),
                         "holders": holders_for(status, rules.departments, []),
                         "review_due_at": deadline_after(
                             received_at, policy.review_due_working_days
@@ -443,7 +444,12 @@ async def supply_document(
         ]
         fields: dict[str, Any] = {"pending_documents": still}
         if not still:
-            fields |= {"documents_due_by": None, "documents_due_at": None}
+            fields |= {
+                "documents_due_by": None,
+                "documents_due_at": None,
+                "documents_due_from": None,
+                "documents_due_days": None,
+            }
             events.append(
                 EventEnvelope.wrap(
                     ClaimDocumentsCompletedV1(completed_at=at),
@@ -701,8 +707,14 @@ async def _request_documents(
         fields["pending_documents"] = pending + new
     if asked:
         days = policy.due_days(rules) if rules else 5
-        fresh = deadline_after(datetime.now(UTC), days)
+        start = datetime.now(UTC)
+        fresh = deadline_after(start, days)
         running = row["documents_due_at"] if pending else None
         if running is None or fresh > running:
-            fields |= {"documents_due_by": fresh.date(), "documents_due_at": fresh}
+            fields |= {
+                "documents_due_by": fresh.date(),
+                "documents_due_at": fresh,
+                "documents_due_from": start,
+                "documents_due_days": days,
+            }
     return fields

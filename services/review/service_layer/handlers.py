@@ -156,8 +156,8 @@ async def _open_deadline(
     plan = plan_deadline(start, working_days, policy.warn_working_days_before)
     await conn.execute(
         """INSERT INTO review_deadlines (claim_id, task_id, scope, stage, department,
-               started_at, warn_at, due_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+               started_at, warn_at, due_at, working_days)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
         claim_id,
         task_id,
         "task" if task_id else "stage",
@@ -166,6 +166,7 @@ async def _open_deadline(
         plan.started_at,
         plan.warn_at,
         plan.due_at,
+        working_days,
     )
     return plan.due_at
 
