@@ -608,7 +608,10 @@ async def _settle(
             fields["action_due_at"] = deadline_after(at, policy.finance_due_working_days)
     elif row["action_due_at"] is not None:
         fields["action_due_at"] = None
-    if holders is None or status.is_final or status is not ClaimStatus.RETURNED_FOR_DOCUMENTS:
+    returned = ClaimStatus.RETURNED_FOR_DOCUMENTS
+    if holders is None and status is returned and current is returned:
+        holders = list(row["holders"])  # the enterprise, and the department that asked
+    if holders is None or status is not returned:
         holders = holders_for(status, _departments(row), decided)
     if holders != list(row["holders"]):
         fields["holders"] = holders
