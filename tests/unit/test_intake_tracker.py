@@ -175,3 +175,13 @@ def test_every_status_is_reachable_by_some_history(status: ClaimStatus) -> None:
         ClaimStatus.ACCEPTED_DOCUMENTS_PENDING,
     )
     assert derive_status(histories[status], documents_pending=pending) is status
+
+
+def test_only_a_permanent_failure_puts_the_payout_in_finance_hands() -> None:
+    intake = [e("intake", "claim.submitted", pending_documents=[])]
+    review = [e("review", "review.decided", decision="approved")]
+    transient = [
+        e("payout", "payout.requested"),
+        e("payout", "payout.failed", permanent=False, reason="timeout"),
+    ]
+    assert all_statuses(intake, review, transient) == {ClaimStatus.PAYOUT_REQUESTED}

@@ -389,6 +389,8 @@ def _fold_payout(facts: _PayoutFacts, event: TrackedEvent) -> None:
     if kind == "payout.confirmed":
         facts.paid = True
         facts.status = ClaimStatus.PAID
+    elif kind == "payout.failed" and event.payload.get("permanent") is False:
+        return  # a transient failure is retried by payout (payout.retry_scheduled)
     elif kind in _PAYOUT_MOVES:
         facts.status = _PAYOUT_MOVES[kind]
     elif kind == "payout.account_corrected" and facts.status in FINANCE_ACTS:
