@@ -182,16 +182,21 @@ class Calendar:
                 remaining -= 1
         return current
 
-    def deadline_after(self, moment: datetime, working_days: int) -> datetime:
+    def deadline_after(
+        self, moment: datetime, working_days: int, *, report: bool = True
+    ) -> datetime:
         """End of the working day ``working_days`` after ``moment`` (Beijing, 23:59:59).
 
         A deadline counted across a year without official data is counted in the
-        metric and logged, once for this deadline."""
+        metric and logged, once for this deadline (``report=False`` for a time derived
+        from a deadline that is reported itself, such as its warning)."""
         local_day = moment.astimezone(CHINA).date()
         due = self.add_working_days(local_day, working_days)
         guessed = sorted(
             y for y in range(local_day.year, due.year + 1) if self.source(y) is Source.FALLBACK
         )
+        if not report:
+            guessed = []
         for year in guessed:
             FALLBACK_DEADLINES.labels(str(year)).inc()
         if guessed:
@@ -249,8 +254,8 @@ def add_working_days(start: date, days: int) -> date:
     return current_calendar().add_working_days(start, days)
 
 
-def deadline_after(moment: datetime, working_days: int) -> datetime:
-    return current_calendar().deadline_after(moment, working_days)
+def deadline_after(moment: datetime, working_days: int, *, report: bool = True) -> datetime:
+    return current_calendar().deadline_after(moment, working_days, report=report)
 
 
 def working_days_between(start: date, end: date) -> int:
