@@ -29,7 +29,12 @@ class SingleExporter:
     async def holds(self, pool: asyncpg.Pool) -> bool:
         """True when this instance exports the gauges (it holds the lock)."""
         if self._conn is not None and not self._conn.is_closed():
-            return True
+            try:
+                # The session lives, so its lock does (a server restart ends both).
+                await self._conn.fetchval("SELECT 1")
+                return True
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                log.warning("lost the connection holding the %s gauge lock", self.name)
         await self.release()
         conn = await pool.acquire()
         try:
