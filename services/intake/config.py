@@ -17,6 +17,10 @@ class IntakeSettings(ServiceSettings):
     review_due_working_days: int = Field(default=5, ge=1)
     """The time limit (限时办结) the window quotes for the review step."""
 
+    finance_due_working_days: int = Field(default=5, ge=1)
+    """Working days finance has to correct the account of a permanently failed or
+    returned payment, or close the claim (the tracker shows the deadline)."""
+
     lapse_check_interval_s: float = Field(default=5.0, gt=0)
     """How often the lapse loop looks for claims past their documents deadline."""
 

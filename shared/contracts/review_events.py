@@ -24,7 +24,9 @@ class ReviewTaskDecidedV1(EventPayload):
     decided_by: str
     stage: Literal["department_review", "sign_off"] = "department_review"
     documents: list[str] = Field(default_factory=list)
-    """For a return: the documents asked for."""
+    """For a return: the documents asked for (checklist ids, or ``other-N``)."""
+    document_titles: dict[str, str] = Field(default_factory=dict)
+    """Titles of the ``other-N`` documents asked for (not on the checklist)."""
 
 
 class ReviewReturnedForDocumentsV1(EventPayload):
@@ -35,7 +37,10 @@ class ReviewReturnedForDocumentsV1(EventPayload):
 
     department: str
     documents: list[str]
+    """Ids the window records: the claim's checklist ids, or ``other-N`` for a document
+    the checklist does not name (its title in ``document_titles``)."""
     comment: str | None = None
+    document_titles: dict[str, str] = Field(default_factory=dict)
 
 
 class ReviewDecidedV1(EventPayload):

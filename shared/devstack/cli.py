@@ -371,5 +371,31 @@ def _wait_for_interrupt() -> None:
         console.print("stopping")
 
 
+calendar_app = typer.Typer(help="The working-day calendar (shared/reference/calendar.yaml).")
+app.add_typer(calendar_app, name="calendar")
+
+
+@calendar_app.command("recompute")
+def calendar_recompute(
+    by: Annotated[str, typer.Option(help="Who runs it (recorded with every change)")],
+    dry_run: Annotated[bool, typer.Option(help="Show the changes, change nothing")] = False,
+    database_url: Annotated[str | None, typer.Option(help="Default: the stack's")] = None,
+    data_dir: DataDir = stack.REPO_ROOT / ".stack",
+    port_base: PortBase = None,
+) -> None:
+    """After the calendar file changed: recompute stored deadlines (intake documents
+    deadlines, review time limits), each change audited; prints a JSON summary."""
+    from shared.devstack.calendar_cmd import recompute
+
+    if database_url is None:
+        info = stack.read_info(_config(data_dir, port_base))
+        if info is None:
+            console.print("no stack is up: pass --database-url")
+            raise typer.Exit(1)
+        database_url = str(info["database_url"])
+    result = asyncio.run(recompute(database_url, by=by, dry_run=dry_run))
+    sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+
+
 if __name__ == "__main__":
     app()

@@ -17,7 +17,7 @@ for documents (held, 容缺)."""
 RETURNED = "returned"
 """Demo-side status of a claim whose payment came back: waits for an account correction."""
 PAYOUT_WAITING_STATUSES = ("queued", "held", "returned")
-SETTLED = {"paid", "rejected", "payout_failed", "lapsed", "withdrawn"}
+SETTLED = {"paid", "rejected", "payout_failed", "lapsed", "withdrawn", "closed"}
 """Final for good."""
 FINAL = SETTLED | {WAITING, RETURNED}
 """Final for the demo's exit: settled, or waiting for a person (reported as such)."""

@@ -49,7 +49,7 @@ def _decide(task: dict[str, Any], rng: random.Random, return_rate: float) -> dic
         return {
             "decision": "return",
             "comment": "请补充材料 / please supply",
-            "documents": ["supplementary_statement"],
+            "other_documents": [{"title": "补充说明（盖章） / supplementary statement"}],
         }
     return {"decision": "approve", "comment": "同意"}
 

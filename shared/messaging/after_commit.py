@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
+
+from shared.db import DbConnection
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +86,22 @@ def after_commit(callback: Callback) -> None:
     if scope is None:
         raise RuntimeError("after_commit() outside after_commit_scope() or a consumer batch")
     scope.add(callback)
+
+
+@contextlib.asynccontextmanager
+async def committing(conn: DbConnection) -> AsyncIterator[None]:
+    """``conn.transaction()`` whose after-commit callbacks run once it has committed.
+
+    Inside a scope that someone else owns (the batch consumer) the callbacks join that
+    scope, since the owner's transaction is the one that commits.
+    """
+    if _current.get() is not None:
+        async with conn.transaction():
+            yield
+        return
+    if conn.is_in_transaction():
+        raise RuntimeError("committing() inside a transaction with no after-commit scope")
+    with after_commit_scope() as pending:
+        async with conn.transaction():
+            yield
+    pending.run()

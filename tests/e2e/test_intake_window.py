@@ -204,6 +204,8 @@ async def test_claim_with_a_promised_document_goes_to_review_at_once(
         "state": "promised",
         "requested_by": "checklist",
         "supplied_at": None,
+        "title": None,
+        "requested_at": None,
     }
     supplied = await client.post(
         f"{services.url('intake')}/claims/{claim_id}/documents",

@@ -22,9 +22,9 @@ from services.intake.domain.model import (
     compute_vat_refund,
     documents_deadline,
     holders_for,
-    status_after,
 )
 from shared.programs import load_catalogue
+from tests.unit.tracker_histories import status_after
 
 CATALOGUE = load_catalogue()
 VAT = CATALOGUE.vat_refund

@@ -130,3 +130,19 @@ def test_subsidy_fields_do_not_mix_with_refund_fields() -> None:
     assert ("program_id", "missing") in refused(
         {k: v for k, v in subsidy().items() if k != "program_id"}
     )
+
+
+def test_every_tracker_status_is_a_valid_list_filter() -> None:
+    """GET /claims?status= accepts every status the tracker shows (item 9): the
+    OpenAPI enum of the parameter is exactly the set of ClaimStatus values."""
+    from services.intake.bootstrap import create_app
+    from services.intake.domain.model import ClaimStatus
+
+    schema = create_app().openapi()
+    params = schema["paths"]["/claims"]["get"]["parameters"]
+    status = next(p for p in params if p["name"] == "status")
+    options = status["schema"].get("anyOf", [status["schema"]])
+    enum = next(o for o in options if "enum" in o or "$ref" in o)
+    if "$ref" in enum:
+        enum = schema["components"]["schemas"][enum["$ref"].rsplit("/", 1)[1]]
+    assert set(enum["enum"]) == {s.value for s in ClaimStatus}

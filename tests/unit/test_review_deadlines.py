@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 
@@ -45,3 +45,15 @@ def test_warning_never_before_start_and_limit_at_least_one_day() -> None:
     assert plan.started_at <= plan.warn_at <= plan.due_at
     with pytest.raises(ValueError):
         plan_deadline(at(2026, 11, 27), 0, 1)
+
+
+def test_a_review_deadline_in_a_fallback_year_is_reported_once() -> None:
+    """Issue 9, item 5: the due time reports the fallback calendar once; its warning,
+    derived from the same deadline, does not count again."""
+    from shared.workdays import FALLBACK_DEADLINES
+
+    counter = FALLBACK_DEADLINES.labels("2027")
+    before = counter._value.get()
+    plan = plan_deadline(datetime(2027, 2, 1, 2, 0, tzinfo=UTC), 3, 1)
+    assert plan.warn_at < plan.due_at
+    assert counter._value.get() == before + 1

@@ -13,7 +13,7 @@ import asyncpg
 from shared.contracts import EventEnvelope
 from shared.db import DbConnection
 
-CLOSED_STATUSES = ("rejected", "withdrawn", "lapsed")
+CLOSED_STATUSES = ("rejected", "withdrawn", "lapsed", "closed")
 
 # Columns the tracker and the window's use cases may change after registration.
 _UPDATABLE = frozenset(
@@ -23,9 +23,12 @@ _UPDATABLE = frozenset(
         "pending_documents",
         "documents_due_by",
         "documents_due_at",
+        "documents_due_from",
+        "documents_due_days",
         "holders",
         "decided_departments",
         "closed_reason",
+        "action_due_at",
     }
 )
 
@@ -40,9 +43,9 @@ class ClaimRepository:
                    tax_period, requested_amount_fen, eligible_amount_fen, amount_note,
                    details, payee, registered_by, received_at, status, status_changed_at,
                    pending_documents, documents_due_by, documents_due_at, holders,
-                   review_due_at)
+                   review_due_at, documents_due_from, documents_due_days)
                VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10::jsonb,$11::jsonb,$12,$13,$14,$13,
-                       $15,$16,$17,$18,$19)""",
+                       $15,$16,$17,$18,$19,$20,$21)""",
             row["claim_id"],
             row["kind"],
             row["program_id"],
@@ -62,6 +65,8 @@ class ClaimRepository:
             row["documents_due_at"],
             row["holders"],
             row["review_due_at"],
+            row["received_at"] if row["documents_due_at"] else None,
+            row["documents_due_days"] if row["documents_due_at"] else None,
         )
 
     async def add_documents(
@@ -73,8 +78,8 @@ class ClaimRepository:
         at: datetime,
         requested_by: str = "checklist",
     ) -> None:
-        """(document id, critical, 'supplied' | 'promised') rows; a document asked for
-        again (a department returns the claim for it) becomes promised again."""
+        """(document id, critical, 'supplied' | 'promised') rows of the window's checklist
+        at registration (documents asked for later: ``request_documents``)."""
         await self.conn.executemany(
             """INSERT INTO claim_documents (claim_id, document_id, critical, state,
                    requested_by, recorded_at, recorded_by, supplied_at)
@@ -87,6 +92,32 @@ class ClaimRepository:
             [
                 (claim_id, doc, critical, state, requested_by, at, recorded_by)
                 for doc, critical, state in documents
+            ],
+        )
+
+    async def request_documents(
+        self,
+        claim_id: uuid.UUID,
+        documents: Sequence[tuple[str, bool, str | None]],
+        *,
+        requested_by: str,
+        at: datetime,
+    ) -> None:
+        """(document id, critical, title) rows a department asks for: each is
+        'requested' again, whatever its state was (a critical document supplied at the
+        window included); the supply recorded before stays on the timeline."""
+        await self.conn.executemany(
+            """INSERT INTO claim_documents (claim_id, document_id, critical, state,
+                   requested_by, recorded_at, recorded_by, title, requested_at)
+               VALUES ($1, $2, $3, 'requested', $4, $5, 'review:' || $4, $6, $5)
+               ON CONFLICT (claim_id, document_id) DO UPDATE
+                   SET state = 'requested', requested_by = EXCLUDED.requested_by,
+                       recorded_at = EXCLUDED.recorded_at, recorded_by = EXCLUDED.recorded_by,
+                       supplied_at = NULL, requested_at = EXCLUDED.requested_at,
+                       title = coalesce(EXCLUDED.title, claim_documents.title)""",
+            [
+                (claim_id, doc, critical, requested_by, at, title)
+                for doc, critical, title in documents
             ],
         )
 
@@ -105,7 +136,8 @@ class ClaimRepository:
 
     async def documents(self, claim_id: uuid.UUID) -> list[asyncpg.Record]:
         return await self.conn.fetch(
-            """SELECT document_id, critical, state, requested_by, supplied_at
+            """SELECT document_id, critical, state, requested_by, supplied_at, title,
+                      requested_at
                FROM claim_documents WHERE claim_id = $1 ORDER BY recorded_at, document_id""",
             claim_id,
         )
@@ -114,10 +146,11 @@ class ClaimRepository:
         found: uuid.UUID | None = await self.conn.fetchval(
             """SELECT claim_id FROM claims
                WHERE uscc = $1 AND kind = $2 AND coalesce(program_id, tax_period) = $3
-                 AND status NOT IN ('rejected', 'withdrawn', 'lapsed')""",
+                 AND status <> ALL($4::text[])""",
             uscc,
             kind,
             period_or_program,
+            list(CLOSED_STATUSES),
         )
         return found
 
@@ -167,6 +200,14 @@ class ClaimRepository:
         return await self.conn.fetch(
             """SELECT event_id, event_type, producer, occurred_at, payload
                FROM claim_timeline WHERE claim_id = $1 ORDER BY occurred_at, recorded_at""",
+            claim_id,
+        )
+
+    async def folded_events(self, claim_id: uuid.UUID) -> list[asyncpg.Record]:
+        """The claim's events in arrival order: what the tracker's status is folded from."""
+        return await self.conn.fetch(
+            """SELECT producer, event_type, payload FROM claim_timeline
+               WHERE claim_id = $1 ORDER BY seq""",
             claim_id,
         )
 

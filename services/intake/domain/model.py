@@ -36,9 +36,13 @@ class ClaimStatus(StrEnum):
     PAYOUT_RETURNED = "payout_returned"
     """The bank returned the payment (account name mismatch): finance corrects the account."""
     PAYOUT_FAILED = "payout_failed"
+    """The payment failed for good (closed account): finance corrects the account and
+    re-issues, or closes the claim with a reason."""
     PAID = "paid"
     WITHDRAWN = "withdrawn"
     LAPSED = "lapsed"
+    CLOSED = "closed"
+    """Finance closed a claim that cannot be paid (payout released with a reason)."""
 
     @property
     def is_final(self) -> bool:
@@ -46,10 +50,19 @@ class ClaimStatus(StrEnum):
 
 
 FINAL = frozenset(
-    {ClaimStatus.REJECTED, ClaimStatus.PAID, ClaimStatus.WITHDRAWN, ClaimStatus.LAPSED}
+    {
+        ClaimStatus.REJECTED,
+        ClaimStatus.PAID,
+        ClaimStatus.WITHDRAWN,
+        ClaimStatus.LAPSED,
+        ClaimStatus.CLOSED,
+    }
 )
-# Statuses in which a claim no longer blocks a new one for the same period / program.
-CLOSED = frozenset({ClaimStatus.REJECTED, ClaimStatus.WITHDRAWN, ClaimStatus.LAPSED})
+# Statuses in which a claim no longer blocks a new one for the same period / program
+# (the partial unique index claims_one_live of migration 0004 lists the same).
+CLOSED = frozenset(
+    {ClaimStatus.REJECTED, ClaimStatus.WITHDRAWN, ClaimStatus.LAPSED, ClaimStatus.CLOSED}
+)
 # Money has left (or tried to leave) the treasury: no withdrawal, no lapse any more.
 PAYOUT_STARTED = frozenset(
     {
@@ -88,8 +101,9 @@ HOLDER: dict[ClaimStatus, str] = {
     ClaimStatus.PAYOUT_REQUESTED: "payout",
     ClaimStatus.PAYOUT_SENT: "treasury/bank",
     ClaimStatus.PAYOUT_RETURNED: "finance (account correction)",
-    ClaimStatus.PAYOUT_FAILED: "payout",
+    ClaimStatus.PAYOUT_FAILED: "finance (account correction or closure)",
     ClaimStatus.REJECTED: "none (final)",
+    ClaimStatus.CLOSED: "none (final)",
     ClaimStatus.PAID: "none (final)",
     ClaimStatus.WITHDRAWN: "none (final)",
     ClaimStatus.LAPSED: "none (final)",
@@ -103,7 +117,12 @@ OUTCOMES = {
     ClaimStatus.PAID: "paid",
     ClaimStatus.LAPSED: "lapsed",
     ClaimStatus.WITHDRAWN: "withdrawn",
+    ClaimStatus.CLOSED: "closed",
 }
+# Statuses in which finance must act, by a deadline the tracker shows.
+FINANCE_ACTS = frozenset({ClaimStatus.PAYOUT_FAILED, ClaimStatus.PAYOUT_RETURNED})
+# The prefix of payout.released's reason when finance closes an unpayable claim.
+CLOSED_BY_FINANCE = "closed by finance:"
 
 
 def holders_for(
@@ -286,61 +305,153 @@ def local_period(now: datetime) -> str:
     return f"{today.year:04d}-{today.month:02d}"
 
 
-# --- the tracker's transitions ---------------------------------------------------------
+# --- the tracker: status as a function of the events seen -----------------------------
 
 
-def status_after(
-    current: ClaimStatus, event_type: str, payload: dict[str, Any], *, documents_pending: bool
-) -> ClaimStatus | None:
-    """The status an event from review or payout moves a claim to (None: no move).
+@dataclass(frozen=True)
+class TrackedEvent:
+    """One event on a claim's timeline, as the tracker folds it."""
 
-    Unknown event types never move a claim; they are only recorded on the timeline.
-    A final status is left only for a money fact (sent / arrived): the record must show
-    where money really went.
-    """
-    target: ClaimStatus | None = None
-    match event_type:
+    producer: str
+    event_type: str
+    payload: dict[str, Any]
+
+
+@dataclass
+class _IntakeFacts:
+    withdrawn: bool = False
+    lapsed: bool = False
+    documents_completed: bool = False
+
+
+@dataclass
+class _ReviewFacts:
+    active: bool = False
+    """A department decided a task: the claim is being reviewed."""
+    returned: bool = False
+    """Paused for documents and not resumed yet."""
+    asked_documents: bool = False
+    decision: str | None = None
+
+
+@dataclass
+class _PayoutFacts:
+    status: ClaimStatus | None = None
+    paid: bool = False
+
+
+def _fold_intake(facts: _IntakeFacts, event: TrackedEvent) -> None:
+    match event.event_type:
+        case "claim.withdrawn":
+            facts.withdrawn = True
+        case "claim.lapsed":
+            facts.lapsed = True
+        case "claim.documents_completed":
+            facts.documents_completed = True
+
+
+def _fold_review(facts: _ReviewFacts, event: TrackedEvent) -> None:
+    payload = event.payload
+    match event.event_type:
         case "review.task_decided":
-            if current in (ClaimStatus.SUBMITTED, ClaimStatus.ACCEPTED_DOCUMENTS_PENDING):
-                target = ClaimStatus.IN_REVIEW
+            facts.active = True
             if payload.get("decision") == "return":
-                target = ClaimStatus.RETURNED_FOR_DOCUMENTS
+                facts.returned = True
         case "review.returned_for_documents":
-            target = ClaimStatus.RETURNED_FOR_DOCUMENTS
+            facts.active = True
+            facts.returned = True
+            facts.asked_documents |= bool(payload.get("documents"))
         case "review.resumed":
-            target = ClaimStatus.IN_REVIEW
+            facts.returned = False
         case "review.stage_changed":
-            # Back to the departments after a return for documents.
-            if (
-                current is ClaimStatus.RETURNED_FOR_DOCUMENTS
-                and payload.get("to_stage") == "department_review"
-            ):
-                target = ClaimStatus.IN_REVIEW
-        case "payout.queued":
-            target = ClaimStatus.PAYOUT_QUEUED
-        case "payout.returned":
-            target = ClaimStatus.PAYOUT_RETURNED
+            if facts.returned and payload.get("to_stage") == "department_review":
+                facts.returned = False
         case "review.decided":
-            if payload.get("decision") == "approved":
-                target = (
-                    ClaimStatus.APPROVED_DOCUMENTS_PENDING
-                    if documents_pending
-                    else ClaimStatus.APPROVED
-                )
-            else:
-                target = ClaimStatus.REJECTED
-        case "payout.requested":
-            target = ClaimStatus.PAYOUT_REQUESTED
-        case "payout.sent":
-            target = ClaimStatus.PAYOUT_SENT
-        case "payout.confirmed":
-            target = ClaimStatus.PAID
-        case "payout.failed":
-            target = ClaimStatus.PAYOUT_FAILED
-    if target is None or target == current:
-        return None
-    if current.is_final and target not in (ClaimStatus.PAYOUT_SENT, ClaimStatus.PAID):
-        return None
-    if current is ClaimStatus.PAID:
-        return None
-    return target
+            # Review decides once; a second decision would be a contract breach and
+            # must not overwrite the first.
+            if facts.decision is None:
+                facts.decision = str(payload.get("decision"))
+
+
+_PAYOUT_MOVES = {
+    "payout.queued": ClaimStatus.PAYOUT_QUEUED,
+    "payout.requested": ClaimStatus.PAYOUT_REQUESTED,
+    "payout.sent": ClaimStatus.PAYOUT_SENT,
+    "payout.returned": ClaimStatus.PAYOUT_RETURNED,
+    "payout.failed": ClaimStatus.PAYOUT_FAILED,
+}
+
+
+def _fold_payout(facts: _PayoutFacts, event: TrackedEvent) -> None:
+    if facts.paid:
+        return  # the money arrived: nothing later changes where it went
+    kind = event.event_type
+    if kind == "payout.confirmed":
+        facts.paid = True
+        facts.status = ClaimStatus.PAID
+    elif kind == "payout.failed" and event.payload.get("permanent") is False:
+        return  # a transient failure is retried by payout (payout.retry_scheduled)
+    elif kind in _PAYOUT_MOVES:
+        facts.status = _PAYOUT_MOVES[kind]
+    elif kind == "payout.account_corrected" and facts.status in FINANCE_ACTS:
+        facts.status = ClaimStatus.PAYOUT_REQUESTED  # back in payment: re-issued
+    elif (
+        kind == "payout.released"
+        and facts.status is ClaimStatus.PAYOUT_FAILED
+        and str(event.payload.get("reason", "")).startswith(CLOSED_BY_FINANCE)
+    ):
+        facts.status = ClaimStatus.CLOSED
+
+
+def derive_status(events: Iterable[TrackedEvent], *, documents_pending: bool) -> ClaimStatus:
+    """The claim's status from the events seen so far.
+
+    Each producer's events are folded in that producer's own order (one claim's events
+    of one producer share a partition, so they arrive in the order they were made); the
+    producers' facts are then combined by precedence, never by comparing timestamps of
+    different services. The result is therefore the same for every interleaving of the
+    producers' streams (tests/unit/test_intake_tracker.py):
+
+    1. money facts (sent, paid) are never hidden;
+    2. then intake's own ends: withdrawn, lapsed;
+    3. then finance's closure, and review's rejection;
+    4. then payout's state (queued, requested, returned, failed);
+    5. then review's approval, its return for documents, its activity;
+    6. then intake's documents: promised and outstanding, or complete.
+
+    ``documents_pending`` is intake's own record: some asked-for document is not in.
+    """
+    intake, review, payout = _IntakeFacts(), _ReviewFacts(), _PayoutFacts()
+    for event in events:
+        if event.producer == "intake":
+            _fold_intake(intake, event)
+        elif event.producer == "review":
+            _fold_review(review, event)
+        elif event.producer == "payout":
+            _fold_payout(payout, event)
+    if payout.status in (ClaimStatus.PAID, ClaimStatus.PAYOUT_SENT):
+        return payout.status
+    if intake.withdrawn:
+        return ClaimStatus.WITHDRAWN
+    if intake.lapsed:
+        return ClaimStatus.LAPSED
+    if payout.status is ClaimStatus.CLOSED:
+        return ClaimStatus.CLOSED
+    if review.decision is not None and review.decision != "approved":
+        return ClaimStatus.REJECTED
+    if payout.status is not None:
+        return payout.status
+    if review.decision == "approved":
+        return ClaimStatus.APPROVED_DOCUMENTS_PENDING if documents_pending else ClaimStatus.APPROVED
+    if review.returned:
+        # Once every asked document is in, the claim is back with review (which resumes
+        # it when its own copy of the documents event arrives).
+        back = review.asked_documents and not documents_pending
+        return ClaimStatus.IN_REVIEW if back else ClaimStatus.RETURNED_FOR_DOCUMENTS
+    if review.active:
+        return ClaimStatus.IN_REVIEW
+    if documents_pending:
+        return ClaimStatus.ACCEPTED_DOCUMENTS_PENDING
+    if intake.documents_completed:
+        return ClaimStatus.IN_REVIEW
+    return ClaimStatus.SUBMITTED

@@ -23,6 +23,7 @@ from services.intake.domain.commands import (
 )
 from services.intake.domain.model import (
     FINAL,
+    FINANCE_ACTS,
     HOLDER,
     IN_REVIEW_STATUSES,
     ClaimStatus,
@@ -78,6 +79,7 @@ def policy_of(request: Request) -> IntakePolicy:
         review_due_working_days=settings.review_due_working_days,
         documents_due_working_days=settings.documents_due_working_days,
         catalogue=load_catalogue(),
+        finance_due_working_days=settings.finance_due_working_days,
     )
 
 
@@ -239,6 +241,8 @@ def _summary(row: asyncpg.Record, now: datetime) -> dict[str, Any]:
     status = ClaimStatus(row["status"])
     if status in (ClaimStatus.RETURNED_FOR_DOCUMENTS, ClaimStatus.APPROVED_DOCUMENTS_PENDING):
         step_due = row["documents_due_at"]
+    elif status in FINANCE_ACTS:
+        step_due = row["action_due_at"]
     elif status in IN_REVIEW_STATUSES:
         step_due = row["review_due_at"]
     else:
@@ -292,28 +296,11 @@ async def get_claim(claim_id: uuid.UUID, request: Request) -> ClaimView:
     )
 
 
-StatusFilter = Literal[
-    "submitted",
-    "accepted_documents_pending",
-    "in_review",
-    "returned_for_documents",
-    "approved",
-    "approved_documents_pending",
-    "rejected",
-    "payout_requested",
-    "payout_sent",
-    "payout_failed",
-    "paid",
-    "withdrawn",
-    "lapsed",
-]
-
-
 @router.get("/claims", response_model=ClaimPage)
 async def list_claims(
     request: Request,
     uscc: Annotated[str | None, Query(min_length=18, max_length=18)] = None,
-    status: StatusFilter | None = None,
+    status: Annotated[ClaimStatus | None, Query(description="any status the tracker shows")] = None,
     kind: Literal["vat_refund", "subsidy"] | None = None,
     program_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -321,7 +308,12 @@ async def list_claims(
 ) -> ClaimPage:
     async with runtime_of(request).db.acquire() as conn:
         rows, total = await ClaimRepository(conn).search(
-            uscc=uscc, status=status, kind=kind, program_id=program_id, limit=limit, offset=offset
+            uscc=uscc,
+            status=status.value if status else None,
+            kind=kind,
+            program_id=program_id,
+            limit=limit,
+            offset=offset,
         )
     now = datetime.now(UTC)
     return ClaimPage(

@@ -126,9 +126,13 @@ class TimelineEntry(BaseModel):
 class DocumentView(BaseModel):
     document_id: str
     critical: bool
-    state: Literal["supplied", "promised"]
+    state: Literal["supplied", "promised", "requested"]
+    """promised: 容缺 at the window; requested: asked for (again) by a department."""
     requested_by: str
     supplied_at: datetime | None
+    title: str | None = None
+    """The title of an "other" document a department asked for (or the checklist name)."""
+    requested_at: datetime | None = None
 
 
 class ClaimSummary(BaseModel):

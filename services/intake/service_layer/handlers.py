@@ -29,12 +29,13 @@ from services.intake.domain.commands import (
 from services.intake.domain.model import (
     CLOSED,
     FINAL,
-    HOLDER,
+    FINANCE_ACTS,
     LAPSABLE,
     OUTCOMES,
     PAYOUT_STARTED,
     WITHDRAWABLE,
     ClaimStatus,
+    TrackedEvent,
     Violation,
     amount_note,
     beijing_today,
@@ -42,10 +43,10 @@ from services.intake.domain.model import (
     check_subsidy,
     check_vat_amounts,
     compute_vat_refund,
+    derive_status,
     documents_deadline,
     holders_for,
     local_period,
-    status_after,
 )
 from services.intake.metrics import CLAIMS_OUTCOME, DOCUMENTS_PENDING, program_label
 from shared.contracts import (
@@ -59,6 +60,7 @@ from shared.contracts import (
 )
 from shared.contracts.topics import INTAKE_EVENTS
 from shared.db import DbConnection
+from shared.messaging.after_commit import after_commit
 from shared.messaging.outbox import stage_events
 from shared.programs import Catalogue, ClaimKindRules, load_catalogue
 from shared.workdays import deadline_after
@@ -120,6 +122,9 @@ class IntakePolicy:
     review_due_working_days: int
     documents_due_working_days: int | None
     catalogue: Catalogue
+    finance_due_working_days: int = 5
+    """Working days finance has to correct the account of a failed or returned payment
+    (or close the claim) once the tracker shows it waiting for them."""
 
     def due_days(self, rules: ClaimKindRules) -> int:
         return self.documents_due_working_days or rules.documents_due_working_days
@@ -312,6 +317,7 @@ async def register_claim(
                         "pending_documents": pending,
                         "documents_due_by": deadline.due_by if deadline else None,
                         "documents_due_at": deadline.due_at if deadline else None,
+                        "documents_due_days": policy.due_days(rules),
                         "holders": holders_for(status, rules.departments, []),
                         "review_due_at": deadline_after(
                             received_at, policy.review_due_working_days
@@ -438,7 +444,12 @@ async def supply_document(
         ]
         fields: dict[str, Any] = {"pending_documents": still}
         if not still:
-            fields |= {"documents_due_by": None, "documents_due_at": None}
+            fields |= {
+                "documents_due_by": None,
+                "documents_due_at": None,
+                "documents_due_from": None,
+                "documents_due_days": None,
+            }
             events.append(
                 EventEnvelope.wrap(
                     ClaimDocumentsCompletedV1(completed_at=at),
@@ -447,19 +458,8 @@ async def supply_document(
                     occurred_at=at,
                 )
             )
-            after = {
-                ClaimStatus.ACCEPTED_DOCUMENTS_PENDING: ClaimStatus.IN_REVIEW,
-                ClaimStatus.RETURNED_FOR_DOCUMENTS: ClaimStatus.IN_REVIEW,
-                ClaimStatus.APPROVED_DOCUMENTS_PENDING: ClaimStatus.APPROVED,
-            }.get(status)
-            if after is not None:
-                fields |= {
-                    "status": after.value,
-                    "status_changed_at": max(at, row["status_changed_at"]),
-                    "holders": holders_for(after, _departments(row), row["decided_departments"]),
-                }
-        await repo.update(cmd.claim_id, **fields)
         await _publish(conn, events)
+        await _settle(conn, row, fields, at=at, policy=default_policy())
     return {
         "claim_id": str(cmd.claim_id),
         "document_id": cmd.document_id,
@@ -476,13 +476,6 @@ async def withdraw_claim(
         row = await _locked_claim(conn, cmd.claim_id)
         if ClaimStatus(row["status"]) not in WITHDRAWABLE:
             raise _closed(row, "withdraw")
-        await ClaimRepository(conn).update(
-            cmd.claim_id,
-            status=ClaimStatus.WITHDRAWN.value,
-            status_changed_at=max(at, row["status_changed_at"]),
-            holders=[HOLDER[ClaimStatus.WITHDRAWN]],
-            closed_reason=f"withdrawn at the enterprise's request: {cmd.reason}",
-        )
         await _publish(
             conn,
             [
@@ -493,6 +486,13 @@ async def withdraw_claim(
                     occurred_at=at,
                 )
             ],
+        )
+        await _settle(
+            conn,
+            row,
+            {"closed_reason": f"withdrawn at the enterprise's request: {cmd.reason}"},
+            at=at,
+            policy=default_policy(),
         )
     return {"claim_id": str(cmd.claim_id), "status": ClaimStatus.WITHDRAWN.value}
 
@@ -567,12 +567,82 @@ def make_tracker(
     return handle
 
 
+async def _settle(
+    conn: DbConnection,
+    row: asyncpg.Record,
+    fields: dict[str, Any],
+    *,
+    at: datetime,
+    policy: IntakePolicy,
+    holders: list[str] | None = None,
+    count_outcome: bool = False,
+) -> tuple[ClaimStatus, ClaimStatus]:
+    """Write ``fields`` with the status folded from every event on the claim's timeline
+    (its arrival order per producer: see ``derive_status``), the holders and who must
+    act by when. Returns (status before, status after). ``count_outcome``: count an
+    outcome reached here, after the commit (the window's own actions count theirs once
+    their response is final, in the HTTP layer)."""
+    repo = ClaimRepository(conn)
+    pending = list(fields.get("pending_documents", row["pending_documents"]))
+    decided = list(fields.get("decided_departments", row["decided_departments"]))
+    events = [
+        TrackedEvent(r["producer"], r["event_type"], json.loads(r["payload"]))
+        for r in await repo.folded_events(row["claim_id"])
+    ]
+    current = ClaimStatus(row["status"])
+    status = derive_status(events, documents_pending=bool(pending))
+    if status is not current:
+        if current.is_final:
+            log.warning(
+                "claim %s was %s and is now %s: the record follows the money",
+                row["claim_id"],
+                current,
+                status,
+            )
+        fields |= {"status": status.value, "status_changed_at": max(at, row["status_changed_at"])}
+        if status is ClaimStatus.CLOSED and "closed_reason" not in fields:
+            fields["closed_reason"] = _last_payload(events, "payout.released").get("reason")
+    if status in FINANCE_ACTS:
+        if status is not current or row["action_due_at"] is None:
+            # Finance's deadline runs from the moment the tracker shows them holding it.
+            fields["action_due_at"] = deadline_after(at, policy.finance_due_working_days)
+    elif row["action_due_at"] is not None:
+        fields["action_due_at"] = None
+    returned = ClaimStatus.RETURNED_FOR_DOCUMENTS
+    if holders is None and status is returned and current is returned:
+        holders = list(row["holders"])  # the enterprise, and the department that asked
+    if holders is None or status is not returned:
+        holders = holders_for(status, _departments(row), decided)
+    if holders != list(row["holders"]):
+        fields["holders"] = holders
+    if fields:
+        await repo.update(row["claim_id"], **fields)
+    outcome = OUTCOMES.get(status)
+    if (
+        count_outcome
+        and status is not current
+        and outcome is not None
+        and OUTCOMES.get(current) != outcome
+    ):
+        labels = (row["kind"], program_label(row["program_id"]), outcome)
+        # Counted once the transaction (the consumer's batch) has committed.
+        after_commit(lambda: CLAIMS_OUTCOME.labels(*labels).inc())
+    return current, status
+
+
+def _last_payload(events: Sequence[TrackedEvent], event_type: str) -> dict[str, Any]:
+    return next((e.payload for e in reversed(events) if e.event_type == event_type), {})
+
+
 async def track_event(
     conn: DbConnection, envelope: EventEnvelope, policy: IntakePolicy | None = None
 ) -> None:
     """Tracker: every event from review and payout goes on the claim's timeline; the
-    known ones move the claim's status, holders and pending documents. An event of a
-    type intake does not know is recorded and otherwise ignored."""
+    claim's status is then folded from the whole timeline (``_settle``), so the order
+    in which review's and payout's events reach intake never changes the result. A
+    return for documents makes each asked document 'requested' (critical ones
+    included) with a deadline. An event of a type intake does not know is recorded and
+    otherwise ignored."""
     policy = policy or default_policy()
     repo = ClaimRepository(conn)
     row = await repo.get(envelope.claim_id, for_update=True)
@@ -585,7 +655,6 @@ async def track_event(
         return
     payload = envelope.payload
     fields: dict[str, Any] = {}
-    pending: list[str] = list(row["pending_documents"])
     decided: list[str] = list(row["decided_departments"])
     if envelope.event_type == "review.task_decided" and payload.get("decision") in (
         "approve",
@@ -595,51 +664,60 @@ async def track_event(
         if department not in decided:
             decided.append(department)
             fields["decided_departments"] = decided
+    holders: list[str] | None = None
     if (
         envelope.event_type == "review.returned_for_documents"
         and not ClaimStatus(row["status"]).is_final
     ):
-        asked = [str(d) for d in payload.get("documents", [])]
-        new = [d for d in asked if d not in pending]
-        if new:
-            rules = _rules_of(row)
-            critical = {d.id: d.critical for d in rules.documents} if rules else {}
-            await repo.add_documents(
-                envelope.claim_id,
-                [(d, critical.get(d, False), "promised") for d in new],
-                recorded_by=f"review:{payload.get('department')}",
-                at=envelope.occurred_at,
-                requested_by=str(payload.get("department")),
+        department = str(payload.get("department"))
+        fields |= await _request_documents(conn, row, envelope, policy)
+        holders = ["enterprise", f"review:{department}"]
+    await _settle(
+        conn, row, fields, at=datetime.now(UTC), policy=policy, holders=holders, count_outcome=True
+    )
+
+
+async def _request_documents(
+    conn: DbConnection, row: asyncpg.Record, envelope: EventEnvelope, policy: IntakePolicy
+) -> dict[str, Any]:
+    """A department asks for documents: each one becomes 'requested' (whatever it was:
+    promised, supplied at the window, critical or not) and pending, and the claim's
+    documents deadline is the later of the one running and a fresh one from now (a
+    lapse is final: a new request never shortens the time the enterprise has)."""
+    payload = envelope.payload
+    department = str(payload.get("department"))
+    titles = {str(k): str(v) for k, v in (payload.get("document_titles") or {}).items()}
+    asked = list(dict.fromkeys(str(d) for d in payload.get("documents", [])))
+    pending: list[str] = list(row["pending_documents"])
+    rules = _rules_of(row)
+    checklist = {d.id: d for d in rules.documents} if rules else {}
+    await ClaimRepository(conn).request_documents(
+        envelope.claim_id,
+        [
+            (
+                d,
+                checklist[d].critical if d in checklist else False,
+                titles.get(d) or (checklist[d].name if d in checklist else None),
             )
-            if not pending:
-                days = policy.due_days(rules) if rules else 5
-                deadline = deadline_after(envelope.occurred_at, days)
-                fields |= {"documents_due_by": deadline.date(), "documents_due_at": deadline}
-            pending += new
-            fields["pending_documents"] = pending
-    current = ClaimStatus(row["status"])
-    target = status_after(current, envelope.event_type, payload, documents_pending=bool(pending))
-    money_fact = target in (ClaimStatus.PAYOUT_SENT, ClaimStatus.PAID)
-    if target is not None and (envelope.occurred_at >= row["status_changed_at"] or money_fact):
-        if current.is_final:
-            log.warning(
-                "claim %s was %s but %s arrived: the record follows the money",
-                envelope.claim_id,
-                current,
-                envelope.event_type,
-            )
-        fields |= {
-            "status": target.value,
-            "status_changed_at": max(envelope.occurred_at, row["status_changed_at"]),
-        }
-        outcome = OUTCOMES.get(target)
-        if outcome is not None and OUTCOMES.get(current) != outcome:
-            CLAIMS_OUTCOME.labels(row["kind"], program_label(row["program_id"]), outcome).inc()
-    new_status = ClaimStatus(fields.get("status", row["status"]))
-    holders = holders_for(new_status, _departments(row), decided)
-    if envelope.event_type == "review.returned_for_documents" and not new_status.is_final:
-        holders = ["enterprise", f"review:{payload.get('department')}"]
-    if holders != list(row["holders"]):
-        fields["holders"] = holders
-    if fields:
-        await repo.update(envelope.claim_id, **fields)
+            for d in asked
+        ],
+        requested_by=department,
+        at=envelope.occurred_at,
+    )
+    fields: dict[str, Any] = {}
+    new = [d for d in asked if d not in pending]
+    if new:
+        fields["pending_documents"] = pending + new
+    if asked:
+        days = policy.due_days(rules) if rules else 5
+        start = datetime.now(UTC)
+        fresh = deadline_after(start, days)
+        running = row["documents_due_at"] if pending else None
+        if running is None or fresh > running:
+            fields |= {
+                "documents_due_by": fresh.date(),
+                "documents_due_at": fresh,
+                "documents_due_from": start,
+                "documents_due_days": days,
+            }
+    return fields

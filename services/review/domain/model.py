@@ -142,7 +142,8 @@ def plan_deadline(
         raise ValueError("a time limit is at least one working day")
     due = deadline_after(start, working_days)
     if 0 < warn_working_days_before < working_days:
-        warn = deadline_after(start, working_days - warn_working_days_before)
+        # The due time reports a fallback calendar; its warning does not count again.
+        warn = deadline_after(start, working_days - warn_working_days_before, report=False)
     else:
         warn = start + (due - start) / 2
     return DeadlinePlan(started_at=start, warn_at=max(start, warn), due_at=due)

@@ -51,15 +51,29 @@ class WorklistItem(BaseModel):
     escalated: bool
 
 
+class OtherDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=200, description="e.g. 补充说明（盖章）")
+
+
 class DecisionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     decision: Decision
     comment: str | None = Field(default=None, max_length=2000)
     documents: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
-        default_factory=list, max_length=20
+        default_factory=list,
+        max_length=20,
+        description="for return: ids from the claim's checklist (GET /programs at intake)",
     )
-    """For ``return``: the documents the enterprise must supply."""
+    """For ``return``: the checklist documents the enterprise must supply."""
+    other_documents: list[OtherDocument] = Field(
+        default_factory=list,
+        max_length=10,
+        description="for return: documents the checklist does not name, each with a title; "
+        "each gets an id other-N the window records",
+    )
 
 
 def _error(err: handlers.ReviewError) -> JSONResponse:
@@ -137,6 +151,7 @@ async def decide(
                 decision=body.decision,
                 comment=body.comment,
                 documents=body.documents,
+                other_documents=[d.title for d in body.other_documents],
                 user_id=caller.user_id,
                 department=caller.department,
                 role=caller.role,
@@ -160,7 +175,7 @@ async def claim_review(claim_id: uuid.UUID, request: Request) -> JSONResponse:
             )
         tasks = await conn.fetch(
             """SELECT task_id, department, stage, status, created_at, due_at, decided_by,
-                      decided_role, decided_at, comment, documents
+                      decided_role, decided_at, comment, documents, document_titles
                FROM review_tasks WHERE claim_id = $1 ORDER BY created_at, department""",
             claim_id,
         )
@@ -187,7 +202,7 @@ async def claim_review(claim_id: uuid.UUID, request: Request) -> JSONResponse:
         "returned_documents": list(case["returned_documents"]),
         "decision_reason": case["decision_reason"],
         "decided_at": case["decided_at"],
-        "tasks": [dict(t) for t in tasks],
+        "tasks": [{**dict(t), "document_titles": json.loads(t["document_titles"])} for t in tasks],
         "deadlines": [dict(d) for d in deadlines],
     }
     return JSONResponse(json.loads(json.dumps(body, default=str)))

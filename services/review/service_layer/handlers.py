@@ -54,11 +54,14 @@ from shared.contracts import (
 )
 from shared.contracts.topics import REVIEW_EVENTS
 from shared.db import DbConnection
+from shared.messaging import after_commit
 from shared.messaging.consumer import EventHandler
 from shared.messaging.outbox import stage_events
 from shared.money import yuan_to_fen
 from shared.programs import Catalogue, load_catalogue
 from shared.service_app import BackgroundLoop, ServiceRuntime
+from shared.table_gauges import SingleExporter
+from shared.workdays import CHINA, publish_year_gauges
 
 SERVICE = "review"
 APPROVER_ROLE = "approver"
@@ -153,8 +156,8 @@ async def _open_deadline(
     plan = plan_deadline(start, working_days, policy.warn_working_days_before)
     await conn.execute(
         """INSERT INTO review_deadlines (claim_id, task_id, scope, stage, department,
-               started_at, warn_at, due_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+               started_at, warn_at, due_at, working_days)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
         claim_id,
         task_id,
         "task" if task_id else "stage",
@@ -163,6 +166,7 @@ async def _open_deadline(
         plan.started_at,
         plan.warn_at,
         plan.due_at,
+        working_days,
     )
     return plan.due_at
 
@@ -273,9 +277,12 @@ async def _finish(
     await _close_deadlines(conn, claim_id, now)
     approved = outcome.status is CaseStatus.APPROVED
     if approved:
-        metrics.AMOUNT_APPROVED.labels(
+        counter = metrics.AMOUNT_APPROVED.labels(
             kind=case["kind"], fund=policy.fund_for(case["kind"], case["program_id"])
-        ).inc(outcome.approved_amount_fen / 100)
+        )
+        yuan = outcome.approved_amount_fen / 100
+        # Counted once the decision has committed (not on a rollback or a re-run).
+        after_commit.after_commit(lambda: counter.inc(yuan))
     return [
         _wrap(
             ReviewStageChangedV1(from_stage=case["status"], to_stage=outcome.status.value),
@@ -610,10 +617,13 @@ async def decide_task(
     department: str | None,
     role: str | None,
     documents: Sequence[str] = (),
+    other_documents: Sequence[str] = (),
     now: datetime | None = None,
 ) -> dict[str, object]:
+    """``documents``: checklist ids asked for with a return; ``other_documents``: titles
+    of documents the checklist does not name (each gets an ``other-N`` id)."""
     now = now or wall_clock()
-    async with conn.transaction():
+    async with after_commit.committing(conn):
         claim_id = await conn.fetchval(
             "SELECT claim_id FROM review_tasks WHERE task_id = $1", task_id
         )
@@ -626,7 +636,10 @@ async def decide_task(
         task = await conn.fetchrow("SELECT * FROM review_tasks WHERE task_id = $1", task_id)
         assert case is not None and task is not None
         sign_off = task["stage"] == SIGN_OFF
-        _check_caller(case, task, sign_off, decision, documents, department, role)
+        _check_caller(
+            case, task, sign_off, decision, [*documents, *other_documents], department, role
+        )
+        documents, titles = await _asked_documents(conn, policy, case, documents, other_documents)
         others = await conn.fetch(
             """SELECT department FROM review_tasks WHERE claim_id = $1 AND decided_by = $2
                AND department <> $3""",
@@ -654,7 +667,9 @@ async def decide_task(
         try:
             await conn.execute(
                 """UPDATE review_tasks SET status = $2, decided_by = $3, decided_at = $4,
-                       comment = $5, decided_role = $6, documents = $7 WHERE task_id = $1""",
+                       comment = $5, decided_role = $6, documents = $7,
+                       document_titles = $8::jsonb
+                   WHERE task_id = $1""",
                 task_id,
                 status.value,
                 user_id,
@@ -662,6 +677,7 @@ async def decide_task(
                 comment,
                 role,
                 list(documents),
+                json.dumps(titles, ensure_ascii=False),
             )
         except asyncpg.CheckViolationError as err:
             constraint = err.constraint_name or ""
@@ -700,6 +716,7 @@ async def decide_task(
                         reason=comment,
                         decided_by=user_id,
                         documents=list(documents),
+                        document_titles=titles,
                     ),
                     claim_id,
                     now,
@@ -727,7 +744,9 @@ async def decide_task(
                 ),
                 sign_off_threshold_fen=policy.sign_off_threshold_fen,
             )
-        events += await _apply_outcome(conn, policy, case, task, outcome, documents, comment, now)
+        events += await _apply_outcome(
+            conn, policy, case, task, outcome, documents, titles, comment, now
+        )
         await stage_events(conn, SERVICE, REVIEW_EVENTS, events)
     metrics.DECISIONS.labels(department=task["department"], decision=decision.value).inc()
     metrics.TASK_DURATION.labels(department=task["department"]).observe(
@@ -739,6 +758,61 @@ async def decide_task(
         "task_status": status.value,
         "claim_status": outcome.status.value,
     }
+
+
+OTHER_DOCUMENT_PREFIX = "other-"
+
+
+async def _asked_documents(
+    conn: DbConnection,
+    policy: ReviewPolicy,
+    case: asyncpg.Record,
+    documents: Sequence[str],
+    other_documents: Sequence[str],
+) -> tuple[list[str], dict[str, str]]:
+    """The documents a return asks for, as ids the window can record: the claim's
+    checklist ids (critical ones too: a department may need one again), then one
+    ``other-N`` id per titled document the checklist does not name. Anything else is
+    refused here, before the enterprise is told to bring something nobody can record."""
+    rules = (
+        policy.catalogue.vat_refund
+        if case["kind"] == "vat_refund"
+        else policy.catalogue.program(case["program_id"] or "")
+    )
+    checklist = [d.id for d in rules.documents] if rules else []
+    unknown = [d for d in documents if d not in checklist]
+    if unknown:
+        raise Invalid(
+            f"not on the claim's checklist: {', '.join(map(repr, unknown))}; name a checklist "
+            f"document ({', '.join(checklist)}) or ask for it under other_documents with a "
+            "title",
+            field="documents",
+            rule="unknown_document",
+        )
+    titles = [" ".join(t.split()) for t in other_documents]
+    if any(not t for t in titles):
+        raise Invalid(
+            "an other document needs a title", field="other_documents", rule="title_required"
+        )
+    asked = list(dict.fromkeys(documents))
+    if not titles:
+        return asked, {}
+    earlier: dict[str, str] = {}
+    for r in await conn.fetch(
+        "SELECT document_titles FROM review_tasks WHERE claim_id = $1", case["claim_id"]
+    ):
+        earlier |= json.loads(r["document_titles"])
+    by_title = {title: doc for doc, title in earlier.items()}
+    numbers = [int(d.removeprefix(OTHER_DOCUMENT_PREFIX)) for d in earlier]
+    next_no = max(numbers, default=0) + 1
+    out: dict[str, str] = {}
+    for title in dict.fromkeys(titles):
+        doc = by_title.get(title)  # asked again: the same id, so the window sees one
+        if doc is None:
+            doc, next_no = f"{OTHER_DOCUMENT_PREFIX}{next_no}", next_no + 1
+        out[doc] = title
+        asked.append(doc)
+    return asked, out
 
 
 def _check_caller(
@@ -799,6 +873,7 @@ async def _apply_outcome(
     task: asyncpg.Record,
     outcome: Outcome,
     documents: Sequence[str],
+    titles: dict[str, str],
     comment: str | None,
     now: datetime,
 ) -> list[EventEnvelope]:
@@ -817,7 +892,10 @@ async def _apply_outcome(
         return [
             _wrap(
                 ReviewReturnedForDocumentsV1(
-                    department=task["department"], documents=list(documents), comment=comment
+                    department=task["department"],
+                    documents=list(documents),
+                    comment=comment,
+                    document_titles=titles,
                 ),
                 claim_id,
                 now,
@@ -1001,12 +1079,20 @@ def deadline_loop(
     known = {d for p in policy.catalogue.programs for d in p.departments}
     known |= {*policy.catalogue.vat_refund.departments, SIGN_OFF}
 
+    exporter = SingleExporter("review", [metrics.TASKS_OPEN])
+
     async def loop(runtime: ServiceRuntime) -> None:
-        while True:
-            async with runtime.db.acquire() as conn:
-                now = clock()
-                await run_deadlines(conn, now)
-                await refresh_open_tasks(conn, now, sorted(known))
-            await asyncio.sleep(interval_s)
+        try:
+            while True:
+                async with runtime.db.acquire() as conn:
+                    now = clock()
+                    await run_deadlines(conn, now)
+                    # One review instance exports the open-tasks gauge (no doubled sums).
+                    if await exporter.holds(runtime.db):
+                        await refresh_open_tasks(conn, now, sorted(known))
+                publish_year_gauges(now.astimezone(CHINA).date())
+                await asyncio.sleep(interval_s)
+        finally:
+            await exporter.release()
 
     return loop

@@ -1,0 +1,54 @@
+"""Recompute the documents deadlines of live claims after the working-day calendar
+changed (``claimflow calendar recompute``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from services.intake.domain.model import LAPSABLE
+from shared.db import DbConnection
+from shared.deadline_audit import DeadlineChange, record_changes
+from shared.workdays import calendar_file, deadline_after
+
+KEPT = "kept: a documents deadline the enterprise was given is never shortened"
+
+
+async def recompute_documents_deadlines(
+    conn: DbConnection, *, by: str, at: datetime, dry_run: bool = False
+) -> list[DeadlineChange]:
+    """Each live claim with documents outstanding gets its deadline counted again from
+    the same moment and number of working days on the calendar as it is now. A later
+    deadline is applied; an earlier one is only recorded (a lapse is final, and the
+    window told the enterprise the date it has). Every difference is audited."""
+    changes: list[DeadlineChange] = []
+    async with conn.transaction():
+        rows = await conn.fetch(
+            """SELECT claim_id, documents_due_from, documents_due_days, documents_due_at
+               FROM claims
+               WHERE cardinality(pending_documents) > 0 AND documents_due_from IS NOT NULL
+                 AND status = ANY($1::text[])
+               ORDER BY documents_due_at FOR UPDATE""",
+            [s.value for s in LAPSABLE],
+        )
+        for r in rows:
+            new = deadline_after(r["documents_due_from"], r["documents_due_days"])
+            old: datetime = r["documents_due_at"]
+            if new == old:
+                continue
+            later = new > old
+            changes.append(
+                DeadlineChange(
+                    "claim_documents", str(r["claim_id"]), old, new, later, None if later else KEPT
+                )
+            )
+            if later and not dry_run:
+                await conn.execute(
+                    """UPDATE claims SET documents_due_at = $2, documents_due_by = $3
+                       WHERE claim_id = $1""",
+                    r["claim_id"],
+                    new,
+                    new.date(),
+                )
+        if not dry_run:
+            await record_changes(conn, changes, by=by, at=at, calendar_file=calendar_file())
+    return changes
