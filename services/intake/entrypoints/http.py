@@ -49,8 +49,10 @@ from services.intake.service_layer.handlers import IntakePolicy, Invalid, Respon
 from shared.db import DbConnection
 from shared.identity import Caller, current_caller
 from shared.money import fen_to_yuan, yuan_to_fen
+from shared.problems import cap_errors
 from shared.programs import load_catalogue
 from shared.service_app import runtime_of
+from shared.validation import Offset
 
 router = APIRouter(tags=["claims"])
 
@@ -100,8 +102,17 @@ def _parse_claim(raw: Any) -> VatRefundRequest | SubsidyRequest:
         raise Invalid(
             "validation failed",
             [
-                Violation(".".join(str(p) for p in err["loc"]), err["type"], err["msg"])
-                for err in exc.errors()
+                Violation(e["field"], e["rule"], e["message"])
+                for e in cap_errors(
+                    [
+                        {
+                            "field": ".".join(str(p) for p in err["loc"]),
+                            "rule": err["type"],
+                            "message": err["msg"],
+                        }
+                        for err in exc.errors()
+                    ]
+                )
             ],
         ) from None
 
@@ -317,7 +328,7 @@ async def list_claims(
     kind: Literal["vat_refund", "subsidy"] | None = None,
     program_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> ClaimPage:
     async with runtime_of(request).db.acquire() as conn:
         rows, total = await ClaimRepository(conn).search(
