@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.config import ServiceSettings
 from shared.db import create_pool, migrate
+from shared.docs_pages import install_docs_pages
 from shared.http_guard import RequestGuard, refuse_bad_path_text
 from shared.messaging.consumer import EventHandler, IdempotentBatchConsumer
 from shared.messaging.outbox import OutboxRelay
@@ -123,7 +124,8 @@ def build_service_app(
         middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY, app_name=name)],
         lifespan=lifespan,
         client_id=f"claimflow-{name}",
-        schema_url="/asyncapi",
+        # /asyncapi is served by shared.docs_pages (offline assets, no try-it-out).
+        schema_url=None,
         include_in_schema=True,
     )
 
@@ -160,9 +162,12 @@ def build_service_app(
         description=description,
         version="0.1.0",
         dependencies=[Depends(refuse_bad_path_text)],
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.runtime = runtime
     app.include_router(kafka)
+    install_docs_pages(app, kafka)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
