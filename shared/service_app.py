@@ -32,6 +32,7 @@ from shared.messaging.consumer import EventHandler, IdempotentBatchConsumer
 from shared.messaging.outbox import OutboxRelay
 from shared.messaging.watch import ConsumerWatch
 from shared.metrics import REGISTRY
+from shared.openapi import install_openapi
 from shared.problems import cap_errors, problem
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,7 @@ def build_service_app(
     app.state.runtime = runtime
     app.include_router(kafka)
     install_docs_pages(app, kafka)
+    install_openapi(app)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)

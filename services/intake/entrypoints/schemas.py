@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic_core import PydanticCustomError
 from stdnum.cn import uscc as stdnum_uscc
 from stdnum.exceptions import InvalidChecksum
@@ -93,6 +93,16 @@ REQUEST_MODELS: dict[str, type[VatRefundRequest] | type[SubsidyRequest]] = {
     "vat_refund": VatRefundRequest,
     "subsidy": SubsidyRequest,
 }
+ClaimRequest = Annotated[VatRefundRequest | SubsidyRequest, Field(discriminator="kind")]
+
+
+def claim_request_schema() -> dict[str, Any]:
+    """The JSON schema of POST /claims's body, refs pointing into the OpenAPI components
+    (shared/openapi.py moves the ``$defs`` there)."""
+    schema: dict[str, Any] = TypeAdapter(ClaimRequest).json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
+    return schema
 
 
 class DocumentSupplied(BaseModel):
