@@ -4,6 +4,7 @@ shared/contracts stay as permissive as the events already on the topics)."""
 from __future__ import annotations
 
 import unicodedata
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Query
@@ -27,6 +28,24 @@ def _visible(value: str) -> str:
 
 VisibleText = Annotated[str, AfterValidator(_visible)]
 """A name or a reason: at least one character that shows on paper."""
+
+
+def _in_calendar_in_utc(value: datetime) -> datetime:
+    # 9999-12-31T23:59-23:59 is a valid ISO instant that is past year 9999 in UTC:
+    # converting it for the database overflows (a 500), as does 0001-01-01T00:00+23:59.
+    if value.tzinfo is None:
+        return value  # read as UTC by the database: always in range
+    try:
+        value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise PydanticCustomError(
+            "datetime_range", "must lie between years 1 and 9999 in UTC"
+        ) from None
+    return value
+
+
+Instant = Annotated[datetime, AfterValidator(_in_calendar_in_utc)]
+"""A date-time a caller gives, storable as a timestamptz."""
 
 MAX_OFFSET = 1_000_000_000
 """Paging further is meaningless, and PostgreSQL's OFFSET is a bigint."""

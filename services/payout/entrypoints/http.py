@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -20,7 +20,7 @@ from shared.identity import Caller, current_caller
 from shared.money import PositiveYuan, fen_to_yuan, optional_fen_to_yuan, yuan_to_fen
 from shared.problems import cap_errors, problem
 from shared.service_app import runtime_of
-from shared.validation import BankAccountInput, Offset, VisibleText
+from shared.validation import BankAccountInput, Instant, Offset, VisibleText
 
 router = APIRouter(tags=["payouts"])
 
@@ -153,8 +153,8 @@ async def list_payouts(
     claim_id: uuid.UUID | None = None,
     status: Annotated[str | None, Query(pattern=STATUSES)] = None,
     fund: str | None = None,
-    from_: Annotated[datetime | None, Query(alias="from")] = None,
-    to: datetime | None = None,
+    from_: Annotated[Instant | None, Query(alias="from")] = None,
+    to: Instant | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Offset = 0,
 ) -> list[dict[str, Any]]:
