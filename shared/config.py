@@ -31,4 +31,12 @@ class ServiceSettings(BaseSettings):
     db_pool_min: int = 2
     db_pool_max: int = 10
     consumer_stall_after_s: float = Field(default=60.0, gt=0)
-    """/health reports the consumer stuck when it has not polled for this long."""
+    """/health reports the consumer stuck (503) when messages wait and its position has not
+    moved for this long (or it holds no partitions); twice this long, the process exits."""
+    consumer_watch_interval_s: float = Field(default=5.0, gt=0)
+    """How often the consumer's lag and position are sampled."""
+    consumer_stall_exit: bool = True
+    """Exit (code 75) on a confirmed stall so the supervisor restarts the service."""
+    outbox_max_attempts: int = Field(default=5, ge=1)
+    """Sends of one outbox row that fail for that row's own reason before it is
+    quarantined (dead-lettered, re-drivable) so the rows behind it flow."""

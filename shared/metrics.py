@@ -52,3 +52,39 @@ PROCESSING_LATENCY = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
     registry=REGISTRY,
 )
+HELD = Counter(
+    "claimflow_held_events_total",
+    "Events held because the service has no handler for their version (not dropped).",
+    ["service"],
+    registry=REGISTRY,
+)
+HELD_WAITING = Gauge(
+    "claimflow_held_events_waiting",
+    "Events held now, waiting for a handler of their version (held_events rows).",
+    ["service"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS_OPEN = Gauge(
+    "claimflow_dead_letters_open",
+    "Dead letters not yet re-driven (dead_letters rows), by what failed.",
+    ["service", "kind"],
+    registry=REGISTRY,
+)
+OUTBOX_QUARANTINED = Counter(
+    "claimflow_outbox_quarantined_total",
+    "Outbox rows set aside after failing to send too often (dead-lettered, re-drivable).",
+    ["service", "topic"],
+    registry=REGISTRY,
+)
+OUTBOX_SEND_FAILURES = Counter(
+    "claimflow_outbox_send_failures_total",
+    "Outbox rows the broker did not take in a relay cycle.",
+    ["service"],
+    registry=REGISTRY,
+)
+OUTBOX_RELAY_FAILURES = Counter(
+    "claimflow_outbox_relay_failures_total",
+    "Relay cycles that failed as a whole (broker or database unreachable).",
+    ["service"],
+    registry=REGISTRY,
+)

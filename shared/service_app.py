@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,9 @@ from shared.config import ServiceSettings
 from shared.db import create_pool, migrate
 from shared.docs_pages import install_docs_pages
 from shared.http_guard import RequestGuard, refuse_bad_path_text
-from shared.messaging.consumer import EventHandler, IdempotentBatchConsumer
+from shared.messaging.consumer import Handlers, IdempotentBatchConsumer
 from shared.messaging.outbox import OutboxRelay
-from shared.messaging.watch import ConsumerWatch
+from shared.messaging.watch import ConsumerWatch, exit_process
 from shared.metrics import REGISTRY
 from shared.openapi import install_openapi
 from shared.problems import cap_errors, problem
@@ -50,6 +50,9 @@ class ServiceRuntime:
     relay: OutboxRelay | None = None
     consumer: IdempotentBatchConsumer | None = None
     watch: ConsumerWatch | None = None
+    subscriber: Any = None
+    """FastStream's Kafka subscriber (``.consumer`` is the aiokafka consumer once started)."""
+    started_at: float = field(default_factory=time.monotonic)
     extras: dict[str, Any] = field(default_factory=dict)
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -70,7 +73,7 @@ def build_service_app(
     settings: ServiceSettings,
     migrations: Path,
     subscribe_to: Sequence[str],
-    handlers: Mapping[str, EventHandler],
+    handlers: Handlers,
     routers: Sequence[APIRouter],
     background_loops: Sequence[BackgroundLoop] = (),
     description: str = "",
@@ -84,7 +87,12 @@ def build_service_app(
         retry_backoff_s=settings.consumer_retry_backoff_s,
     )
     runtime.consumer = consumer
-    runtime.watch = ConsumerWatch(service=name, stall_after_s=settings.consumer_stall_after_s)
+    runtime.watch = ConsumerWatch(
+        service=name,
+        stall_after_s=settings.consumer_stall_after_s,
+        interval_s=settings.consumer_watch_interval_s,
+        on_stall=exit_process if settings.consumer_stall_exit else _log_stall,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -103,6 +111,7 @@ def build_service_app(
             bootstrap_servers=settings.kafka_bootstrap,
             batch_size=settings.outbox_batch_size,
             poll_interval_s=settings.outbox_poll_interval_s,
+            max_attempts=settings.outbox_max_attempts,
         )
         await runtime.relay.start()
         for loop in background_loops:
@@ -130,10 +139,11 @@ def build_service_app(
         include_in_schema=True,
     )
 
-    subscriber = None
+    # What the watch needs is the subscriber object (it holds the aiokafka consumer once
+    # started), not the call wrapper that decorating the handler function returns.
+    subscriber: Any = None
     if subscribe_to:
-
-        @kafka.subscriber(
+        kafka_subscriber = kafka.subscriber(
             *subscribe_to,
             group_id=name,
             batch=True,
@@ -146,17 +156,24 @@ def build_service_app(
             # messages never raise here: the consumer dead-letters them.
             ack_policy=AckPolicy.NACK_ON_ERROR,
         )
+
+        @kafka_subscriber
         async def on_events(message: KafkaMessage) -> None:
             raw = message.raw_message
             records = raw if isinstance(raw, tuple) else (raw,)
             await consumer.handle_batch(records)
 
-        subscriber = on_events
+        subscriber = kafka_subscriber
+
+    runtime.subscriber = subscriber
 
     @kafka.after_startup
     async def _watch_consumer(app: FastAPI) -> None:
         if subscriber is not None and runtime.watch is not None:
             runtime.watch.start(subscriber)
+        if subscriber is not None:
+            # Events held for want of a handler: this build may have one now.
+            runtime.background.append(asyncio.create_task(_release_held(consumer)))
 
     app = FastAPI(
         title=f"claimflow {name}",
@@ -189,15 +206,25 @@ def build_service_app(
         problem = runtime.watch.problem() if runtime.watch and subscriber else None
         checks["consumer"] = problem or "ok"
         relay = runtime.relay
-        relay_idle = time.monotonic() - relay.last_cycle_at if relay else None
+        # Progress is a relay cycle that reached the broker and the database without an
+        # error; a failing cycle leaves the time where it was.
+        relay_idle = time.monotonic() - relay.last_progress_at if relay else None
         checks["outbox_relay"] = (
             "ok"
             if relay_idle is not None and relay_idle < 10 * settings.outbox_poll_interval_s + 30
-            else "stalled"
+            else f"stalled: no successful cycle for {relay_idle or 0:.0f}s"
+            + (f" ({relay.last_error})" if relay and relay.last_error else "")
         )
         healthy = all(v == "ok" for v in checks.values())
+        body: dict[str, Any] = {
+            "status": "ok" if healthy else "degraded",
+            "checks": checks,
+            "uptime_s": round(time.monotonic() - runtime.started_at, 1),
+        }
+        if runtime.watch and subscriber is not None:
+            body["consumer_lag"] = runtime.watch.lag_total
         return JSONResponse(
-            {"status": "ok" if healthy else "degraded", "checks": checks},
+            body,
             status_code=200 if healthy else 503,
         )
 
@@ -208,6 +235,19 @@ def build_service_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+async def _release_held(consumer: IdempotentBatchConsumer) -> None:
+    try:
+        await consumer.release_held()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("%s: releasing held events failed; they stay held", consumer.service)
+
+
+def _log_stall(reason: str) -> None:
+    log.error("consumer stalled (CLAIMFLOW_CONSUMER_STALL_EXIT=false, staying up): %s", reason)
 
 
 async def _forever(loop: BackgroundLoop, runtime: ServiceRuntime) -> None:

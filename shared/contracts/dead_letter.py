@@ -8,7 +8,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 
 class DeadLetter(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")  # tolerant reader
 
     dead_letter_id: uuid.UUID
     service: str
@@ -20,5 +20,6 @@ class DeadLetter(BaseModel):
     event_id: uuid.UUID | None
     event_type: str | None
     raw_value: str
-    """The original bytes, decoded as UTF-8 with replacement characters where invalid."""
+    """The original bytes, decoded as UTF-8 with replacement characters where invalid
+    (the exact bytes are in the service's ``dead_letters.raw_value``, a bytea)."""
     failed_at: AwareDatetime

@@ -68,7 +68,7 @@ ReviewStage = Literal[
 
 
 class CrossCheckFinding(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")  # tolerant reader
 
     check: str
     """credit_rating / blacklist / duplicate / amount."""

@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import asyncpg
 import typer
 from rich.console import Console
+from rich.table import Table
 
+from shared.auth.cli_token import TokenRequestInvalid, token_for
 from shared.devstack import stack
 from shared.devstack.demo import run_demo, summary_table
 from shared.devstack.demo_finance import BANK_TROUBLE
@@ -20,6 +23,11 @@ from shared.money import fen_to_yuan
 app = typer.Typer(help="claimflow: local stack and demo", no_args_is_help=True)
 stack_app = typer.Typer(help="The embedded stack: tansu, PostgreSQL, three services, Prometheus.")
 app.add_typer(stack_app, name="stack")
+letters_app = typer.Typer(
+    help="Dead letters, quarantined outbox rows and held events of the three services.",
+    no_args_is_help=True,
+)
+app.add_typer(letters_app, name="dead-letters")
 console = Console(stderr=True)
 
 DataDir = Annotated[
@@ -201,6 +209,158 @@ def demo(
         if started_here:
             with console.status("stopping the stack…"):
                 stack.down(cfg)
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Option(help="Subject: a demo user id (see demo_users.yaml)")],
+    role: Annotated[
+        list[str] | None, typer.Option(help="Role (repeatable); default: the demo user's")
+    ] = None,
+    department: Annotated[list[str] | None, typer.Option(help="Department (repeatable)")] = None,
+    issuer: Annotated[
+        str | None, typer.Option(help="iss; default: the issuer of <data-dir>/auth/issuer.json")
+    ] = None,
+    audience: Annotated[
+        list[str] | None, typer.Option(help="aud (repeatable); default: the three services")
+    ] = None,
+    ttl: Annotated[int, typer.Option(min=1, help="Seconds the token is valid")] = 3600,
+    data_dir: DataDir = stack.REPO_ROOT / ".stack",
+) -> None:
+    """Print a bearer token signed with the embedded issuer's key in the data folder."""
+    try:
+        print(
+            token_for(
+                data_dir.resolve(), user, role or (), department or (), issuer, audience or (), ttl
+            )
+        )
+    except TokenRequestInvalid as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from None
+
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        envvar="CLAIMFLOW_DATABASE_URL",
+        help="PostgreSQL URL; default: the running embedded stack's (stack.json)",
+    ),
+]
+ServiceOption = Annotated[
+    str | None, typer.Option(help="Only this service (intake, review, payout)")
+]
+
+
+def _database_url(database_url: str | None, data_dir: Path, port_base: int | None) -> str:
+    if database_url:
+        return database_url
+    info = stack.read_info(_config(data_dir, port_base))
+    if info is None:
+        console.print("[red]no stack is up: give --database-url")
+        raise typer.Exit(2)
+    url: str = info["database_url"]
+    return url
+
+
+def _services(service: str | None) -> tuple[str, ...]:
+    if service is None:
+        return stack.SERVICES
+    if service not in stack.SERVICES:
+        console.print(f"[red]unknown service {service!r}: one of {', '.join(stack.SERVICES)}")
+        raise typer.Exit(2)
+    return (service,)
+
+
+@letters_app.command("list")
+def dead_letters_list(
+    service: ServiceOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object a line")] = False,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = stack.REPO_ROOT / ".stack",
+    port_base: PortBase = None,
+) -> None:
+    """Dead letters not yet re-driven and held events, oldest first."""
+    from shared.messaging.redrive import list_open
+
+    async def run() -> list[Any]:
+        conn = await asyncpg.connect(_database_url(database_url, data_dir, port_base))
+        try:
+            return await list_open(conn, _services(service))
+        finally:
+            await conn.close()
+
+    letters = asyncio.run(run())
+    if as_json:
+        for letter in letters:
+            print(json.dumps(letter.as_json(), ensure_ascii=False))
+        return
+    if not letters:
+        console.print("no dead letters, no held events")
+        return
+    table = Table("service", "kind", "id", "when", "from", "event type", "reason")
+    for letter in letters:
+        where = letter.topic
+        if letter.partition is not None:
+            where += f" [{letter.partition}]@{letter.offset}"
+        table.add_row(
+            letter.service,
+            letter.kind,
+            letter.id,
+            letter.at.strftime("%Y-%m-%d %H:%M:%S"),
+            where,
+            letter.event_type or "",
+            letter.reason[:120],
+        )
+    Console().print(table)
+
+
+@letters_app.command("redrive")
+def dead_letters_redrive(
+    ids: Annotated[
+        list[str] | None, typer.Argument(help="Dead letter ids or held event ids")
+    ] = None,
+    service: ServiceOption = None,
+    all_open: Annotated[
+        bool, typer.Option("--all", help="Every open dead letter and held event (of --service)")
+    ] = False,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = stack.REPO_ROOT / ".stack",
+    port_base: PortBase = None,
+) -> None:
+    """Send dead letters again once the cause is fixed (the inbox lets each through once);
+    release quarantined outbox rows; publish held events again. Exit 1 if any was refused."""
+    from shared.messaging.redrive import RedriveRefused, list_open, redrive
+
+    if not ids and not all_open:
+        console.print("[red]name dead letter ids, or --all")
+        raise typer.Exit(2)
+
+    async def run() -> int:
+        conn = await asyncpg.connect(_database_url(database_url, data_dir, port_base))
+        refused = 0
+        try:
+            letters = await list_open(conn, _services(service))
+            # A held event's id is its event id: several services may hold it.
+            owners: dict[str, list[str]] = {}
+            for letter in letters:
+                owners.setdefault(letter.id, []).append(letter.service)
+            wanted = sorted(owners) if all_open else list(ids or [])
+            for letter_id in wanted:
+                if letter_id not in owners:
+                    console.print(f"[red]refused: {letter_id} is not an open dead letter")
+                    refused += 1
+                for owner in owners.get(letter_id, []):
+                    try:
+                        print(await redrive(conn, owner, letter_id))
+                    except RedriveRefused as exc:
+                        console.print(f"[red]refused: {exc}")
+                        refused += 1
+        finally:
+            await conn.close()
+        return refused
+
+    if asyncio.run(run()):
+        raise typer.Exit(1)
 
 
 def _wait_for_interrupt() -> None:

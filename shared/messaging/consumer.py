@@ -7,6 +7,18 @@ A message that cannot be parsed or whose handler fails for a reason that a retry
 not cure is dead-lettered (in the same transaction, through the outbox) and the
 partition moves on. A failure of the database or broker rolls the whole batch back,
 the offsets are rewound, and the batch is read again after a pause.
+
+An event of a type the service handles but in a version it has no handler (or no
+contract) for is *held*, not dropped: it goes to ``held_events`` (not the inbox, not
+the dead letters), ``claimflow_held_events`` and the ``EventsHeld`` alert say so, and
+it is applied once a handler exists (``release_held`` at start, or a re-drive).
+
+Handlers are keyed by event type (every version; the handler parses the payload and
+raising ``UnknownEventType`` for a version it does not know holds the event) or by
+``(event type, version)`` (that version only).
+
+Metrics and other effects that must follow a commit go through
+``shared.messaging.after_commit``: they run only once the batch committed.
 """
 
 from __future__ import annotations
@@ -24,15 +36,29 @@ from typing import Any, Protocol
 import asyncpg
 from pydantic import ValidationError
 
-from shared.contracts import DeadLetter, EventEnvelope
+from shared.contracts import DeadLetter, EventEnvelope, UnknownEventType
 from shared.contracts.topics import DEAD_LETTER
 from shared.db import DbConnection
+from shared.messaging.after_commit import AfterCommit, after_commit_scope
 from shared.messaging.outbox import OutboxBuffer, buffering, stage_raw
-from shared.metrics import CONSUMED, CONSUMER_BATCH_FAILURES, DEAD_LETTERS, PROCESSING_LATENCY
+from shared.metrics import (
+    CONSUMED,
+    CONSUMER_BATCH_FAILURES,
+    DEAD_LETTERS,
+    HELD,
+    PROCESSING_LATENCY,
+)
 
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[DbConnection, EventEnvelope], Awaitable[None]]
+HandlerKey = str | tuple[str, int]
+"""An event type (every version) or an (event type, version) pair."""
+Handlers = (
+    Mapping[str, EventHandler]
+    | Mapping[tuple[str, int], EventHandler]
+    | Mapping[HandlerKey, EventHandler]
+)
 
 
 class Record(Protocol):
@@ -57,18 +83,53 @@ class PoisonMessage(Exception):
     """Raise from a handler when the event can never be applied; it is dead-lettered."""
 
 
-# Failures where trying the same batch again later may succeed.
-_TRANSIENT: tuple[type[BaseException], ...] = (
+# Failures where trying the same batch again later may succeed: the event is fine, the
+# database or the machine is not (yet). Dead-lettering on one of these would drop a good
+# event for ever.
+TRANSIENT: tuple[type[BaseException], ...] = (
     TransientError,
     OSError,
     TimeoutError,
     asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.SerializationError,
-    asyncpg.exceptions.DeadlockDetectedError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.PostgresConnectionError,  # class 08
+    asyncpg.exceptions.TransactionRollbackError,  # class 40: serialization, deadlock
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: disk full, out of memory,
+    # too many connections
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: query cancelled (statement
+    # timeout), admin/crash shutdown, cannot connect now
+    asyncpg.exceptions.PostgresSystemError,  # class 58: I/O error
+    asyncpg.exceptions.LockNotAvailableError,  # 55P03: lock_timeout, NOWAIT
+    asyncpg.exceptions.ObjectInUseError,  # 55006
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # 25006: a standby, or a failover
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,  # 25P03
 )
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and those it was raised from or during, nearest first."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 20:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A retry may cure it, also when a handler wrapped the database's error in its own."""
+    return any(isinstance(e, TRANSIENT) for e in _chain(exc))
+
+
+def _unknown_version(exc: BaseException) -> UnknownEventType | None:
+    for e in _chain(exc):
+        if isinstance(e, UnknownEventType):
+            return e
+    return None
+
+
+def pg_text(value: str) -> str:
+    """PostgreSQL ``text`` cannot hold NUL: make it visible instead of failing the batch."""
+    return value.replace("\x00", "\\u0000")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +146,22 @@ class _Parsed:
         return f"unparsable:{r.topic}:{r.partition}:{r.offset}"
 
 
+@dataclass(slots=True)
+class HeldRecord:
+    """A held event read back from ``held_events``, in the shape of a consumer record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
 def _parse(record: Record) -> _Parsed:
     if record.value is None:
         return _Parsed(record, None, "empty message value (tombstone)")
     try:
-        return _Parsed(record, EventEnvelope.model_validate_json(record.value), None)
+        return _Parsed(record, EventEnvelope.read(record.value), None)
     except ValidationError as exc:
         return _Parsed(record, None, f"envelope invalid: {_short(exc)}")
 
@@ -99,6 +171,9 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 1000 else text[:997] + "..."
 
 
+Outcomes = list[tuple[str, str]]
+
+
 class IdempotentBatchConsumer:
     def __init__(
         self,
@@ -106,16 +181,33 @@ class IdempotentBatchConsumer:
         service: str,
         schema: str,
         pool: asyncpg.Pool | None,
-        handlers: Mapping[str, EventHandler],
+        handlers: Handlers,
         retry_backoff_s: float = 1.0,
     ) -> None:
         self.service = service
         self.schema = schema
         self.pool = pool
-        self.handlers = dict(handlers)
+        self.handlers: dict[HandlerKey, EventHandler] = {k: v for k, v in handlers.items()}
+        self._versions: dict[str, list[int]] = {}
+        for key in self.handlers:
+            if isinstance(key, tuple):
+                self._versions.setdefault(key[0], []).append(key[1])
         self.retry_backoff_s = retry_backoff_s
         self.last_success_at: float | None = None
         self.handled_total = 0
+
+    def handler_for(self, event_type: str, version: int) -> tuple[EventHandler | None, str | None]:
+        """The handler for an event, or (None, why it is held), or (None, None): ignored."""
+        handler = self.handlers.get((event_type, version)) or self.handlers.get(event_type)
+        if handler is not None:
+            return handler, None
+        known = self._versions.get(event_type)
+        if known:
+            return None, (
+                f"no handler for {event_type!r} version {version} "
+                f"(handled versions: {', '.join(map(str, sorted(known)))})"
+            )
+        return None, None
 
     async def handle_batch(self, records: Sequence[Record]) -> None:
         """Apply a fetched batch in one transaction; raise only when it should be re-read.
@@ -125,14 +217,75 @@ class IdempotentBatchConsumer:
         not cure, the batch is rolled back and run again with a savepoint around each
         event, so only the poison event is dead-lettered.
         """
+        await self._process(records)
+
+    async def release_held(self, page: int = 500) -> int:
+        """Apply held events that a handler now exists for; returns how many were tried.
+
+        They go through the normal path (inbox, handler, savepoint), a page per
+        transaction that also removes them from ``held_events``; one still without a
+        handler is held again (with a new ``held_at``, after the cut-off: tried once).
+        """
+        assert self.pool is not None, "consumer used before the pool was created"
+        cutoff = await self.pool.fetchval("SELECT now()")
+        last: tuple[Any, str] | None = None
+        tried = 0
+        while True:
+            rows = await self.pool.fetch(
+                """SELECT message_id, event_type, version, source_topic, source_partition,
+                          source_offset, source_key, raw_value, held_at
+                   FROM held_events
+                   WHERE held_at < $1
+                     AND ($2::timestamptz IS NULL OR (held_at, message_id) > ($2, $3))
+                   ORDER BY held_at, message_id LIMIT $4""",
+                cutoff,
+                last[0] if last else None,
+                last[1] if last else "",
+                page,
+            )
+            if not rows:
+                break
+            last = (rows[-1]["held_at"], rows[-1]["message_id"])
+            ready = [r for r in rows if self.handler_for(r["event_type"], r["version"])[0]]
+            if ready:
+                await self._release(ready)
+                tried += len(ready)
+        if tried:
+            log.info("%s: tried %d held events again", self.service, tried)
+        return tried
+
+    async def _release(self, ready: list[asyncpg.Record]) -> None:
+        ids = [r["message_id"] for r in ready]
+
+        async def unhold(conn: DbConnection) -> None:
+            await conn.execute("DELETE FROM held_events WHERE message_id = ANY($1::text[])", ids)
+
+        records = [
+            HeldRecord(
+                r["source_topic"],
+                r["source_partition"],
+                r["source_offset"],
+                r["source_key"],
+                r["raw_value"],
+            )
+            for r in ready
+        ]
+        await self._process(records, before=unhold)
+
+    async def _process(
+        self,
+        records: Sequence[Record],
+        before: Callable[[DbConnection], Awaitable[None]] | None = None,
+    ) -> None:
         assert self.pool is not None, "consumer used before the pool was created"
         parsed = [_parse(r) for r in records]
         try:
             async with self.pool.acquire() as conn:
                 try:
-                    outcomes = await self._run(conn, parsed, isolate=False)
+                    outcomes, pending = await self._run(conn, parsed, isolate=False, before=before)
                 except _NeedsIsolation:
-                    outcomes = await self._run(conn, parsed, isolate=True)
+                    # The first run's after-commit work is discarded with its transaction.
+                    outcomes, pending = await self._run(conn, parsed, isolate=True, before=before)
         except Exception:
             CONSUMER_BATCH_FAILURES.labels(self.service).inc()
             log.exception(
@@ -143,6 +296,8 @@ class IdempotentBatchConsumer:
             )
             await asyncio.sleep(self.retry_backoff_s)
             raise
+        # Committed: now, and only now, the counters move.
+        pending.run()
         now = datetime.now(UTC)
         for (event_type, outcome), item in zip(outcomes, parsed, strict=True):
             CONSUMED.labels(self.service, event_type, outcome).inc()
@@ -154,22 +309,29 @@ class IdempotentBatchConsumer:
         self.last_success_at = time.monotonic()
 
     async def _run(
-        self, conn: DbConnection, parsed: list[_Parsed], *, isolate: bool
-    ) -> list[tuple[str, str]]:
-        outcomes: list[tuple[str, str]] = []
-        async with conn.transaction():
-            with buffering(OutboxBuffer(conn, self.schema)) as outbox:
-                fresh = await self._claim_in_inbox(conn, parsed)
-                for item in parsed:
-                    if item.message_id not in fresh:
-                        outcomes.append((_type_of(item), "duplicate"))
-                        continue
-                    fresh.discard(item.message_id)  # a second copy in this batch is a duplicate
-                    outcomes.append(
-                        (_type_of(item), await self._apply(conn, item, isolate, outbox))
-                    )
-                await outbox.flush()
-        return outcomes
+        self,
+        conn: DbConnection,
+        parsed: list[_Parsed],
+        *,
+        isolate: bool,
+        before: Callable[[DbConnection], Awaitable[None]] | None,
+    ) -> tuple[Outcomes, AfterCommit]:
+        outcomes: Outcomes = []
+        with after_commit_scope() as pending:
+            async with conn.transaction():
+                with buffering(OutboxBuffer(conn, self.schema)) as outbox:
+                    if before is not None:
+                        await before(conn)
+                    fresh = await self._claim_in_inbox(conn, parsed)
+                    for item in parsed:
+                        if item.message_id not in fresh:
+                            outcomes.append((_type_of(item), "duplicate"))
+                            continue
+                        fresh.discard(item.message_id)  # a second copy in this batch is a dup
+                        outcome = await self._apply(conn, item, isolate, outbox, pending)
+                        outcomes.append((_type_of(item), outcome))
+                    await outbox.flush()
+        return outcomes, pending
 
     async def _claim_in_inbox(self, conn: DbConnection, parsed: list[_Parsed]) -> set[str]:
         """Insert every message id once; returns those seen for the first time."""
@@ -181,7 +343,7 @@ class IdempotentBatchConsumer:
                ON CONFLICT (message_id) DO NOTHING
                RETURNING message_id""",
             [p.message_id for p in parsed],
-            [p.envelope.event_type if p.envelope else None for p in parsed],
+            [pg_text(p.envelope.event_type) if p.envelope else None for p in parsed],
             [p.record.topic for p in parsed],
             [p.record.partition for p in parsed],
             [p.record.offset for p in parsed],
@@ -190,34 +352,49 @@ class IdempotentBatchConsumer:
         return {r["message_id"] for r in rows}
 
     async def _apply(
-        self, conn: DbConnection, item: _Parsed, isolate: bool, outbox: OutboxBuffer
+        self,
+        conn: DbConnection,
+        item: _Parsed,
+        isolate: bool,
+        outbox: OutboxBuffer,
+        pending: AfterCommit,
     ) -> str:
-        if item.envelope is None:
-            await self._dead_letter(conn, item, item.error or "unparsable")
+        envelope = item.envelope
+        if envelope is None:
+            await self._dead_letter(conn, item, item.error or "unparsable", pending)
             return "dead_lettered"
-        handler = self.handlers.get(item.envelope.event_type)
+        handler, held_because = self.handler_for(envelope.event_type, envelope.version)
         if handler is None:
+            if held_because is not None:
+                await self._hold(conn, item, held_because, pending)
+                return "held"
             await self._set_outcome(conn, item, "ignored")
             return "ignored"
         if not isolate:
             try:
-                await handler(conn, item.envelope)
-            except _TRANSIENT:
-                raise
+                await handler(conn, envelope)
             except Exception as exc:
+                if is_transient(exc):
+                    raise
                 raise _NeedsIsolation from exc
             return "handled"
         staged_before = len(outbox.rows)
+        mark = pending.mark()
         try:
             async with conn.transaction():  # a savepoint: a failed handler leaves no trace
-                await handler(conn, item.envelope)
-        except _TRANSIENT:
-            raise
+                await handler(conn, envelope)
         except Exception as exc:
+            if is_transient(exc):
+                raise
             del outbox.rows[staged_before:]  # and neither do the events it staged
+            pending.rollback_to(mark)  # nor the counters it meant to move
+            unknown = _unknown_version(exc)
+            if unknown is not None:
+                await self._hold(conn, item, str(unknown), pending)
+                return "held"
             reason = f"{type(exc).__name__}: {_short(exc)}"
             log.warning("%s: dead-lettering %s: %s", self.service, item.message_id, reason)
-            await self._dead_letter(conn, item, reason)
+            await self._dead_letter(conn, item, reason, pending)
             return "dead_lettered"
         return "handled"
 
@@ -226,8 +403,52 @@ class IdempotentBatchConsumer:
             "UPDATE inbox SET outcome = $2 WHERE message_id = $1", item.message_id, outcome
         )
 
-    async def _dead_letter(self, conn: DbConnection, item: _Parsed, reason: str) -> None:
+    async def _hold(
+        self, conn: DbConnection, item: _Parsed, reason: str, pending: AfterCommit
+    ) -> None:
+        """Keep the event for later: out of the inbox, so that it can be applied then."""
+        assert item.envelope is not None
         r = item.record
+        log.warning("%s: holding %s: %s", self.service, item.message_id, reason)
+        await conn.execute("DELETE FROM inbox WHERE message_id = $1", item.message_id)
+        await conn.execute(
+            """INSERT INTO held_events (message_id, event_type, version, source_topic,
+                   source_partition, source_offset, source_key, raw_value, reason)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+               ON CONFLICT (message_id) DO NOTHING""",
+            item.message_id,
+            pg_text(item.envelope.event_type),
+            item.envelope.version,
+            r.topic,
+            r.partition,
+            r.offset,
+            r.key,
+            r.value or b"",
+            pg_text(reason),
+        )
+        pending.add(HELD.labels(self.service).inc)
+
+    async def _dead_letter(
+        self, conn: DbConnection, item: _Parsed, reason: str, pending: AfterCommit
+    ) -> None:
+        try:
+            async with conn.transaction():  # a savepoint: a failure here is not the end
+                await self._write_dead_letter(conn, item, reason)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.exception(
+                "%s: dead-lettering %s failed; recording a minimal dead letter",
+                self.service,
+                item.message_id,
+            )
+            await self._write_minimal_dead_letter(conn, item, reason, exc)
+        await self._set_outcome(conn, item, "dead_lettered")
+        pending.add(DEAD_LETTERS.labels(self.service).inc)
+
+    async def _write_dead_letter(self, conn: DbConnection, item: _Parsed, reason: str) -> None:
+        r = item.record
+        peeked = item.envelope.event_type if item.envelope else _peek_type(r.value)
         letter = DeadLetter(
             dead_letter_id=uuid.uuid4(),
             service=self.service,
@@ -237,38 +458,60 @@ class IdempotentBatchConsumer:
             source_offset=r.offset,
             source_key=r.key.decode("utf-8", "replace") if r.key is not None else None,
             event_id=item.envelope.event_id if item.envelope else None,
-            event_type=item.envelope.event_type if item.envelope else _peek_type(r.value),
+            event_type=peeked,
             raw_value=(r.value or b"").decode("utf-8", "replace"),
             failed_at=datetime.now(UTC),
         )
+        # The raw value and key as bytes (bytea): whatever a producer sent, NUL included,
+        # can be stored, and re-driven exactly as it was.
         await conn.execute(
             """INSERT INTO dead_letters (dead_letter_id, source_topic, source_partition,
-                   source_offset, event_id, event_type, reason, raw_value)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+                   source_offset, event_id, event_type, reason, raw_value, source_key)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
             letter.dead_letter_id,
             letter.source_topic,
             letter.source_partition,
             letter.source_offset,
             letter.event_id,
-            letter.event_type,
-            letter.reason,
-            letter.raw_value,
+            pg_text(peeked) if peeked is not None else None,
+            pg_text(reason),
+            r.value or b"",
+            r.key,
         )
         await stage_raw(
             conn,
             self.schema,
             event_id=letter.dead_letter_id,
             topic=DEAD_LETTER,
-            key=letter.source_key,
+            key=pg_text(letter.source_key) if letter.source_key is not None else None,
             event_type="dead_letter",
-            payload=letter.model_dump_json(),
+            payload=letter.model_dump_json(),  # JSON escapes NUL: fine in text
         )
-        await self._set_outcome(conn, item, "dead_lettered")
-        DEAD_LETTERS.labels(self.service).inc()
+
+    async def _write_minimal_dead_letter(
+        self, conn: DbConnection, item: _Parsed, reason: str, failure: BaseException
+    ) -> None:
+        """Only what cannot fail: where it came from, the bytes, and both reasons."""
+        r = item.record
+        await conn.execute(
+            """INSERT INTO dead_letters (dead_letter_id, source_topic, source_partition,
+                   source_offset, reason, raw_value, source_key)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+            uuid.uuid4(),
+            r.topic,
+            r.partition,
+            r.offset,
+            pg_text(
+                f"dead-lettering failed ({type(failure).__name__}: {_short(failure)}); "
+                f"original reason: {reason}"
+            ),
+            r.value or b"",
+            r.key,
+        )
 
 
 def _type_of(item: _Parsed) -> str:
-    return item.envelope.event_type if item.envelope else "unparsable"
+    return pg_text(item.envelope.event_type) if item.envelope else "unparsable"
 
 
 def _peek_type(value: bytes | None) -> str | None:

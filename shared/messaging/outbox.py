@@ -14,10 +14,20 @@ from dataclasses import dataclass, field
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka import errors as kafka_errors
 
 from shared.contracts import EventEnvelope
 from shared.db import DbConnection
-from shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED
+from shared.metrics import (
+    DEAD_LETTERS_OPEN,
+    HELD_WAITING,
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_AGE,
+    OUTBOX_PUBLISHED,
+    OUTBOX_QUARANTINED,
+    OUTBOX_RELAY_FAILURES,
+    OUTBOX_SEND_FAILURES,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +128,37 @@ async def stage_raw(
     await _stage(conn, schema, [(event_id, topic, key, event_type, payload)])
 
 
+# Errors that belong to one record, not to the broker as a whole: counting them against
+# the row is fair even when nothing else was sent in the same cycle.
+_ROW_ERRORS: tuple[type[BaseException], ...] = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+    kafka_errors.InvalidTopicError,
+    kafka_errors.TopicAuthorizationFailedError,
+    kafka_errors.CorruptRecordException,
+    kafka_errors.UnsupportedForMessageFormatError,
+    ValueError,
+    TypeError,
+)
+
+
+class RelayOutage(Exception):
+    """The broker took none of the rows and no failure was the rows' own fault."""
+
+
 class OutboxRelay:
     """Publishes unpublished outbox rows in batches, woken by NOTIFY, polling as fallback.
 
     One relay per schema publishes at a time (an advisory lock), so per-claim order in
-    the outbox is the order on the topic.
+    the outbox is the order on the topic. A row that fails to send is retried in the
+    next cycle while the rows of other claims flow on; the rows of *its* claim wait
+    behind it (order). After ``max_attempts`` failures of its own it is quarantined:
+    set aside with the reason, dead-lettered (``dead_letters`` kind ``outbox``), counted
+    (``claimflow_outbox_quarantined_total``), and re-drivable (``claimflow dead-letters
+    redrive``). A cycle in which the broker took nothing for reasons not the rows' own
+    (the broker is down) counts against no row: it is an outage, and ``last_progress_at``
+    stays where it was, so ``/health`` and ``OutboxStuck`` see it.
     """
 
     def __init__(
@@ -134,6 +170,8 @@ class OutboxRelay:
         bootstrap_servers: str,
         batch_size: int = 1000,
         poll_interval_s: float = 1.0,
+        max_attempts: int = 5,
+        send_timeout_s: float = 15.0,
     ) -> None:
         self._pool = pool
         self._dsn = dsn
@@ -141,12 +179,17 @@ class OutboxRelay:
         self._bootstrap = bootstrap_servers
         self._batch_size = batch_size
         self._poll_interval = poll_interval_s
+        self._max_attempts = max_attempts
+        self._send_timeout_s = send_timeout_s
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._producer: AIOKafkaProducer | None = None
         self._listen_conn: DbConnection | None = None
-        self.last_cycle_at = time.monotonic()
+        self.last_progress_at = time.monotonic()
+        """When a cycle last completed without error (not merely ran)."""
+        self.last_error: str | None = None
         self.published_total = 0
+        self.quarantined_total = 0
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
@@ -154,9 +197,10 @@ class OutboxRelay:
             acks="all",
             linger_ms=2,
             max_batch_size=1024 * 1024,
-            request_timeout_ms=15000,
+            request_timeout_ms=int(self._send_timeout_s * 1000),
         )
         await self._producer.start()
+        self.last_progress_at = time.monotonic()
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._schema}")
 
     async def stop(self) -> None:
@@ -187,24 +231,41 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         while True:
+            failed = False
             try:
                 await self._listen()
                 while await self.publish_batch() == self._batch_size:
                     pass
-                await self._refresh_backlog()
+                self.last_progress_at = time.monotonic()
+                self.last_error = None
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("outbox relay cycle failed; retrying")
+            except Exception as exc:
+                failed = True
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                OUTBOX_RELAY_FAILURES.labels(self._schema).inc()
+                log.warning("%s: outbox relay cycle failed; retrying: %s", self._schema, exc)
+            # Whatever happened: the backlog gauges are what OutboxStuck alerts on, and
+            # they matter most while publishing fails.
+            try:
+                await self.refresh_gauges()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s: outbox gauges not refreshed: %s", self._schema, exc)
+            if failed:
                 await asyncio.sleep(self._poll_interval)
-            self.last_cycle_at = time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
             self._wake.clear()
 
     async def publish_batch(self) -> int:
-        """Publish up to one batch; returns how many rows were published."""
+        """Publish up to one batch; returns how many rows were published.
+
+        Raises RelayOutage when the broker took nothing and it was not the rows' fault.
+        """
         assert self._producer is not None
+        outage: str | None = None
         async with self._pool.acquire() as conn, conn.transaction():
             locked = await conn.fetchval(
                 "SELECT pg_try_advisory_xact_lock(hashtext('claimflow.outbox.' || $1::text))",
@@ -213,39 +274,151 @@ class OutboxRelay:
             if not locked:
                 return 0
             rows = await conn.fetch(
-                """SELECT id, topic, message_key, payload FROM outbox
-                   WHERE published_at IS NULL ORDER BY id LIMIT $1""",
+                """SELECT id, topic, message_key, payload, attempts FROM outbox
+                   WHERE published_at IS NULL AND quarantined_at IS NULL
+                   ORDER BY id LIMIT $1""",
                 self._batch_size,
             )
             if not rows:
                 return 0
-            # send() only enqueues; waiting on all the futures together lets the
-            # producer batch per partition instead of one round trip per event.
-            futures = [
-                await self._producer.send(
+            sent, failures = await self._send(rows)
+            published = [r for r, _ in sent]
+            if published:
+                await conn.execute(
+                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                    [r["id"] for r in published],
+                )
+            # A failure counts against its row when it is the row's own, or when the
+            # broker took other rows in the same cycle (so the broker is up).
+            counted = [(r, e) for r, e in failures if published or isinstance(e, _ROW_ERRORS)]
+            quarantined: list[asyncpg.Record] = []
+            if counted:
+                quarantined = await self._count_failures(conn, counted)
+            if failures and not counted:
+                first = failures[0][1]
+                outage = (
+                    f"broker took none of {len(failures)} rows: {type(first).__name__}: {first}"
+                )
+        # Committed: the counters move now, not inside the transaction.
+        for q in quarantined:
+            OUTBOX_QUARANTINED.labels(self._schema, q["topic"]).inc()
+            log.error(
+                "%s: outbox row %d to %s quarantined after %d failed sends "
+                "(dead-lettered; `claimflow dead-letters redrive` sends it again)",
+                self._schema,
+                q["id"],
+                q["topic"],
+                q["attempts"],
+            )
+        self.quarantined_total += len(quarantined)
+        for r in published:
+            OUTBOX_PUBLISHED.labels(self._schema, r["topic"]).inc()
+        if failures:
+            OUTBOX_SEND_FAILURES.labels(self._schema).inc(len(failures))
+        self.published_total += len(published)
+        if outage is not None:
+            raise RelayOutage(outage)
+        return len(published)
+
+    async def _send(
+        self, rows: list[asyncpg.Record]
+    ) -> tuple[list[tuple[asyncpg.Record, object]], list[tuple[asyncpg.Record, BaseException]]]:
+        """Send every row that may go now; (sent, failed)."""
+        assert self._producer is not None
+        waiting: list[tuple[asyncpg.Record, asyncio.Future[object]]] = []
+        failures: list[tuple[asyncpg.Record, BaseException]] = []
+        held_keys: set[str] = set()  # a claim whose earlier row failed: the rest waits
+        for r in rows:
+            key = r["message_key"]
+            if key is not None and key in held_keys:
+                continue
+            if key is not None and r["attempts"] > 0:
+                held_keys.add(key)  # it goes first, alone; the rest next cycle
+            try:
+                # send() only enqueues; waiting on all the futures together lets the
+                # producer batch per partition instead of one round trip per event.
+                future = await self._producer.send(
                     r["topic"],
                     value=r["payload"].encode(),
-                    key=r["message_key"].encode() if r["message_key"] else None,
+                    key=key.encode() if key else None,
                 )
-                for r in rows
-            ]
-            await asyncio.gather(*futures)
-            await conn.execute(
-                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                [r["id"] for r in rows],
-            )
-        for r in rows:
-            OUTBOX_PUBLISHED.labels(self._schema, r["topic"]).inc()
-        self.published_total += len(rows)
-        return len(rows)
+            except Exception as exc:  # refused before it was enqueued (e.g. too large)
+                failures.append((r, exc))
+                if key is not None:
+                    held_keys.add(key)
+                continue
+            waiting.append((r, future))
+        results = await asyncio.gather(*(f for _, f in waiting), return_exceptions=True)
+        sent: list[tuple[asyncpg.Record, object]] = []
+        for (r, _), result in zip(waiting, results, strict=True):
+            if isinstance(result, BaseException):
+                failures.append((r, result))
+            else:
+                sent.append((r, result))
+        return sent, failures
 
-    async def _refresh_backlog(self) -> None:
+    async def _count_failures(
+        self, conn: DbConnection, failures: list[tuple[asyncpg.Record, BaseException]]
+    ) -> list[asyncpg.Record]:
+        """Count each failure against its row; returns the rows quarantined now."""
+        quarantined = await conn.fetch(
+            """UPDATE outbox o
+               SET attempts = o.attempts + 1,
+                   last_error = f.error,
+                   quarantined_at = CASE WHEN o.attempts + 1 >= $3 THEN now() END
+               FROM unnest($1::bigint[], $2::text[]) AS f(id, error)
+               WHERE o.id = f.id
+               RETURNING o.id, o.topic, o.attempts, o.quarantined_at""",
+            [r["id"] for r, _ in failures],
+            [_reason(e) for _, e in failures],
+            self._max_attempts,
+        )
+        gone = [q for q in quarantined if q["quarantined_at"] is not None]
+        ids = [q["id"] for q in gone]
+        for r, exc in failures:
+            log.warning(
+                "%s: outbox row %d to %s failed to send: %s",
+                self._schema,
+                r["id"],
+                r["topic"],
+                _reason(exc),
+            )
+        if not ids:
+            return []
+        await conn.execute(
+            """INSERT INTO dead_letters (dead_letter_id, kind, outbox_id, source_topic,
+                   source_key, event_id, event_type, reason, raw_value)
+               SELECT gen_random_uuid(), 'outbox', id, topic, convert_to(message_key, 'UTF8'),
+                      event_id, event_type,
+                      format('outbox row quarantined after %s failed sends: %s',
+                             attempts, last_error),
+                      convert_to(payload, 'UTF8')
+               FROM outbox WHERE id = ANY($1::bigint[])""",
+            ids,
+        )
+        return gone
+
+    async def refresh_gauges(self) -> None:
+        """Backlog, oldest age, held events and open dead letters: one round trip."""
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
                 """SELECT count(*) AS n,
-                          coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age
-                   FROM outbox WHERE published_at IS NULL"""
+                          coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age,
+                          (SELECT count(*) FROM held_events) AS held,
+                          (SELECT count(*) FROM dead_letters
+                            WHERE redriven_at IS NULL AND kind = 'consumed') AS consumed,
+                          (SELECT count(*) FROM dead_letters
+                            WHERE redriven_at IS NULL AND kind = 'outbox') AS quarantined
+                   FROM outbox WHERE published_at IS NULL AND quarantined_at IS NULL"""
             )
         assert row is not None
         OUTBOX_BACKLOG.labels(self._schema).set(row["n"])
         OUTBOX_OLDEST_AGE.labels(self._schema).set(float(row["age"]))
+        HELD_WAITING.labels(self._schema).set(row["held"])
+        DEAD_LETTERS_OPEN.labels(self._schema, "consumed").set(row["consumed"])
+        DEAD_LETTERS_OPEN.labels(self._schema, "outbox").set(row["quarantined"])
+
+
+def _reason(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".replace("\x00", "\\u0000")
+    return text if len(text) <= 1000 else text[:997] + "..."

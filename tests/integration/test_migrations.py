@@ -20,7 +20,12 @@ async def test_concurrent_starts_apply_each_migration_once(
     results = await asyncio.gather(*(migrate(infra.dsn, "mig_test", tmp_path) for _ in range(5)))
     applied = [r for r in results if r]
     assert len(applied) == 1, results
-    assert applied[0] == ["shared/0001_messaging", "mig_test/0001_things", "mig_test/0002_more"]
+    assert applied[0] == [
+        "shared/0001_messaging",
+        "shared/0002_delivery_safety",
+        "mig_test/0001_things",
+        "mig_test/0002_more",
+    ]
     versions = await db.fetch("SELECT version FROM mig_test.schema_migrations ORDER BY version")
     assert [v["version"] for v in versions] == sorted(applied[0])
     assert await migrate(infra.dsn, "mig_test", tmp_path) == []

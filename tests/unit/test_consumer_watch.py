@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from shared.messaging.watch import ConsumerWatch
+from shared.messaging.watch import STALL_EXIT_CODE, ConsumerWatch
 
 
 @dataclass(frozen=True)
@@ -75,3 +79,92 @@ async def test_never_assigned_after_the_grace_period_is_reported() -> None:
     assert watch.problem() is None
     watch.started_at = time.monotonic() - 11
     assert watch.problem() == "consumer has no partitions assigned"
+
+
+async def test_a_confirmed_stall_is_handed_to_on_stall_once_it_lasted_twice_the_period() -> None:
+    tp = TP("t", 0)
+    consumer = FakeConsumer(ends={tp: 50}, positions={tp: 20}, assigned={tp})
+    stalls: list[str] = []
+    watch = ConsumerWatch(service="svc", stall_after_s=10, on_stall=stalls.append)
+    watch._source = Subscriber(consumer)
+    await watch.sample()
+    watch._progress_at = time.monotonic() - 11
+    await watch.sample()
+    watch.check()
+    assert stalls == []  # reported by /health, not yet ended
+    assert watch.problem() is not None
+    watch._progress_at = time.monotonic() - 21
+    await watch.sample()
+    watch.check()
+    assert len(stalls) == 1 and stalls[0].startswith("svc: consumer stalled: lag 30")
+
+
+async def test_a_consumer_that_moves_again_is_not_ended() -> None:
+    tp = TP("t", 0)
+    consumer = FakeConsumer(ends={tp: 50}, positions={tp: 20}, assigned={tp})
+    stalls: list[str] = []
+    watch = ConsumerWatch(service="svc", stall_after_s=10, on_stall=stalls.append)
+    watch._source = Subscriber(consumer)
+    await watch.sample()
+    watch._progress_at = time.monotonic() - 25
+    consumer.positions[tp] = 21
+    await watch.sample()
+    watch.check()
+    assert stalls == [] and watch.problem() is None
+
+
+async def test_the_watch_loop_samples_and_ends_a_stalled_consumer() -> None:
+    """The running task, not only its parts: a short period, a consumer that never moves."""
+    tp = TP("t", 0)
+    consumer = FakeConsumer(ends={tp: 5}, positions={tp: 0}, assigned={tp})
+    stalled = asyncio.Event()
+    reasons: list[str] = []
+
+    def on_stall(reason: str) -> None:
+        reasons.append(reason)
+        stalled.set()
+
+    watch = ConsumerWatch(service="svc", stall_after_s=0.2, interval_s=0.05, on_stall=on_stall)
+    watch.start(Subscriber(consumer))
+    try:
+        await asyncio.wait_for(stalled.wait(), timeout=5)
+    finally:
+        await watch.stop()
+    assert watch.samples >= 2 and "lag 5" in reasons[0]
+
+
+def test_the_default_on_stall_logs_why_and_exits_75() -> None:
+    code = (
+        "import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
+        "from shared.messaging.watch import exit_process\n"
+        "exit_process('svc: consumer stalled: lag 3, no progress for 130s')\n"
+        "print('still running')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == STALL_EXIT_CODE == 75
+    assert "still running" not in done.stdout
+    assert "consumer stalled, exiting with code 75" in done.stderr
+    assert "lag 3, no progress for 130s" in done.stderr
+
+
+def test_the_service_app_watches_the_subscriber_not_the_handler_wrapper() -> None:
+    """The watch reads ``.consumer``: the subscriber has it (None until started); the call
+    wrapper FastStream's decorator returns does not, and the watch saw nothing."""
+    from shared.config import ServiceSettings
+    from shared.service_app import build_service_app
+
+    async def handler(conn: Any, envelope: Any) -> None:
+        return None
+
+    app = build_service_app(
+        name="watchtest",
+        settings=ServiceSettings(),
+        migrations=Path("."),
+        subscribe_to=["claimflow.test.v1"],
+        handlers={"x": handler},
+        routers=[],
+    )
+    subscriber = app.state.runtime.subscriber
+    assert type(subscriber).__name__ != "HandlerCallWrapper"
+    assert hasattr(subscriber, "consumer") and subscriber.consumer is None
+    assert hasattr(subscriber, "start") and hasattr(subscriber, "topics")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -53,7 +54,7 @@ def test_unknown_version_is_a_clear_error() -> None:
         bumped.parse_payload()
 
 
-def test_envelope_rejects_naive_times_and_extra_fields() -> None:
+def test_envelope_rejects_naive_times() -> None:
     good = EventEnvelope.wrap(
         ClaimSubmittedV1(
             claim_kind="vat_refund",
@@ -71,8 +72,40 @@ def test_envelope_rejects_naive_times_and_extra_fields() -> None:
     ).model_dump(mode="json")
     with pytest.raises(ValidationError):
         EventEnvelope.model_validate({**good, "occurred_at": "2026-11-01T10:00:00"})
+
+
+def test_readers_ignore_fields_added_by_a_newer_producer() -> None:
+    """Issue 9 item 13: a producer adding an optional field (to the envelope, the payload
+    or a nested part) must not make its events unparsable at older consumers."""
+    env = EventEnvelope.wrap(
+        ReviewDecidedV1(
+            decision="approved",
+            approved_amount_fen=500,
+            claim_kind="vat_refund",
+            payee=PAYEE,
+            claim_received_at=datetime.now(UTC),
+        ),
+        claim_id=uuid.uuid4(),
+        producer="review",
+    ).model_dump(mode="json")
+    newer = {
+        **env,
+        "trace_parent": "00-abc-01",
+        "payload": {
+            **env["payload"],
+            "risk_score": 0.2,
+            "payee": {**env["payload"]["payee"], "bank_branch": "自流井支行"},
+        },
+    }
+    read = EventEnvelope.read(json.dumps(newer).encode())
+    assert read.event_id == uuid.UUID(env["event_id"])
+    payload = read.parse_payload()
+    assert isinstance(payload, ReviewDecidedV1)
+    assert payload.approved_amount_fen == 500 and payload.payee == PAYEE
+    # What the readers ignore is still refused where people type it: an HTTP body's
+    # bank account (payout's account correction) stays strict.
     with pytest.raises(ValidationError):
-        EventEnvelope.model_validate({**good, "surprise": 1})
+        BankAccount.model_validate({**PAYEE.model_dump(), "bank_branch": "x"})
 
 
 def test_payloads_refuse_float_like_amounts() -> None:
