@@ -5,11 +5,16 @@ the dev stack's or the tests' code. A misspelt variable is otherwise silently ig
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import re
 from pathlib import Path
 
 import pytest
+from pydantic_settings import BaseSettings
 
+import services
+import shared
 from services.intake.config import IntakeSettings
 from services.payout.config import PayoutSettings
 from services.review.config import ReviewSettings
@@ -43,15 +48,28 @@ def sources() -> dict[str, set[str]]:
     return named
 
 
+def settings_classes() -> list[type[BaseSettings]]:
+    """Every settings class of the project: all modules of shared/ and services/ are
+    imported, then BaseSettings' subclasses collected (the services' and, e.g., the
+    authentication's CLAIMFLOW_AUTH_*)."""
+    for package in (shared, services):
+        for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            if not module.name.endswith("__main__"):  # that one runs the service
+                importlib.import_module(module.name)
+    found: list[type[BaseSettings]] = []
+    todo: list[type[BaseSettings]] = [BaseSettings]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            if sub.__module__.split(".")[0] in ("shared", "services"):
+                found.append(sub)
+            todo.append(sub)
+    return found
+
+
 def settings_variables() -> set[str]:
-    classes: list[type[ServiceSettings]] = [
-        ServiceSettings,
-        IntakeSettings,
-        ReviewSettings,
-        PayoutSettings,
-    ]
     names: set[str] = set()
-    for cls in classes:
+    for cls in settings_classes():
         prefix = str(cls.model_config.get("env_prefix", ""))
         for field_name, info in cls.model_fields.items():
             names.add((prefix + (info.alias or field_name)).upper())
@@ -72,6 +90,9 @@ def test_the_sources_are_found_and_name_variables() -> None:
     assert "CLAIMFLOW_HTTP_HOST" in named["deploy/Dockerfile"]
     assert "CLAIMFLOW_PORT_BASE" in tooling_variables()
     assert "CLAIMFLOW_GATEWAY_RETURN_RATE" in settings_variables()
+    assert {ServiceSettings, IntakeSettings, ReviewSettings, PayoutSettings} <= set(
+        settings_classes()
+    )
 
 
 @pytest.mark.parametrize("source", sorted(sources()))
