@@ -25,6 +25,9 @@ class ServiceSettings(BaseSettings):
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)
     """Fallback polling; the relay is normally woken by LISTEN/NOTIFY."""
 
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    """Requests with a larger body are refused (413) before it is read in full."""
+
     db_pool_min: int = 2
     db_pool_max: int = 10
     consumer_stall_after_s: float = Field(default=60.0, gt=0)

@@ -25,3 +25,23 @@ def problem(
         status_code=status,
         headers=headers,
     )
+
+
+MAX_ERRORS_SHOWN = 20
+"""An answer lists at most this many broken rules: a body with thousands of bad items
+must not come back as a multi-megabyte error (the first ones say what to fix)."""
+
+
+def cap_errors(errors: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The first ``MAX_ERRORS_SHOWN`` errors, and one entry saying how many were left out."""
+    if len(errors) <= MAX_ERRORS_SHOWN:
+        return errors
+    left_out = len(errors) - MAX_ERRORS_SHOWN
+    return [
+        *errors[:MAX_ERRORS_SHOWN],
+        {
+            "field": "",
+            "rule": "too_many_errors",
+            "message": f"{left_out} more errors not shown; fix the ones above and resend",
+        },
+    ]

@@ -15,21 +15,25 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from faststream import AckPolicy
 from faststream.kafka.fastapi import KafkaMessage, KafkaRouter
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.config import ServiceSettings
 from shared.db import create_pool, migrate
+from shared.docs_pages import install_docs_pages
+from shared.http_guard import RequestGuard, refuse_bad_path_text
 from shared.messaging.consumer import Handlers, IdempotentBatchConsumer
 from shared.messaging.outbox import OutboxRelay
 from shared.messaging.watch import ConsumerWatch, exit_process
 from shared.metrics import REGISTRY
-from shared.problems import problem
+from shared.openapi import install_openapi
+from shared.problems import cap_errors, problem
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +134,8 @@ def build_service_app(
         middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY, app_name=name)],
         lifespan=lifespan,
         client_id=f"claimflow-{name}",
-        schema_url="/asyncapi",
+        # /asyncapi is served by shared.docs_pages (offline assets, no try-it-out).
+        schema_url=None,
         include_in_schema=True,
     )
 
@@ -170,10 +175,21 @@ def build_service_app(
             # Events held for want of a handler: this build may have one now.
             runtime.background.append(asyncio.create_task(_release_held(consumer)))
 
-    app = FastAPI(title=f"claimflow {name}", description=description, version="0.1.0")
+    app = FastAPI(
+        title=f"claimflow {name}",
+        description=description,
+        version="0.1.0",
+        dependencies=[Depends(refuse_bad_path_text)],
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.runtime = runtime
     app.include_router(kafka)
+    install_docs_pages(app, kafka)
+    install_openapi(app)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     for unavailable in _UNAVAILABLE:
         app.add_exception_handler(unavailable, _service_unavailable)
 
@@ -281,4 +297,33 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         }
         for err in exc.errors()
     ]
-    return JSONResponse({"detail": "validation failed", "errors": errors}, status_code=422)
+    return JSONResponse(
+        {"detail": "validation failed", "errors": cap_errors(errors)}, status_code=422
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Every HTTPException (ours, FastAPI's 404/405, a dependency's 401) in the one error
+    body; a ``detail`` dict names the field and the rule."""
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail
+    headers = dict(exc.headers) if exc.headers else None
+    if isinstance(detail, dict):
+        message = str(detail.get("message", ""))
+        return problem(
+            exc.status_code,
+            message,
+            field=str(detail.get("field", "")),
+            rule=str(detail.get("rule", "invalid")),
+            headers=headers,
+        )
+    return problem(
+        exc.status_code,
+        str(detail),
+        field="path" if exc.status_code in (404, 405) else "",
+        rule=_RULE_OF_STATUS.get(exc.status_code, f"http_{exc.status_code}"),
+        headers=headers,
+    )
+
+
+_RULE_OF_STATUS = {404: "exists", 405: "method_allowed", 401: "authenticated", 403: "allowed"}

@@ -28,6 +28,8 @@ from services.intake.domain.model import (
     IN_REVIEW_STATUSES,
     ClaimStatus,
     Violation,
+    beijing_today,
+    local_period,
 )
 from services.intake.entrypoints.schemas import (
     REQUEST_MODELS,
@@ -43,6 +45,7 @@ from services.intake.entrypoints.schemas import (
     TimelineEntry,
     VatRefundRequest,
     WithdrawalRequest,
+    claim_request_schema,
 )
 from services.intake.metrics import AMOUNT_REQUESTED, CLAIMS_OUTCOME, CLAIMS_RECEIVED, program_label
 from services.intake.service_layer import handlers
@@ -50,8 +53,10 @@ from services.intake.service_layer.handlers import IntakePolicy, Invalid, Respon
 from shared.db import DbConnection
 from shared.identity import Caller, current_caller
 from shared.money import fen_to_yuan, yuan_to_fen
+from shared.problems import cap_errors
 from shared.programs import load_catalogue
 from shared.service_app import runtime_of
+from shared.validation import Offset
 
 router = APIRouter(tags=["claims"])
 
@@ -102,8 +107,17 @@ def _parse_claim(raw: Any) -> VatRefundRequest | SubsidyRequest:
         raise Invalid(
             "validation failed",
             [
-                Violation(".".join(str(p) for p in err["loc"]), err["type"], err["msg"])
-                for err in exc.errors()
+                Violation(e["field"], e["rule"], e["message"])
+                for e in cap_errors(
+                    [
+                        {
+                            "field": ".".join(str(p) for p in err["loc"]),
+                            "rule": err["type"],
+                            "message": err["msg"],
+                        }
+                        for err in exc.errors()
+                    ]
+                )
             ],
         ) from None
 
@@ -143,6 +157,54 @@ async def _respond(request: Request, raw: Any, key: str | None, work: handlers.W
             return Response(refusal.status_code, refusal.body())
 
 
+def _claim_examples() -> dict[str, dict[str, Any]]:
+    """Claims that pass every rule when the service starts (a tax period of last month,
+    programs open today), so that a client or a fuzzer can build a valid claim from the
+    OpenAPI alone. The USCCs are valid codes of no real enterprise."""
+    catalogue = load_catalogue()
+    now = datetime.now(UTC)
+    year, month = map(int, local_period(now).split("-"))
+    last_month = f"{year - (month == 1):04d}-{(month - 2) % 12 + 1:02d}"
+    account = {"bank_name": "中国工商银行自贡分行", "account_number": "6222020000123456789"}
+    examples: dict[str, dict[str, Any]] = {
+        "vat_refund": {
+            "summary": "A VAT credit refund, every checklist document handed in",
+            "value": {
+                "kind": "vat_refund",
+                "uscc": "915103023AGYGLUY4X",
+                "enterprise_name": "自贡长盈精密科技有限公司",
+                "tax_period": last_month,
+                "end_credit_balance": "800000.00",
+                "base_credit_balance": "0.00",
+                "input_composition_ratio": "0.9000",
+                "tax_credit_rating": "A",
+                "requested_amount": "720000.00",
+                "bank_account": {**account, "account_name": "自贡长盈精密科技有限公司"},
+                "documents_supplied": [d.id for d in catalogue.vat_refund.documents],
+                "documents_promised": [],
+            },
+        }
+    }
+    today = beijing_today(now)
+    for program in catalogue.programs:
+        if program.opens <= today <= program.closes:
+            examples[f"subsidy_{program.id}"] = {
+                "summary": f"A subsidy claim under {program.id}",
+                "value": {
+                    "kind": "subsidy",
+                    "program_id": program.id,
+                    "uscc": "91510311W7WKKHDR5J",
+                    "enterprise_name": "川南兴储新能源股份有限公司",
+                    "requested_amount": str(fen_to_yuan(program.cap_fen // 2)),
+                    "description": "申请补贴",
+                    "bank_account": {**account, "account_name": "川南兴储新能源股份有限公司"},
+                    "documents_supplied": [d.id for d in program.documents],
+                    "documents_promised": [],
+                },
+            }
+    return examples
+
+
 @router.post(
     "/claims",
     status_code=201,
@@ -153,7 +215,12 @@ async def _respond(request: Request, raw: Any, key: str | None, work: handlers.W
             "required": True,
             "description": "A VAT credit refund (kind=vat_refund: VatRefundRequest) or a "
             "subsidy claim under a program (kind=subsidy: SubsidyRequest)",
-            "content": {"application/json": {"schema": {"type": "object"}}},
+            "content": {
+                "application/json": {
+                    "schema": claim_request_schema(),
+                    "examples": _claim_examples(),
+                }
+            },
         }
     },
 )
@@ -304,7 +371,7 @@ async def list_claims(
     kind: Literal["vat_refund", "subsidy"] | None = None,
     program_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> ClaimPage:
     async with runtime_of(request).db.acquire() as conn:
         rows, total = await ClaimRepository(conn).search(

@@ -11,14 +11,14 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic_core import PydanticCustomError
 from stdnum.cn import uscc as stdnum_uscc
 from stdnum.exceptions import InvalidChecksum
 from stdnum.exceptions import ValidationError as StdnumError
 
-from shared.contracts import BankAccount
-from shared.money import PositiveYuan, Yuan
+from shared.money import PlainDecimal, PositiveYuan, Yuan
+from shared.validation import BankAccountInput, VisibleText
 from shared.workdays import CHINA
 
 
@@ -52,20 +52,24 @@ def _past_tax_period(value: str) -> str:
 Uscc = Annotated[str, AfterValidator(_valid_uscc)]
 TaxPeriod = Annotated[str, AfterValidator(_past_tax_period)]
 DocumentId = Annotated[str, Field(pattern=r"^[a-z0-9_\-]{1,64}$")]
+MAX_DOCUMENTS = 50
 
 
 class _ClaimRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     uscc: Uscc = Field(description="统一社会信用代码, 18 characters with check character")
-    enterprise_name: str = Field(min_length=1, max_length=200)
+    enterprise_name: VisibleText = Field(min_length=1, max_length=200)
     requested_amount: PositiveYuan = Field(description="yuan, at most 2 decimal places")
-    bank_account: BankAccount
+    bank_account: BankAccountInput
+    # A checklist has a handful of documents; the cap keeps a bad body's errors short.
     documents_supplied: list[DocumentId] = Field(
-        description="checklist documents handed in at the window (ids from the checklist)"
+        max_length=MAX_DOCUMENTS,
+        description="checklist documents handed in at the window (ids from the checklist)",
     )
     documents_promised: list[DocumentId] = Field(
         default_factory=list,
+        max_length=MAX_DOCUMENTS,
         description="non-critical documents the enterprise promises to supply later (容缺)",
     )
 
@@ -75,7 +79,7 @@ class VatRefundRequest(_ClaimRequest):
     tax_period: TaxPeriod = Field(description="YYYY-MM, not in the future")
     end_credit_balance: PositiveYuan = Field(description="期末留抵税额, yuan")
     base_credit_balance: Yuan = Field(ge=0, description="基期留抵税额, yuan")
-    input_composition_ratio: Decimal = Field(ge=0, le=1, max_digits=5, decimal_places=4)
+    input_composition_ratio: PlainDecimal = Field(ge=0, le=1, max_digits=5, decimal_places=4)
     tax_credit_rating: Literal["A", "B", "M", "C", "D"]
 
 
@@ -89,6 +93,16 @@ REQUEST_MODELS: dict[str, type[VatRefundRequest] | type[SubsidyRequest]] = {
     "vat_refund": VatRefundRequest,
     "subsidy": SubsidyRequest,
 }
+ClaimRequest = Annotated[VatRefundRequest | SubsidyRequest, Field(discriminator="kind")]
+
+
+def claim_request_schema() -> dict[str, Any]:
+    """The JSON schema of POST /claims's body, refs pointing into the OpenAPI components
+    (shared/openapi.py moves the ``$defs`` there)."""
+    schema: dict[str, Any] = TypeAdapter(ClaimRequest).json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
+    return schema
 
 
 class DocumentSupplied(BaseModel):
@@ -100,7 +114,9 @@ class DocumentSupplied(BaseModel):
 class WithdrawalRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=500, description="the enterprise's request")
+    reason: VisibleText = Field(
+        min_length=1, max_length=500, description="the enterprise's request"
+    )
 
 
 class ClaimCreated(BaseModel):

@@ -19,11 +19,11 @@ import io
 import uuid
 from dataclasses import dataclass, field
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import InvalidOperation
 from enum import StrEnum
 from typing import Literal
 
-from shared.money import yuan_to_fen
+from shared.money import parse_yuan, yuan_to_fen
 
 
 class PayoutStatus(StrEnum):
@@ -212,7 +212,12 @@ def parse_statement_csv(text: str) -> list[StatementLine]:
     lines: list[StatementLine] = []
     errors: list[LineError] = []
     seen: set[str] = set()
-    for number, row in enumerate(reader, start=2):
+    try:
+        rows = list(reader)
+    except csv.Error as exc:
+        # A bare CR inside a line, a field over the csv module's size limit, ...
+        raise StatementInvalid([LineError(reader.line_num + 1, "csv", f"not CSV: {exc}")]) from None
+    for number, row in enumerate(rows, start=2):
         values = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
         before = len(errors)
         try:
@@ -221,12 +226,19 @@ def parse_statement_csv(text: str) -> list[StatementLine]:
             errors.append(LineError(number, "value_date", "not an ISO date (YYYY-MM-DD)"))
         amount_fen = 0
         try:
-            amount = Decimal(values["amount"])
-            if not amount.is_finite() or amount <= 0:
+            amount = parse_yuan(values["amount"])
+            if amount <= 0:
                 raise ValueError("amount must be positive")
             amount_fen = yuan_to_fen(amount)
         except (InvalidOperation, ValueError):
-            errors.append(LineError(number, "amount", "a positive amount in yuan, 2 decimals"))
+            errors.append(
+                LineError(
+                    number,
+                    "amount",
+                    "a positive amount in yuan: plain ASCII decimal, 2 decimals, "
+                    "at most 9999999999999.99",
+                )
+            )
         for name in ("bank_reference", "end_to_end_id", "account_number"):
             if not values[name]:
                 errors.append(LineError(number, name, "required"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -16,11 +16,11 @@ from pydantic_core import to_jsonable_python
 from services.payout.domain.model import StatementInvalid
 from services.payout.service_layer import handlers
 from services.payout.service_layer.reconciliation import import_statement, report_for
-from shared.contracts import BankAccount
 from shared.identity import Caller, current_caller
 from shared.money import PositiveYuan, fen_to_yuan, optional_fen_to_yuan, yuan_to_fen
-from shared.problems import problem
+from shared.problems import cap_errors, problem
 from shared.service_app import runtime_of
+from shared.validation import BankAccountInput, Instant, Offset, VisibleText
 
 router = APIRouter(tags=["payouts"])
 
@@ -117,7 +117,7 @@ class TopUp(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     amount: PositiveYuan
-    reason: str = Field(min_length=1, max_length=500)
+    reason: VisibleText = Field(min_length=1, max_length=500)
 
 
 @router.post("/funds/{fund_id}/top-ups")
@@ -153,10 +153,10 @@ async def list_payouts(
     claim_id: uuid.UUID | None = None,
     status: Annotated[str | None, Query(pattern=STATUSES)] = None,
     fund: str | None = None,
-    from_: Annotated[datetime | None, Query(alias="from")] = None,
-    to: datetime | None = None,
+    from_: Annotated[Instant | None, Query(alias="from")] = None,
+    to: Instant | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[dict[str, Any]]:
     """Payouts, newest approval first; ``from``/``to`` bound the approval time. The total
     is in the X-Total-Count header."""
@@ -204,8 +204,8 @@ async def get_payout(request: Request, payout_id: uuid.UUID) -> Response:
 class AccountCorrection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    payee: BankAccount
-    reason: str = Field(min_length=1, max_length=500)
+    payee: BankAccountInput
+    reason: VisibleText = Field(min_length=1, max_length=500)
 
 
 @router.post("/payouts/{payout_id}/account-correction")
@@ -263,10 +263,16 @@ async def import_bank_statement(
         return JSONResponse(
             {
                 "detail": "statement invalid",
-                "errors": [
-                    {"field": f"line {e.line}.{e.field}", "rule": "statement", "message": e.message}
-                    for e in exc.errors
-                ],
+                "errors": cap_errors(
+                    [
+                        {
+                            "field": f"line {e.line}.{e.field}",
+                            "rule": "statement",
+                            "message": e.message,
+                        }
+                        for e in exc.errors
+                    ]
+                ),
             },
             status_code=422,
         )
