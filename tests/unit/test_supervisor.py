@@ -1,0 +1,75 @@
+"""The supervisor's restart policy, on real (tiny) processes: an exited process comes back,
+each exit is counted and described, quick failures back off, stop stops everything."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from shared.devstack import supervisor
+from shared.devstack.supervisor import Program, Supervisor
+
+
+def sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+
+
+def run_until(sup: Supervisor, condition: object, timeout: float = 10.0) -> None:
+    assert callable(condition)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not condition():
+        sup.check_once()
+        time.sleep(0.02)
+    assert condition(), sup.state()
+
+
+def test_backoff_doubles_from_half_a_second_up_to_the_cap() -> None:
+    delays = [supervisor.backoff_s(n) for n in range(0, 10)]
+    assert delays[:5] == [0.0, 0.5, 1.0, 2.0, 4.0]
+    assert max(delays) == supervisor.BACKOFF_MAX_S
+
+
+def test_a_killed_process_is_restarted_counted_and_logged(tmp_path: Path) -> None:
+    program = Program("svc", start=sleeper)
+    sup = Supervisor([program], tmp_path / "supervisor.json")
+    sup.start_all()
+    try:
+        assert program.proc is not None
+        first_pid = program.proc.pid
+        os.kill(first_pid, signal.SIGKILL)
+        run_until(sup, lambda: program.proc is not None and program.proc.pid != first_pid)
+        state = json.loads((tmp_path / "supervisor.json").read_text())
+        entry = state["programs"]["svc"]
+        assert entry["restarts"] == 1
+        assert entry["last_exit"].startswith("killed by SIGKILL")
+        assert entry["running"] is True and entry["pid"] == program.proc.pid
+        assert state["restarts_total"] == 1
+    finally:
+        sup.stop_all()
+    assert program.proc is not None and program.proc.poll() is not None
+
+
+def test_quick_failures_back_off(tmp_path: Path) -> None:
+    def crasher() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+
+    program = Program("crashy", start=crasher)
+    sup = Supervisor([program], tmp_path / "supervisor.json")
+    sup.start_all()
+    try:
+        run_until(sup, lambda: program.restarts >= 2)
+        run_until(sup, lambda: program.proc is None and program.restart_at is not None)
+        # Third quick exit in a row: 0.5, 1, then 2 s of back-off.
+        assert program.failures >= 3
+        assert program.last_exit is not None and program.last_exit.startswith("exit code 3")
+        assert program.restart_at is not None
+        assert program.restart_at - time.time() > 0.5
+    finally:
+        sup.stop_all()
