@@ -14,6 +14,9 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Marks the end of imports and app building in the log: bench.service_startup splits
+    # the start-up time there (docs/resilience.md).
+    logging.getLogger(__name__).info("imported, starting %s", app.title)
     uvicorn.run(
         app,
         host=settings.http_host,
