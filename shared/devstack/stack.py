@@ -534,12 +534,20 @@ def start_service(cfg: StackConfig, name: str) -> int:
     return service_popen(cfg, name).pid
 
 
-def service_popen(cfg: StackConfig, name: str) -> subprocess.Popen[bytes]:
+def service_popen(
+    cfg: StackConfig, name: str, *, warm_spare: bool = False
+) -> subprocess.Popen[bytes]:
+    """The service process; a ``warm_spare`` imports everything, then waits for a line on
+    its stdin before it binds its port and connects (shared/run.py)."""
+    env = service_environment(cfg, name)
+    if warm_spare:
+        env["CLAIMFLOW_WARM_SPARE"] = "1"
     with open(_log_file(cfg, name), "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"],
             cwd=REPO_ROOT,
-            env=service_environment(cfg, name),
+            env=env,
+            stdin=subprocess.PIPE if warm_spare else subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -32,7 +32,8 @@ def run_until(sup: Supervisor, condition: object, timeout: float = 10.0) -> None
 
 def test_backoff_doubles_from_half_a_second_up_to_the_cap() -> None:
     delays = [supervisor.backoff_s(n) for n in range(0, 10)]
-    assert delays[:5] == [0.0, 0.5, 1.0, 2.0, 4.0]
+    # The first exit after a good run restarts at once; quick repeats back off.
+    assert delays[:6] == [0.0, 0.0, 0.5, 1.0, 2.0, 4.0]
     assert max(delays) == supervisor.BACKOFF_MAX_S
 
 
@@ -66,10 +67,42 @@ def test_quick_failures_back_off(tmp_path: Path) -> None:
     try:
         run_until(sup, lambda: program.restarts >= 2)
         run_until(sup, lambda: program.proc is None and program.restart_at is not None)
-        # Third quick exit in a row: 0.5, 1, then 2 s of back-off.
+        # Third quick exit in a row: at once, 0.5 s, then 1 s of back-off.
         assert program.failures >= 3
         assert program.last_exit is not None and program.last_exit.startswith("exit code 3")
         assert program.restart_at is not None
         assert program.restart_at - time.time() > 0.5
     finally:
         sup.stop_all()
+
+
+def spare() -> subprocess.Popen[bytes]:
+    """Like a service's warm spare: waits for a line on stdin, ends on EOF."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nif sys.stdin.readline().strip(): time.sleep(60)",
+        ],
+        stdin=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def test_a_warm_spare_takes_over_and_is_replaced(tmp_path: Path) -> None:
+    program = Program("svc", start=sleeper, start_spare=spare)
+    sup = Supervisor([program], tmp_path / "supervisor.json")
+    sup.start_all()
+    try:
+        assert program.proc is not None and program.spare is not None
+        active, waiting = program.proc.pid, program.spare.pid
+        os.kill(active, signal.SIGKILL)
+        run_until(sup, lambda: program.proc is not None and program.proc.pid == waiting)
+        assert program.spare is not None and program.spare.pid not in (active, waiting)
+        time.sleep(0.5)
+        assert program.proc.poll() is None, "the released spare keeps running"
+        state = json.loads((tmp_path / "supervisor.json").read_text())
+        assert state["programs"]["svc"]["spare_pid"] == program.spare.pid
+    finally:
+        sup.stop_all()
+    assert program.spare is not None and program.spare.poll() is not None
