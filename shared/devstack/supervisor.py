@@ -40,6 +40,7 @@ BACKOFF_MAX_S = 30.0
 STABLE_AFTER_S = 30.0
 """A process that ran this long before exiting is restarted at once, as a first failure."""
 POLL_S = 0.1
+SPARE_AFTER_S = 5.0
 
 
 @dataclass
@@ -55,6 +56,8 @@ class Program:
     """A warm spare: the same process with its imports done, waiting to be released."""
     proc: subprocess.Popen[bytes] | None = None
     spare: subprocess.Popen[bytes] | None = None
+    spare_not_before: float = 0.0
+    """After a spare died by itself (a broken import, say): no new one before this."""
     started_at: float = 0.0
     restarts: int = 0
     failures: int = 0
@@ -136,15 +139,19 @@ class Supervisor:
         program.restart_at = None
         log.info("%s started %s, pid %d", program.name, how, program.proc.pid)
         program.ready()
-        self._refill_spare(program)
 
-    def _refill_spare(self, program: Program) -> None:
-        """Spares start only once everything is up: they would slow the first start."""
-        if not self.ready or program.start_spare is None:
-            return
-        if program.spare is None or program.spare.poll() is not None:
-            program.spare = program.start_spare()
-            log.info("%s warm spare started, pid %d", program.name, program.spare.pid)
+    def _refill_spare(self, program: Program, now: float) -> bool:
+        """A new spare once everything is up and the running process has had
+        SPARE_AFTER_S to itself: on two cores a spare's imports would slow its start."""
+        if not self.ready or program.start_spare is None or program.spare is not None:
+            return False
+        if program.proc is None or now - program.started_at < SPARE_AFTER_S:
+            return False
+        if now < program.spare_not_before:
+            return False
+        program.spare = program.start_spare()
+        log.info("%s warm spare started, pid %d", program.name, program.spare.pid)
+        return True
 
     def start_all(self) -> None:
         """In order, each once the previous one is ready; all or nothing."""
@@ -158,8 +165,6 @@ class Supervisor:
             self.stop_all()
             raise
         self.ready = True
-        for program in self.programs:
-            self._refill_spare(program)
         self.write_state()
         log.info("all started: %s", ", ".join(p.name for p in self.programs))
 
@@ -168,11 +173,16 @@ class Supervisor:
         now = time.time()
         changed = False
         for program in self.programs:
+            changed = self._refill_spare(program, now) or changed
             if program.spare is not None and program.spare.poll() is not None:
                 log.warning(
-                    "%s warm spare %s", program.name, describe_exit(program.spare.returncode)
+                    "%s warm spare %s; next one in %.0fs",
+                    program.name,
+                    describe_exit(program.spare.returncode),
+                    BACKOFF_MAX_S,
                 )
                 program.spare = None
+                program.spare_not_before = now + BACKOFF_MAX_S
                 changed = True
             if program.proc is not None:
                 code = program.proc.poll()

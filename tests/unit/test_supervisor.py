@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from shared.devstack import supervisor
 from shared.devstack.supervisor import Program, Supervisor
 
@@ -89,15 +91,21 @@ def spare() -> subprocess.Popen[bytes]:
     )
 
 
-def test_a_warm_spare_takes_over_and_is_replaced(tmp_path: Path) -> None:
+def test_a_warm_spare_takes_over_and_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(supervisor, "SPARE_AFTER_S", 0.2)
     program = Program("svc", start=sleeper, start_spare=spare)
     sup = Supervisor([program], tmp_path / "supervisor.json")
     sup.start_all()
     try:
+        run_until(sup, lambda: program.spare is not None)
         assert program.proc is not None and program.spare is not None
         active, waiting = program.proc.pid, program.spare.pid
         os.kill(active, signal.SIGKILL)
         run_until(sup, lambda: program.proc is not None and program.proc.pid == waiting)
+        # The next spare waits until the released one has had its start to itself.
+        run_until(sup, lambda: program.spare is not None)
         assert program.spare is not None and program.spare.pid not in (active, waiting)
         time.sleep(0.5)
         assert program.proc.poll() is None, "the released spare keeps running"
