@@ -142,6 +142,7 @@ async def main(args: argparse.Namespace) -> None:
     cfg = stack.StackConfig(data_dir=data_dir, ports=stack.StackPorts.from_base(args.port_base))
     if args.broker_storage:
         cfg.broker_storage = args.broker_storage
+    cfg.service_env.update(stack.FAST_REJOIN_ENV)  # as `claimflow stack up` runs them
     if args.session_timeout_ms:
         cfg.service_env["CLAIMFLOW_CONSUMER_SESSION_TIMEOUT_MS"] = str(args.session_timeout_ms)
     if args.heartbeat_interval_ms:

@@ -9,6 +9,7 @@ refuses to run as root). Everything lives under one data folder, and the URLs go
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import pwd
@@ -359,7 +360,7 @@ def start_object_store(cfg: StackConfig) -> int:
             raise StackError(f"port {port} (S3 server) is taken; is a stack already up?")
     proc = object_store_popen(cfg)
     try:
-        wait_object_store(cfg)
+        wait_object_store(cfg, proc=proc)
     except BaseException:
         stop_pid(proc.pid, timeout=OBJECT_STORE_STOP_S)
         raise
@@ -385,11 +386,16 @@ def _log_file(cfg: StackConfig, name: str) -> Path:
     return logs / f"{name}.log"
 
 
-def wait_object_store(cfg: StackConfig, timeout: float = 60.0) -> None:
+def wait_object_store(
+    cfg: StackConfig, timeout: float = 120.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Until the S3 gateway answers and the broker's bucket exists (creating it)."""
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = _log_file(cfg, "s3").read_text(errors="replace")[-2000:]
+            raise StackError(f"the S3 server exited ({proc.returncode}):\n{tail}")
         try:
             # SeaweedFS without an IAM configuration lets anonymous requests through.
             r = httpx.put(f"{cfg.s3_url}/{S3_BUCKET}", timeout=3)
@@ -399,9 +405,8 @@ def wait_object_store(cfg: StackConfig, timeout: float = 60.0) -> None:
         except httpx.HTTPError as exc:
             last = str(exc)
         time.sleep(0.2)
-    raise StackError(
-        f"S3 server not ready after {timeout:.0f}s: {last} (log: {cfg.data_dir / 'logs/s3.log'})"
-    )
+    tail = _log_file(cfg, "s3").read_text(errors="replace")[-1500:]
+    raise StackError(f"S3 server not ready after {timeout:.0f}s: {last}; its log ends:\n{tail}")
 
 
 OBJECT_STORE_STOP_S = 30.0
@@ -453,8 +458,39 @@ def start_broker(cfg: StackConfig) -> int:
             "start_object_store() first"
         )
     proc = broker_popen(cfg)
-    _wait_port(cfg.ports.broker, "tansu broker")
+    try:
+        wait_broker(cfg)
+    except BaseException:
+        stop_pid(proc.pid)
+        raise
     return proc.pid
+
+
+def wait_broker(cfg: StackConfig, timeout: float = 60.0) -> None:
+    """Until tansu answers a metadata request: its port opens before it can read its
+    S3 storage, and a client's bootstrap does not retry."""
+    _wait_port(cfg.ports.broker, "tansu broker", timeout)
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            # In a thread of its own: callers may be inside an event loop (async tests).
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, _metadata(cfg.bootstrap)).result()
+            return
+        except Exception as exc:
+            last = exc
+            time.sleep(0.5)
+    raise StackError(f"tansu broker not answering after {timeout:.0f}s: {last!r}")
+
+
+async def _metadata(bootstrap: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    await admin.start()
+    try:
+        await admin.list_topics()
+    finally:
+        await admin.close()
 
 
 def broker_popen(cfg: StackConfig) -> subprocess.Popen[bytes]:
@@ -513,15 +549,20 @@ def service_environment(cfg: StackConfig, name: str) -> dict[str, str]:
             "CLAIMFLOW_KAFKA_BOOTSTRAP": cfg.bootstrap,
             "CLAIMFLOW_HTTP_PORT": str(cfg.ports.service(name)),
             "PYTHONUNBUFFERED": "1",
-            # tansu makes a restarted member wait ~1.5x the session timeout of the member
-            # it replaces: 10 s (the default) cost 18 s, 3 s costs 1-5 s (docs/resilience.md).
-            "CLAIMFLOW_CONSUMER_SESSION_TIMEOUT_MS": "3000",
-            "CLAIMFLOW_CONSUMER_HEARTBEAT_INTERVAL_MS": "1000",
         }
     )
     env.update(cfg.service_env)
     return env
 
+
+FAST_REJOIN_ENV = {
+    "CLAIMFLOW_CONSUMER_SESSION_TIMEOUT_MS": "3000",
+    "CLAIMFLOW_CONSUMER_HEARTBEAT_INTERVAL_MS": "1000",
+}
+"""What the supervised stack gives its services: tansu makes a restarted member wait for
+the session of the member it replaces (10 s, the default, cost 18 s; 3 s costs ~2 s).
+Only under the supervisor: a member starved of CPU for 3 s is evicted, and a consumer
+that then stalls needs something that restarts it (docs/resilience.md)."""
 
 SERVICE_STOP_S = 20.0
 """SIGTERM to SIGKILL: enough for the in-flight batch to finish and commit (FastStream's
@@ -641,6 +682,7 @@ def up(
     try:
         start_postgres(cfg)
         info["postgres_started"] = True
+        cfg.service_env = {**FAST_REJOIN_ENV, **cfg.service_env}
         pids["supervisor"] = start_supervisor(cfg)
         _write_info(cfg, info)
         wait_supervisor_ready(cfg, pids["supervisor"])

@@ -252,13 +252,13 @@ def stack_programs(cfg: stack.StackConfig, *, warm_spares: bool = True) -> list[
             Program(
                 "s3",
                 start=lambda: stack.object_store_popen(cfg),
-                ready=lambda: stack.wait_object_store(cfg),
+                ready=lambda: stack.wait_object_store(cfg, proc=programs[0].proc),
                 stop_timeout_s=stack.OBJECT_STORE_STOP_S,
             )
         )
 
     def broker_ready() -> None:
-        stack._wait_port(cfg.ports.broker, "tansu broker")
+        stack.wait_broker(cfg)
         # Idempotent; after a restart on memory storage it puts the topics back.
         asyncio.run(stack.create_topics(cfg.bootstrap, cfg.partitions))
 
