@@ -3,7 +3,7 @@ having consumed an event, after a SIGKILL and after a SIGTERM.
 
     .venv/bin/python -m bench.service_startup --service payout --rounds 3
 
-Starts PostgreSQL and the broker (--broker-storage, default the stack's) through the
+Starts PostgreSQL and the broker (--broker-storage, default `stack up`'s) through the
 project's stack code, starts the service once (migrations applied), then per round and
 mode: publishes one probe message to a topic the service consumes, stops the service
 (SIGKILL or SIGTERM), spawns it again and times, from the spawn:
@@ -140,8 +140,7 @@ async def one_start(
 async def main(args: argparse.Namespace) -> None:
     data_dir = make_data_dir()
     cfg = stack.StackConfig(data_dir=data_dir, ports=stack.StackPorts.from_base(args.port_base))
-    if args.broker_storage:
-        cfg.broker_storage = args.broker_storage
+    cfg.broker_storage = args.broker_storage
     cfg.service_env.update(stack.FAST_REJOIN_ENV)  # as `claimflow stack up` runs them
     if args.session_timeout_ms:
         cfg.service_env["CLAIMFLOW_CONSUMER_SESSION_TIMEOUT_MS"] = str(args.session_timeout_ms)
@@ -199,7 +198,9 @@ def cli() -> None:
     )
     parser.add_argument("--service", choices=stack.SERVICES, default="payout")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--broker-storage", choices=stack.BROKER_STORAGES, default=None)
+    parser.add_argument(
+        "--broker-storage", choices=stack.BROKER_STORAGES, default=stack.DEFAULT_BROKER_STORAGE
+    )
     parser.add_argument("--session-timeout-ms", type=int, default=None)
     parser.add_argument("--heartbeat-interval-ms", type=int, default=None)
     parser.add_argument("--port-base", type=int, default=25970)

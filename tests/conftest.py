@@ -31,7 +31,8 @@ def infra() -> Iterator[stack.StackConfig]:
     cfg = stack.StackConfig(
         data_dir=data_dir,
         ports=stack.StackPorts.from_base(PORT_BASE),
-        # Memory unless CLAIMFLOW_TEST_BROKER_STORAGE=s3: the fixtures' service processes
+        # Memory (StackConfig's default) unless CLAIMFLOW_TEST_BROKER_STORAGE=s3: the
+        # fixtures' service processes
         # are not supervised, and on s3 storage their consumers lost their partitions for
         # good after a PostgreSQL crash (docs/resilience.md). The s3 broker has its own
         # tests (tests/integration/test_durable_broker.py).

@@ -33,13 +33,13 @@ def _config(
     cfg = stack.StackConfig(data_dir=data_dir.resolve())
     if port_base is not None:
         cfg.ports = stack.StackPorts.from_base(port_base)
-    if broker_storage is not None:
-        if broker_storage not in stack.BROKER_STORAGES:
-            raise typer.BadParameter(
-                f"{broker_storage!r}: one of {', '.join(stack.BROKER_STORAGES)}",
-                param_hint="--broker-storage",
-            )
-        cfg.broker_storage = broker_storage
+    broker_storage = broker_storage or stack.DEFAULT_BROKER_STORAGE
+    if broker_storage not in stack.BROKER_STORAGES:
+        raise typer.BadParameter(
+            f"{broker_storage!r}: one of {', '.join(stack.BROKER_STORAGES)}",
+            param_hint="--broker-storage",
+        )
+    cfg.broker_storage = broker_storage
     return cfg
 
 

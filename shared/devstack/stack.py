@@ -34,6 +34,7 @@ SERVICES = ("intake", "review", "payout")
 TOPIC_ALREADY_EXISTS = 36
 BROKER_STORAGES = ("s3", "memory")
 DEFAULT_BROKER_STORAGE = "s3"
+"""What `claimflow stack up` and `claimflow demo` use (docs/resilience.md)."""
 OBJECT_STORE_PORTS = 7
 S3_BUCKET = "tansu"
 
@@ -71,11 +72,11 @@ class StackConfig:
     db_user: str = "claimflow"
     service_env: dict[str, str] = field(default_factory=dict)
     """Extra CLAIMFLOW_* settings handed to every service process."""
-    broker_storage: str = field(
-        default_factory=lambda: os.environ.get("CLAIMFLOW_BROKER_STORAGE", DEFAULT_BROKER_STORAGE)
-    )
+    broker_storage: str = "memory"
     """``s3``: tansu keeps its log in a local S3 server (SeaweedFS) and survives its own
-    restart; ``memory``: faster, forgets everything when it stops. docs/resilience.md."""
+    restart; ``memory``: faster, forgets everything when it stops. The CLI (`stack up`,
+    `demo`) defaults to DEFAULT_BROKER_STORAGE; code that builds a StackConfig itself
+    (tests, benches) gets memory unless it asks, as it starts no S3 server otherwise."""
 
     @property
     def dsn(self) -> str:
