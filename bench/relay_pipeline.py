@@ -259,6 +259,8 @@ async def main(args: argparse.Namespace) -> None:
     cfg = stack.StackConfig(
         data_dir=data_dir,
         ports=stack.StackPorts.from_base(base),
+        # Its published figures are on memory storage; bench.broker_storage compares both.
+        broker_storage="memory",
     )
     migrations = data_dir / "no-service-migrations"
     await asyncio.to_thread(migrations.mkdir)

@@ -20,6 +20,12 @@ class ServiceSettings(BaseSettings):
     consumer_batch_max_records: int = Field(default=500, ge=1)
     consumer_batch_timeout_ms: int = Field(default=50, ge=0)
     consumer_retry_backoff_s: float = Field(default=1.0, gt=0)
+    consumer_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    """How long the group coordinator waits for a silent (killed) member before handing
+    its partitions on. tansu holds a re-joining member for about 1.5x this after a crash;
+    the embedded stack sets 3000 (docs/resilience.md). Apache Kafka refuses values below
+    its group.min.session.timeout.ms (6000 by default)."""
+    consumer_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
 
     outbox_batch_size: int = Field(default=1000, ge=1)
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 import uvicorn
 from fastapi import FastAPI
@@ -14,6 +16,17 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Marks the end of imports and app building in the log: bench.service_startup splits
+    # the start-up time there (docs/resilience.md).
+    log = logging.getLogger(__name__)
+    log.info("imported, starting %s", app.title)
+    if os.environ.get("CLAIMFLOW_WARM_SPARE") == "1":
+        # A warm spare (shared/devstack/supervisor.py): imports done, nothing connected,
+        # no port bound; it goes on when its supervisor writes a line, and ends on EOF.
+        if not sys.stdin.readline().strip():
+            log.info("warm spare not needed; exiting")
+            return
+        log.info("warm spare released, starting %s", app.title)
     uvicorn.run(
         app,
         host=settings.http_host,

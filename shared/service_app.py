@@ -151,6 +151,8 @@ def build_service_app(
             batch_timeout_ms=settings.consumer_batch_timeout_ms,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             auto_offset_reset="earliest",
+            session_timeout_ms=settings.consumer_session_timeout_ms,
+            heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
             # Offsets are committed only after the batch's transaction commits; on an
             # infrastructure error the batch is rewound and read again. Poison
             # messages never raise here: the consumer dead-letters them.

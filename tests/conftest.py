@@ -24,22 +24,29 @@ PORT_BASE = int(os.environ.get("CLAIMFLOW_TEST_PORT_BASE", "25400"))
 
 @pytest.fixture(scope="session")
 def infra() -> Iterator[stack.StackConfig]:
-    """PostgreSQL + tansu with the topics created, in a throw-away data folder."""
+    """PostgreSQL + tansu (+ its S3 server) with the topics created, in a throw-away
+    data folder; ports BASE..BASE+13 (tests that start more use BASE+14 up to BASE+49)."""
     data_dir = Path(tempfile.mkdtemp(prefix="claimflow-test-", dir="/tmp"))
     data_dir.chmod(0o755)  # the PostgreSQL server user must reach its data folder
     cfg = stack.StackConfig(
         data_dir=data_dir,
         ports=stack.StackPorts.from_base(PORT_BASE),
+        # Memory (StackConfig's default) unless CLAIMFLOW_TEST_BROKER_STORAGE=s3: the
+        # fixtures' service processes
+        # are not supervised, and on s3 storage their consumers lost their partitions for
+        # good after a PostgreSQL crash (docs/resilience.md). The s3 broker has its own
+        # tests (tests/integration/test_durable_broker.py).
+        broker_storage=os.environ.get("CLAIMFLOW_TEST_BROKER_STORAGE", "memory"),
     )
-    broker_pid: int | None = None
+    broker_pids: list[int] = []
     try:
         stack.start_postgres(cfg)
-        broker_pid = stack.start_broker(cfg)
+        # With s3 storage, the S3 server first.
+        broker_pids = stack.start_broker_stack(cfg)
         asyncio.run(stack.create_topics(cfg.bootstrap, cfg.partitions))
         yield cfg
     finally:
-        if broker_pid:
-            stack.stop_pid(broker_pid)
+        stack.stop_broker_stack(broker_pids)
         stack.stop_postgres(cfg)
         shutil.rmtree(data_dir, ignore_errors=True)
 

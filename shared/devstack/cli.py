@@ -35,18 +35,39 @@ DataDir = Annotated[
 ]
 
 
-def _config(data_dir: Path, port_base: int | None) -> stack.StackConfig:
+def _config(
+    data_dir: Path, port_base: int | None, broker_storage: str | None = None
+) -> stack.StackConfig:
     cfg = stack.StackConfig(data_dir=data_dir.resolve())
     if port_base is not None:
         cfg.ports = stack.StackPorts.from_base(port_base)
+    broker_storage = broker_storage or stack.DEFAULT_BROKER_STORAGE
+    if broker_storage not in stack.BROKER_STORAGES:
+        raise typer.BadParameter(
+            f"{broker_storage!r}: one of {', '.join(stack.BROKER_STORAGES)}",
+            param_hint="--broker-storage",
+        )
+    cfg.broker_storage = broker_storage
     return cfg
+
+
+BrokerStorage = Annotated[
+    str | None,
+    typer.Option(
+        envvar="CLAIMFLOW_BROKER_STORAGE",
+        help="tansu's storage: s3 (a local SeaweedFS; survives a broker restart) or memory "
+        f"(faster, forgets on restart). Default {stack.DEFAULT_BROKER_STORAGE}; "
+        "see docs/resilience.md",
+    ),
+]
 
 
 PortBase = Annotated[
     int | None,
     typer.Option(
         envvar="CLAIMFLOW_PORT_BASE",
-        help="Move all ports to BASE..BASE+5: postgres, broker, intake, review, payout, prometheus",
+        help="Move all ports to BASE..BASE+13: postgres, broker, intake, review, payout, "
+        "prometheus, S3, the S3 server's own",
     ),
 ]
 
@@ -77,13 +98,19 @@ def stack_up(
     port_base: PortBase = None,
     partitions: int = 3,
     keep_data: Annotated[
-        bool, typer.Option(help="Keep the database of the last run (the broker forgets anyway)")
+        bool,
+        typer.Option(
+            help="Keep the database and the broker's log of the last run (a memory broker "
+            "forgets anyway)"
+        ),
     ] = False,
+    broker_storage: BrokerStorage = None,
 ) -> None:
-    """Start the stack in the background; print the URLs (also in <data>/stack.json)."""
-    cfg = _config(data_dir, port_base)
+    """Start the stack in the background, supervised (a process that exits is restarted);
+    print the URLs (also in <data>/stack.json)."""
+    cfg = _config(data_dir, port_base, broker_storage)
     cfg.partitions = partitions
-    with console.status("starting PostgreSQL, tansu, topics, intake, review, payout…"):
+    with console.status("starting PostgreSQL, S3, tansu, topics, intake, review, payout…"):
         info = stack.up(cfg, keep_data=keep_data)
     _print_urls(info)
     console.print(f"stack.json: {cfg.info_file}")
@@ -100,11 +127,16 @@ def stack_down(data_dir: DataDir = stack.REPO_ROOT / ".stack", port_base: PortBa
 def stack_status(
     data_dir: DataDir = stack.REPO_ROOT / ".stack", port_base: PortBase = None
 ) -> None:
-    """Print stack.json, or exit 1 when no stack is up."""
-    info = stack.read_info(_config(data_dir, port_base))
+    """Print stack.json with the supervisor's view (pids, restarts), or exit 1 when no
+    stack is up."""
+    cfg = _config(data_dir, port_base)
+    info = stack.read_info(cfg)
     if info is None:
         console.print("no stack is up")
         raise typer.Exit(1)
+    supervisor = stack.read_supervisor_state(cfg)
+    if supervisor is not None:
+        info["supervisor"] = supervisor
     print(json.dumps(info, indent=2))
 
 
@@ -120,6 +152,7 @@ def demo(
     ] = 300,
     data_dir: DataDir = stack.REPO_ROOT / ".stack",
     port_base: PortBase = None,
+    broker_storage: BrokerStorage = None,
     intake_url: ExternalUrl = None,
     review_url: ExternalUrl = None,
     payout_url: ExternalUrl = None,
@@ -151,7 +184,7 @@ def demo(
             "[red]--intake-url, --review-url, --payout-url and --database-url go together"
         )
         raise typer.Exit(2)
-    cfg = _config(data_dir, port_base)
+    cfg = _config(data_dir, port_base, broker_storage)
     info: dict[str, Any] | None
     if all(external):
         info = {

