@@ -26,7 +26,7 @@ from stdnum.exceptions import ValidationError as StdnumError
 
 from services.console.api import ApiAnswer, ApiClient, ServiceUnavailable, new_idempotency_key
 from services.console.config import ConsoleSettings
-from services.console.i18n import LANGS, bilingual_name, translate
+from services.console.i18n import LANGS, bilingual_name, translate, translate_or
 from services.console.oidc import OidcClient, SignInFailed
 from services.console.session import COOKIE, CSRF_HEADER, Session, SessionStore
 from services.console.web import (
@@ -202,8 +202,18 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         def t(key: str) -> str:
             return translate(key, lang)
 
+        def holder(value: str) -> str:
+            if value.startswith("review:"):
+                return translate_or(f"dept.{value[7:]}", value, lang)
+            return translate_or(f"holder.{value}", value, lang)
+
+        def event(value: str) -> str:
+            return translate_or(f"event.{value}", value, lang)
+
         ctx: dict[str, Any] = {
             "t": t,
+            "holder": holder,
+            "event": event,
             "lang": lang,
             "session": session,
             "caller": session.caller if session.signed_in(time.time()) else None,

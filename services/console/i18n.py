@@ -36,6 +36,33 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "dept.industry": ("主管部门", "industry department"),
     "dept.treasury": ("国库", "treasury"),
     "dept.sign_off": ("领导签批", "sign-off"),
+    # who holds a claim (intake's holders), events on the timeline
+    "holder.review": ("联审部门", "review"),
+    "holder.enterprise": ("企业 (待补材料)", "the enterprise (documents)"),
+    "holder.payout": ("资金拨付", "payout"),
+    "holder.finance (budget)": ("财政 (待资金额度)", "finance (budget)"),
+    "holder.treasury/bank": ("国库/银行", "treasury / bank"),
+    "holder.finance (account correction)": ("财政 (更正账户)", "finance (account correction)"),
+    "holder.none (final)": ("已办结", "none (final)"),
+    "event.claim.submitted": ("窗口受理", "registered at the window"),
+    "event.claim.document_supplied": ("补交材料", "document supplied"),
+    "event.claim.documents_completed": ("材料补齐", "documents complete"),
+    "event.claim.withdrawn": ("撤回", "withdrawn"),
+    "event.claim.lapsed": ("逾期失效", "lapsed"),
+    "event.review.cross_checked": ("自动比对 (联核)", "cross-checked"),
+    "event.review.stage_changed": ("环节变更", "stage changed"),
+    "event.review.task_decided": ("部门审核意见", "department decision"),
+    "event.review.returned_for_documents": ("退回补正", "returned for documents"),
+    "event.review.deadline_warning": ("期限预警", "deadline warning"),
+    "event.review.escalated": ("超期督办", "escalated"),
+    "event.review.signed_off": ("领导签批", "signed off"),
+    "event.review.decided": ("审批结论", "review decided"),
+    "event.payout.queued": ("等待资金额度", "waiting for budget"),
+    "event.payout.requested": ("发起拨付", "payout requested"),
+    "event.payout.sent": ("已发送银行", "sent to the bank"),
+    "event.payout.confirmed": ("资金到账", "money arrived"),
+    "event.payout.returned": ("银行退回", "returned by the bank"),
+    "event.payout.failed": ("拨付失败", "payout failed"),
     # claim statuses
     "status.submitted": ("已受理", "submitted"),
     "status.accepted_documents_pending": ("容缺受理", "accepted, documents promised"),
@@ -210,6 +237,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "amount.eligible": ("可核准金额", "Eligible"),
     "amount.approved": ("核准金额", "Approved"),
 }
+
+
+def translate_or(key: str, fallback: str, lang: str) -> str:
+    """For values from the APIs (holders, event types): the raw value when the catalogue
+    has no words for it yet, rather than a ``[[key]]`` marker."""
+    return translate(key, lang) if key in MESSAGES else fallback
 
 
 def translate(key: str, lang: str) -> str:

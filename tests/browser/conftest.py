@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from shared.devstack import stack
 from tests.conftest import PORT_BASE
@@ -38,6 +38,8 @@ CHROMIUM_ARGS = [
 ]
 SCREENS = Path(__file__).resolve().parents[2] / "docs" / "screens"
 STATUS_RATE_PER_MINUTE = 6
+# Two shared cores and parallel test runs: give a page more than Playwright's 5 s.
+expect.set_options(timeout=20_000)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from shared.devstack.demo_claims import make_claim, make_uscc
+from shared.devstack.demo_claims import make_claim, make_subsidy_claim, make_uscc
 from tests.browser.conftest import STATUS_RATE_PER_MINUTE, ConsoleStack, screenshot, sign_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -70,10 +70,9 @@ async def register(
     await fill("end_credit_balance", body["end_credit_balance"])
     await fill("base_credit_balance", body["base_credit_balance"])
     await fill("input_composition_ratio", body["input_composition_ratio"])
-    # Critical documents are preset to "supplied"; the clerk marks each optional one.
-    for doc in ("input_invoice_list", "bank_account_proof"):
-        state = "promised" if doc in promised else "supplied"
-        await page.check(f'input[name="doc.{doc}"][value="{state}"]')
+    # Every checklist document is preset to "handed in": the clerk marks the exceptions.
+    for doc in promised:
+        await page.check(f'input[name="doc.{doc}"][value="promised"]')
         effort.clicks += 1
     bank = body["bank_account"]
     await fill("bank_account.bank_name", bank["bank_name"])
@@ -339,3 +338,42 @@ async def test_the_english_switch(console_stack: ConsoleStack, browser: Browser)
     await expect(page.locator("header .who")).to_contain_text("department reviewer")
     await expect(page.locator("h1")).to_contain_text("Worklist")
     await screenshot(page, "review-worklist-en")
+
+
+async def test_bulk_approve_of_selected_low_risk_tasks(
+    console_stack: ConsoleStack, browser: Browser
+) -> None:
+    # Set-up through intake's API (the clerk's screen is covered above): two subsidy
+    # claims, whose cross-checks all pass (no tax rating is looked at for subsidies).
+    claim_ids = []
+    async with httpx.AsyncClient() as client:
+        for _ in range(2):
+            body = make_subsidy_claim(_rng, "direct-financing-2026")
+            body["requested_amount"] = "50000.00"
+            r = await client.post(
+                f"{console_stack.cfg.url('intake')}/claims",
+                json=body,
+                headers={"X-User-Id": "window-02"},
+            )
+            assert r.status_code == 201, r.text
+            claim_ids.append(r.json()["claim_id"])
+    for claim_id in claim_ids:
+        await tasks_of(console_stack, claim_id)
+
+    page = await sign_in(browser, console_stack, "finance-reviewer-2")
+    boxes = [page.locator(f'tr[data-claim="{c}"] input[name="task"]') for c in claim_ids]
+    for _ in range(60):
+        await page.goto(f"{console_stack.url}/review")
+        if all([await b.count() for b in boxes]):
+            break
+        await asyncio.sleep(0.5)
+    for box in boxes:
+        await box.check()
+    await page.click("text=批量通过所选低风险任务")
+    await page.wait_for_url(re.compile(r"/review\?done=2$"))
+    for claim_id in claim_ids:
+        await expect(page.locator(f'tr[data-claim="{claim_id}"]')).to_have_count(0)
+        tasks = await tasks_of(console_stack, claim_id)
+        finance = next(t for t in tasks if t["department"] == "finance")
+        assert finance["status"] == "approved"
+        assert finance["decided_by"] == "finance-reviewer-2"
