@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from services.console.config import ConsoleSettings
+from services.console.i18n import MESSAGES
 from shared.auth.caller import Caller
 
 log = logging.getLogger(__name__)
@@ -30,16 +31,21 @@ class ApiAnswer:
     def ok(self) -> bool:
         return 200 <= self.status < 300
 
-    def field_errors(self) -> dict[str, str]:
+    def field_errors(self, lang: str = "en") -> dict[str, str]:
         """The project's error body (``errors: [{field, rule, message}]``) as field →
         message, for showing each message next to its field. ``bank_account.account_number``
-        stays dotted; the form names its inputs the same way."""
+        stays dotted; the form names its inputs the same way. In Chinese, rules the
+        catalogue knows are said in Chinese (the API speaks English)."""
         errors: dict[str, str] = {}
         if isinstance(self.body, dict):
             for err in self.body.get("errors") or []:
                 if isinstance(err, dict):
                     name = str(err.get("field", ""))
-                    errors.setdefault(name, str(err.get("message") or err.get("rule") or ""))
+                    message = str(err.get("message") or err.get("rule") or "")
+                    rule = f"rule.{err.get('rule')}"
+                    if lang == "zh" and rule in MESSAGES:
+                        message = MESSAGES[rule][0]
+                    errors.setdefault(name, message)
         return errors
 
     @property

@@ -448,7 +448,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             claim_id = answer.body["claim_id"]
             return RedirectResponse(f"/window/claims/{claim_id}/receipt", status_code=303)
         if answer.status in (409, 422):
-            errors = answer.field_errors() or {"": answer.detail}
+            errors = answer.field_errors(session.lang) or {"": answer.detail}
             return await claim_form(request, values, doc_states, errors, status=422)
         raise ConsoleError(502, "error.unavailable", answer.detail)
 
@@ -556,7 +556,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         if answer.ok:
             return RedirectResponse(f"/window/claims/{claim_id}", status_code=303)
         context = await tracker_context(request, claim_id)
-        context["withdraw_errors"] = answer.field_errors() or {"": answer.detail}
+        context["withdraw_errors"] = answer.field_errors(session.lang) or {"": answer.detail}
         return render(request, "tracker.html", context, status=answer.status)
 
     # --- reviewer (联审) ---------------------------------------------------------------
@@ -687,7 +687,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         if answer.ok:
             return RedirectResponse("/review?done=1", status_code=303)
         context["decision_error"] = answer.detail
-        context["decision_errors"] = answer.field_errors()
+        context["decision_errors"] = answer.field_errors(session.lang)
         return render(request, "task.html", context, status=answer.status)
 
     @app.post("/review/bulk-approve", response_model=None)

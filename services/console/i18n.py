@@ -206,6 +206,20 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "public.yes": ("已到账", "yes"),
     "public.no": ("尚未到账", "not yet"),
     "public.rate_limited": ("查询过于频繁, 请稍后再试", "Too many lookups: try again in a minute"),
+    # the APIs' validation rules, in Chinese (English: the API's own message)
+    "rule.uscc_check_character": (
+        "校验码不符 (GB 32100-2015), 请核对是否输入有误",
+        "check character",
+    ),
+    "rule.uscc_format": ("不是有效的统一社会信用代码 (18 位)", "USCC format"),
+    "rule.fen_precision": ("金额最多保留两位小数 (分)", "at most 2 decimal places"),
+    "rule.string_pattern_mismatch": ("格式不正确", "format"),
+    "rule.missing": ("必填", "required"),
+    "rule.string_too_short": ("必填", "required"),
+    "rule.tax_period_format": ("所属期格式为 YYYY-MM", "YYYY-MM"),
+    "rule.tax_period_not_future": ("所属期不能晚于当月", "not in the future"),
+    "rule.greater_than": ("必须大于 0", "greater than 0"),
+    "rule.decimal_parsing": ("请输入数字金额", "a decimal amount"),
     # errors, misc
     "error.title": ("出错了", "Something went wrong"),
     "error.403": (

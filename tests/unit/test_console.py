@@ -215,3 +215,23 @@ def test_public_lookups_are_limited_per_address() -> None:
     assert limiter.allow("10.0.0.2")
     now[0] = 61.0
     assert limiter.allow("10.0.0.1")
+
+
+def test_api_field_errors_are_said_in_chinese_when_the_rule_is_known() -> None:
+    from services.console.api import ApiAnswer
+
+    answer = ApiAnswer(
+        422,
+        {
+            "detail": "validation failed",
+            "errors": [
+                {"field": "uscc", "rule": "uscc_check_character", "message": "check char"},
+                {"field": "description", "rule": "something_new", "message": "as the API says"},
+            ],
+        },
+    )
+    assert answer.field_errors("zh") == {
+        "uscc": "校验码不符 (GB 32100-2015), 请核对是否输入有误",
+        "description": "as the API says",
+    }
+    assert answer.field_errors("en")["uscc"] == "check char"
