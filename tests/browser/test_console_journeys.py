@@ -337,6 +337,8 @@ async def test_the_english_switch(console_stack: ConsoleStack, browser: Browser)
     await page.click("header a.lang")
     await expect(page.locator("header .who")).to_contain_text("department reviewer")
     await expect(page.locator("h1")).to_contain_text("Worklist")
+    # The header's badge is filled by htmx from /review/count.
+    await expect(page.locator("header nav .badge")).to_have_text(re.compile(r"^\d+$"))
     await screenshot(page, "review-worklist-en")
 
 
