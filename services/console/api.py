@@ -1,0 +1,132 @@
+"""The console's one way to the services: their HTTP APIs, with the user's token.
+
+Bank account numbers travel only in request bodies (never in a URL) and are never logged:
+this module logs method, service and path, and the path of a claim holds no account data.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from services.console.config import ConsoleSettings
+from services.console.i18n import MESSAGES
+from shared.auth.caller import Caller
+
+log = logging.getLogger(__name__)
+
+Service = str  # "intake" | "review" | "payout"
+
+
+@dataclass(frozen=True)
+class ApiAnswer:
+    status: int
+    body: Any
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def field_errors(self, lang: str = "en") -> dict[str, str]:
+        """The project's error body (``errors: [{field, rule, message}]``) as field →
+        message, for showing each message next to its field. ``bank_account.account_number``
+        stays dotted; the form names its inputs the same way. In Chinese, rules the
+        catalogue knows are said in Chinese (the API speaks English)."""
+        errors: dict[str, str] = {}
+        if isinstance(self.body, dict):
+            for err in self.body.get("errors") or []:
+                if isinstance(err, dict):
+                    name = str(err.get("field", ""))
+                    message = str(err.get("message") or err.get("rule") or "")
+                    rule = f"rule.{err.get('rule')}"
+                    if lang == "zh" and rule in MESSAGES:
+                        message = MESSAGES[rule][0]
+                    errors.setdefault(name, message)
+        return errors
+
+    @property
+    def detail(self) -> str:
+        if isinstance(self.body, dict):
+            return str(self.body.get("detail") or "")
+        return str(self.body)[:300]
+
+
+class ServiceUnavailable(Exception):
+    """A service did not answer (connection refused, timeout)."""
+
+
+def legacy_identity_headers(caller: Caller, *, acting_department: str | None) -> dict[str, str]:
+    """TEMPORARY — delete this function (and its one call below) when intake, review and
+    payout verify the bearer token themselves (docs/identity.md "How to wire it").
+
+    Until then the services identify callers by X-User-Id / X-Role / X-Department
+    (shared/identity.py). The values come only from the token the console verified at
+    sign-in — never from anything the browser sends — so what the services see is what
+    the issuer vouched for: the subject, one claimflow role, the department acted for
+    (which must be one of the token's)."""
+    if "approver" in caller.roles:
+        role = "approver"
+    elif "reviewer" in caller.roles:
+        role = "reviewer"
+    else:
+        role = next(iter(sorted(caller.roles)), "")
+    headers = {"X-User-Id": caller.subject, "X-Role": role}
+    department = acting_department if acting_department in caller.departments else None
+    if department is None and caller.departments:
+        department = sorted(caller.departments)[0]
+    if department is not None:
+        headers["X-Department"] = department
+    return headers
+
+
+class ApiClient:
+    def __init__(self, settings: ConsoleSettings, client: httpx.AsyncClient) -> None:
+        self._http = client
+        self._base = {
+            "intake": settings.intake_url,
+            "review": settings.review_url,
+            "payout": settings.payout_url,
+        }
+
+    async def call(
+        self,
+        service: Service,
+        method: str,
+        path: str,
+        *,
+        caller: Caller | None,
+        token: str | None,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        acting_department: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> ApiAnswer:
+        headers: dict[str, str] = {"Accept": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        if caller is not None:
+            headers.update(legacy_identity_headers(caller, acting_department=acting_department))
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        url = f"{self._base[service]}{path}"
+        try:
+            r = await self._http.request(method, url, headers=headers, json=json, params=params)
+        except httpx.HTTPError as exc:
+            # Path only: no query (a USCC search) and never a body (bank account).
+            log.warning("%s %s %s failed: %s", method, service, path, type(exc).__name__)
+            raise ServiceUnavailable(service) from None
+        try:
+            body: Any = r.json()
+        except ValueError:
+            body = r.text
+        if r.status_code >= 500:
+            log.warning("%s %s %s answered %d", method, service, path, r.status_code)
+        return ApiAnswer(r.status_code, body)
+
+
+def new_idempotency_key() -> str:
+    return str(uuid.uuid4())
