@@ -34,3 +34,10 @@ class PayoutSettings(ServiceSettings):
     retry_max_s: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=8, ge=1)
     """Transient failures after this many attempts fail the payout for good."""
+
+    payout_claim_lease_s: float = Field(default=60.0, gt=0)
+    """A payout left ``issuing`` this long (its instance died while calling the bank) is
+    resolved by asking the bank for the instruction's status."""
+    payout_stuck_after_s: float = Field(default=900.0, gt=0)
+    """Payouts issuing / unknown / issued for longer than this are counted as stuck
+    (gauge claimflow_payouts_stuck, alert PayoutsStuck)."""
