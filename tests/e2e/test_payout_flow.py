@@ -35,6 +35,11 @@ pytestmark = pytest.mark.e2e
 FINANCE = {"X-User-Id": "finance-01", "X-Department": "finance"}
 
 
+def once() -> dict[str, str]:
+    """Finance headers with a fresh Idempotency-Key (money-moving POSTs need one)."""
+    return {**FINANCE, "Idempotency-Key": f"e2e-{uuid.uuid4()}"}
+
+
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=10) as c:
@@ -87,12 +92,17 @@ async def test_returned_payment_is_corrected_by_finance_and_paid_once(
     missing = await client.post(
         f"{services.url('payout')}/payouts/{uuid.uuid4()}/account-correction",
         json=corrected,
-        headers=FINANCE,
+        headers=once(),
     )
     assert missing.status_code == 404
-    r = await client.post(url, json=corrected, headers=FINANCE)
+    keyless = await client.post(url, json=corrected, headers=FINANCE)
+    assert keyless.status_code == 428
+    first = once()
+    r = await client.post(url, json=corrected, headers=first)
     assert r.status_code == 200, r.text
-    again = await client.post(url, json=corrected, headers=FINANCE)
+    replayed = await client.post(url, json=corrected, headers=first)
+    assert replayed.status_code == 200 and replayed.json() == r.json()  # a repeat, not a 2nd
+    again = await client.post(url, json=corrected, headers=once())
     assert again.status_code == 409  # no longer returned
 
     await wait_status(client, services, claim_id, "paid")
@@ -197,7 +207,7 @@ async def test_finance_api_funds_paging_reconciliation_and_metrics(
     r = await client.post(
         f"{base}/funds/treasury-refund/top-ups",
         json={"amount": "1.00", "reason": "x"},
-        headers=FINANCE,
+        headers=once(),
     )
     assert r.status_code == 409
     r = await client.post(
@@ -209,7 +219,7 @@ async def test_finance_api_funds_paging_reconciliation_and_metrics(
     r = await client.post(
         f"{base}/funds/direct-financing-2026/top-ups",
         json={"amount": "1000.00", "reason": "追加预算"},
-        headers=FINANCE,
+        headers=once(),
     )
     assert r.status_code == 200, r.text
     assert Decimal(r.json()["fund"]["budget"]) == Decimal(direct["budget"]) + 1000
@@ -317,7 +327,7 @@ async def test_claim_waits_in_the_visible_queue_and_is_paid_after_a_top_up(
     r = await client.post(
         f"{base}/funds/{fund_id}/top-ups",
         json={"amount": "1.00", "reason": "追加预算"},
-        headers=FINANCE,
+        headers=once(),
     )
     assert r.status_code == 200 and r.json()["released_from_queue"] == 1
     paid = await payout_of(client, services, claim_id, "paid")
