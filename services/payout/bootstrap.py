@@ -42,6 +42,7 @@ def make_gateway(runtime: ServiceRuntime, settings: PayoutSettings) -> Simulated
         transient_failure_rate=settings.gateway_transient_failure_rate,
         permanent_failure_rate=settings.gateway_permanent_failure_rate,
         return_rate=settings.gateway_return_rate,
+        lost_answer_rate=settings.gateway_lost_answer_rate,
         magic_accounts=settings.gateway_magic_accounts,
         rng=random.Random(settings.gateway_seed),
     )

@@ -336,3 +336,63 @@ async def test_claim_waits_in_the_visible_queue_and_is_paid_after_a_top_up(
     )
     fund = next(f for f in (await client.get(f"{base}/funds")).json() if f["fund_id"] == fund_id)
     assert fund["remaining"] == "0.00" and fund["waiting_claims"] == 0
+
+
+async def test_bank_answer_lost_goes_unknown_and_the_claim_is_paid_once(
+    services: StackConfig, client: httpx.AsyncClient
+) -> None:
+    """Issue 9 item 1 on the real stack: the simulated bank takes the voucher and the
+    answer is lost (account ending 0000004): unknown, then resolved, paid exactly once."""
+    claim_id = await submit_claim(client, services, bank_account=account("0000000004"))
+    await approve_all(client, services, claim_id)
+    payout = await payout_of(client, services, claim_id, "paid")
+    await wait_status(client, services, claim_id, "paid")
+    detail = (await client.get(f"{services.url('payout')}/payouts/{payout['payout_id']}")).json()
+    hops = [h["hop"] for h in detail["hops"]]
+    assert "unknown" in hops and hops[-1] == "arrived"
+    assert detail["paid_amount"] == detail["approved_amount"]
+    conn = await asyncpg.connect(services.dsn)
+    try:
+        bank = await conn.fetch(
+            "SELECT status FROM bank_sim.instructions WHERE payout_id = $1",
+            uuid.UUID(payout["payout_id"]),
+        )
+    finally:
+        await conn.close()
+    assert [b["status"] for b in bank] == ["settled"]
+
+
+async def test_finance_corrects_one_failed_payout_and_closes_another(
+    services: StackConfig, client: httpx.AsyncClient
+) -> None:
+    """Issue 9 item 7 on the real stack: a payment to a closed account is not a dead
+    end. Finance re-issues to a corrected account, or closes the payout with a reason."""
+    base = services.url("payout")
+    to_fix = await submit_claim(client, services, bank_account=account("0000000002"))
+    to_close = await submit_claim(client, services, bank_account=account("0000000002"))
+    for claim_id in (to_fix, to_close):
+        await approve_all(client, services, claim_id)
+    fix = await payout_of(client, services, to_fix, "failed")
+    close = await payout_of(client, services, to_close, "failed")
+
+    corrected = {"payee": account("0000000055"), "reason": "企业提供新开立账户"}
+    r = await client.post(
+        f"{base}/payouts/{fix['payout_id']}/account-correction", json=corrected, headers=once()
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["issue_no"] == 2 and r.json()["status"] in ("requested", "queued")
+    paid = await payout_of(client, services, to_fix, "paid")
+    assert paid["paid_amount"] == paid["approved_amount"]
+
+    r = await client.post(
+        f"{base}/payouts/{close['payout_id']}/close",
+        json={"reason": "企业已注销"},
+        headers=once(),
+    )
+    assert r.status_code == 200, r.text
+    released = await payout_of(client, services, to_close, "released")
+    assert released["release_reason"] == "closed by finance: 企业已注销"
+    r = await client.post(
+        f"{base}/payouts/{close['payout_id']}/close", json={"reason": "again"}, headers=once()
+    )
+    assert r.status_code == 409 and r.json()["errors"][0]["rule"] == "returned_or_failed_only"

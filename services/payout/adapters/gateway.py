@@ -98,6 +98,8 @@ MAGIC_SUFFIXES: dict[str, Outcome] = {
     "0000002": "permanent",
     "0000003": "return",
 }
+LOST_ANSWER_SUFFIX = "0000004"
+"""The bank takes the voucher (and pays it) but its answer is lost: submit times out."""
 
 
 class SimulatedGateway:
@@ -120,6 +122,7 @@ class SimulatedGateway:
         transient_failure_rate: float = 0.0,
         permanent_failure_rate: float = 0.0,
         return_rate: float = 0.0,
+        lost_answer_rate: float = 0.0,
         magic_accounts: bool = True,
         rng: random.Random | None = None,
         planner: Planner | None = None,
@@ -132,6 +135,7 @@ class SimulatedGateway:
         self.transient_failure_rate = transient_failure_rate
         self.permanent_failure_rate = permanent_failure_rate
         self.return_rate = return_rate
+        self.lost_answer_rate = lost_answer_rate
         self.magic_accounts = magic_accounts
         self.rng = rng or random.Random()
         self.planner = planner
@@ -158,6 +162,17 @@ class SimulatedGateway:
             return "return"
         return "arrive"
 
+    def answer_lost(self, instruction: PaymentInstruction) -> bool:
+        """Whether the answer to this submit is lost after the bank took it."""
+        first = instruction.attempt == 1 and instruction.issue_no == 1
+        if (
+            self.magic_accounts
+            and first
+            and instruction.account_number.endswith(LOST_ANSWER_SUFFIX)
+        ):
+            return True
+        return self.lost_answer_rate > 0 and self.rng.random() < self.lost_answer_rate
+
     def _delay(self) -> float:
         return self.rng.uniform(self.min_delay_s, self.max_delay_s)
 
@@ -168,6 +183,7 @@ class SimulatedGateway:
     async def submit(self, instruction: PaymentInstruction) -> str:
         reference = self.reference_of(instruction.payout_id, instruction.issue_no)
         outcome = self.plan(instruction)
+        lost = self.answer_lost(instruction)
         d1, d2, d3 = self._delay(), self._delay(), self._delay()
         async with self.pool.acquire() as conn, conn.transaction():
             taken = await conn.fetchval(
@@ -228,6 +244,8 @@ class SimulatedGateway:
                     for hop, delay, reason, permanent in notices
                 ],
             )
+        if lost:
+            raise GatewayUnavailable("simulated: read timeout after the bank took the voucher")
         return reference
 
     async def due_notices(self, limit: int) -> list[Notice]:
