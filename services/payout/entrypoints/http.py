@@ -46,6 +46,11 @@ IdempotencyKey = Annotated[
 ]
 
 
+NEEDS_KEY: dict[int | str, dict[str, Any]] = {
+    428: {"description": "Idempotency-Key header missing (field header.Idempotency-Key)"}
+}
+
+
 async def _idempotent(
     request: Request,
     key: str | None,
@@ -178,7 +183,7 @@ class TopUp(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
 
 
-@router.post("/funds/{fund_id}/top-ups")
+@router.post("/funds/{fund_id}/top-ups", responses=NEEDS_KEY)
 async def top_up_fund(
     request: Request,
     fund_id: str,
@@ -272,7 +277,7 @@ class AccountCorrection(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
 
 
-@router.post("/payouts/{payout_id}/account-correction")
+@router.post("/payouts/{payout_id}/account-correction", responses=NEEDS_KEY)
 async def correct_account(
     request: Request,
     payout_id: uuid.UUID,
@@ -308,7 +313,7 @@ class Closing(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
 
 
-@router.post("/payouts/{payout_id}/close")
+@router.post("/payouts/{payout_id}/close", responses=NEEDS_KEY)
 async def close_payout(
     request: Request,
     payout_id: uuid.UUID,
