@@ -1317,4 +1317,7 @@ class GaugeExporter:
     async def close(self) -> None:
         conn, self._conn, self.leader = self._conn, None, False
         if conn is not None and not conn.is_closed():
-            await conn.close()
+            try:
+                await conn.close(timeout=2)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                conn.terminate()  # a broken connection: its session and lock are gone
