@@ -785,6 +785,54 @@ async def test_unknown_payout_the_bank_never_received_is_retried_as_the_next_att
     assert [(b["status"], b["attempt"]) for b in bank] == [("settled", 2)]
 
 
+class LateArrival(CrashAfterSubmit):
+    """Attempt 1 times out while still on its way: the bank, asked, has not got it; it
+    lands at the bank just before attempt 2, which the bank then answers "in hand"."""
+
+    def __init__(self, inner: Any, pool: asyncpg.Pool) -> None:
+        super().__init__(inner)
+        self.pool = pool
+        self.on_its_way: PaymentInstruction | None = None
+
+    async def submit(self, instruction: PaymentInstruction) -> str:
+        if self.on_its_way is None and not self.crashed:
+            self.crashed = True
+            self.on_its_way = instruction
+            raise GatewayUnavailable("read timeout")
+        if self.on_its_way is not None:
+            await self.inner.submit(self.on_its_way)  # lands now
+            self.on_its_way = None
+            await asyncio.sleep(0.05)  # and its notices come due
+            await handlers.record_notices(self.pool, self.inner, POLICY)
+        reference: str = await self.inner.submit(instruction)
+        return reference
+
+
+async def test_an_earlier_attempt_landing_late_at_the_bank_is_followed_not_dropped(
+    pool: asyncpg.Pool,
+) -> None:
+    gw = LateArrival(gateway(pool, always("arrive")), pool)
+    envelope = approval(61_00)
+    await apply(pool, handlers.on_review_decided, envelope)
+    await handlers.dispatch_requested(pool, gw, POLICY)
+    assert await status_of(pool, envelope.claim_id) == "unknown"
+    await asyncio.sleep(POLICY.max_s + 0.05)
+    assert await handlers.resolve_unknown(pool, gw, POLICY) == 1  # "never received"
+    assert await status_of(pool, envelope.claim_id) == "retrying"
+
+    async def paid() -> bool:
+        return await status_of(pool, envelope.claim_id) == "paid"
+
+    # Attempt 2 finds attempt 1 in hand at the bank: the payout follows attempt 1.
+    await drive(pool, gw, paid)
+    payout_id = await pool.fetchval(
+        "SELECT payout_id FROM payouts WHERE claim_id = $1", envelope.claim_id
+    )
+    bank = await pool.fetch("SELECT * FROM bank_sim.instructions WHERE payout_id = $1", payout_id)
+    assert [(b["status"], b["attempt"]) for b in bank] == [("settled", 1)]
+    assert (await fund(pool))["paid_fen"] == 61_00
+
+
 class OtherInstanceThenCrash(CrashAfterSubmit):
     """The bank takes the voucher; a second payout instance reads and records the bank's
     notices; then this instance dies before recording the outcome (once)."""

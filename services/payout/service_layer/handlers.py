@@ -539,13 +539,20 @@ async def dispatch_requested(
     policy = policy or RetryPolicy()
     claimed = await _claim_for_issue(pool, limit)
     for c in claimed:
+        i = c.instruction
         try:
-            reference = await gateway.submit(c.instruction)
+            reference = await gateway.submit(i)
+            held = i.attempt
+            if i.attempt > 1:
+                # A retry: the bank answers "in hand" also when it holds an earlier attempt
+                # of this key (one still on its way when the bank was asked): learn which.
+                answer = await gateway.status(i.payout_id, i.issue_no)
+                held = answer.attempt if answer.attempt is not None else i.attempt
         except GatewayUnavailable as exc:
             # The bank may have taken it before the line went quiet: unknown, not failed.
             await _record_submit(pool, c, None, f"no answer from the bank: {exc}", policy)
         else:
-            await _record_submit(pool, c, reference, None, policy)
+            await _record_submit(pool, c, reference, None, policy, held_attempt=held)
     return len(claimed)
 
 
@@ -653,23 +660,32 @@ async def _record_submit(
     reference: str | None,
     error: str | None,
     policy: RetryPolicy,
+    held_attempt: int | None = None,
 ) -> None:
     """The bank's answer to one submit, in its own short transaction. Its notices may
     have moved the payout on already (another instance, or a fast bank): then only the
-    reference is kept."""
+    reference is kept. ``held_attempt``: the attempt the bank holds for the key, when
+    it is an earlier one than submitted; the payout adopts it, so its notices match."""
     i = c.instruction
     async with after_commit.transaction(pool) as conn:
         row = await _lock_payout(conn, payout_id=c.payout_id)
         if row is None or (row["issue_no"], row["attempts"]) != (i.issue_no, i.attempt):
             return
         if reference is not None:
+            issuing = row["status"] == PayoutStatus.ISSUING
+            attempt = held_attempt if issuing and held_attempt is not None else i.attempt
             await conn.execute(
-                """UPDATE payouts SET gateway_reference = $2,
+                """UPDATE payouts SET gateway_reference = $2, attempts = $3,
                        status = CASE WHEN status = 'issuing' THEN 'issued' ELSE status END
                    WHERE payout_id = $1""",
                 c.payout_id,
                 reference,
+                attempt,
             )
+            if attempt != i.attempt:
+                detail = f"the bank has attempt {attempt}, not {i.attempt}"
+                now = datetime.now(UTC)
+                await _hop(conn, c.payout_id, i.issue_no, attempt, "bank_status", now, detail)
             return
         if row["status"] != PayoutStatus.ISSUING:
             return  # a notice already told what the bank did with it
@@ -849,6 +865,12 @@ async def _apply_notice(
     if row is None:
         return []  # not ours (the bank's books are shared with other clients' tests)
     position = notice_position(row["issue_no"], row["attempts"], n.issue_no, n.attempt)
+    in_doubt = row["status"] in (PayoutStatus.ISSUING, PayoutStatus.UNKNOWN)
+    if position == "behind" and in_doubt and n.issue_no == row["issue_no"]:
+        # An earlier attempt of this issue while the current one is in doubt: the bank
+        # may hold that earlier one (it was on its way when the bank was asked). Kept
+        # until the bank's answer settles which attempt is live.
+        return None
     if position == "behind":
         return []  # a late copy about an issue or attempt the payout has left
     if position == "ahead":
