@@ -32,7 +32,6 @@ from services.payout.domain.model import StatementInvalid
 from services.payout.service_layer import handlers
 from services.payout.service_layer.handlers import RetryPolicy
 from services.payout.service_layer.reconciliation import import_statement, report_for
-from shared import after_commit
 from shared.contracts import (
     BankAccount,
     ClaimDocumentsCompletedV1,
@@ -43,6 +42,7 @@ from shared.contracts import (
 )
 from shared.db import DbConnection, create_pool, migrate
 from shared.devstack.stack import StackConfig
+from shared.messaging.after_commit import after_commit_scope
 from shared.messaging.consumer import IdempotentBatchConsumer, TransientError
 from shared.metrics import REGISTRY
 from shared.programs import load_catalogue
@@ -51,7 +51,7 @@ pytestmark = pytest.mark.integration
 
 MIGRATIONS = Path(handlers.__file__).parents[1] / "migrations"
 PROGRAM = "startup-loan-interest-2026"
-POLICY = RetryPolicy(base_s=0.05, max_s=0.2, max_attempts=5)
+POLICY = RetryPolicy(base_s=0.05, max_s=0.2, max_attempts=5, claim_lease_s=0.5)
 CLIENTS: dict[int, str] = {}
 """Pool → its schema, which is also its name at the simulated bank."""
 
@@ -114,7 +114,7 @@ async def apply(
     handler: Callable[[DbConnection, EventEnvelope], Awaitable[None]],
     envelope: EventEnvelope,
 ) -> None:
-    async with after_commit.transaction(pool) as conn:
+    async with handlers.transaction(pool) as conn:
         await handler(conn, envelope)
 
 
@@ -769,7 +769,11 @@ async def test_unknown_payout_the_bank_never_received_is_retried_as_the_next_att
     await apply(pool, handlers.on_review_decided, envelope)
     await handlers.dispatch_requested(pool, gw, POLICY)
     assert await status_of(pool, envelope.claim_id) == "unknown"
-    assert await handlers.resolve_unknown(pool, gw, POLICY) == 0  # not before the backoff
+    # The bank is asked after a backoff, not at once.
+    waits = await pool.fetchval(
+        "SELECT next_attempt_at IS NOT NULL FROM payouts WHERE claim_id = $1", envelope.claim_id
+    )
+    assert waits is True
     await asyncio.sleep(POLICY.max_s + 0.05)
     assert await handlers.resolve_unknown(pool, gw, POLICY) == 1
     assert await status_of(pool, envelope.claim_id) == "retrying"
@@ -992,7 +996,7 @@ async def test_a_slow_bank_holds_no_lock_on_the_payout_or_the_fund(pool: asyncpg
         other = approval(10_00)
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SET LOCAL lock_timeout = '300ms'")
-            with after_commit.collecting():
+            with after_commit_scope():
                 await handlers.on_review_decided(conn, other)
         assert await status_of(pool, other.claim_id) == "requested"
     finally:

@@ -18,10 +18,11 @@ from pydantic_core import to_jsonable_python
 from services.payout.domain.model import StatementInvalid
 from services.payout.service_layer import handlers
 from services.payout.service_layer.reconciliation import import_statement_in, report_for
-from shared import after_commit, idempotency
+from shared import idempotency
 from shared.contracts import BankAccount
 from shared.db import DbConnection
 from shared.identity import Caller, current_caller
+from shared.messaging.after_commit import after_commit_scope
 from shared.money import PositiveYuan, fen_to_yuan, optional_fen_to_yuan, yuan_to_fen
 from shared.problems import problem
 from shared.service_app import runtime_of
@@ -74,12 +75,12 @@ async def _idempotent(
     pool = runtime_of(request).db
     for attempt in range(5):
         try:
-            with after_commit.collecting() as deferred:
+            with after_commit_scope() as pending:
                 async with pool.acquire() as conn:
                     answer = await idempotency.respond(
                         conn, work, idempotency_key=key, fingerprint=fingerprint
                     )
-            after_commit.run(deferred)
+            pending.run()
             return JSONResponse(answer.body, status_code=answer.status_code)
         except (
             asyncpg.exceptions.DeadlockDetectedError,

@@ -2,7 +2,7 @@
 gateway, record each hop the treasury/bank reports, resolve payouts the bank left in
 doubt, retry, release, top up, correct accounts, close. Every state change and its
 events commit in one transaction (outbox); business counters move only after that
-commit (``shared.after_commit``).
+commit (``shared.messaging.after_commit``).
 
 No bank call inside a database transaction: a payout is claimed for issue (``issuing``,
 reserved → committed) and committed, the gateway is called with no transaction open and
@@ -22,7 +22,8 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -64,7 +65,6 @@ from services.payout.metrics import (
     TIME_TO_PAYMENT,
 )
 from services.payout.metrics import WAITING as WAITING_GAUGE
-from shared import after_commit
 from shared.contracts import (
     BankAccount,
     EventEnvelope,
@@ -85,6 +85,7 @@ from shared.contracts import (
 )
 from shared.contracts.topics import PAYOUT_EVENTS
 from shared.db import DbConnection
+from shared.messaging.after_commit import after_commit, after_commit_scope
 from shared.messaging.consumer import TransientError
 from shared.messaging.outbox import stage_events
 from shared.programs import Catalogue, load_catalogue
@@ -112,14 +113,24 @@ class RetryPolicy:
     asking the bank, like an ``unknown`` one."""
 
 
+@asynccontextmanager
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[DbConnection]:
+    """A connection in a transaction of its own; the business counters its work defers
+    (``after_commit``) move once it has committed, never when it rolls back."""
+    with after_commit_scope() as pending:
+        async with pool.acquire() as conn, conn.transaction():
+            yield conn
+    pending.run()
+
+
 def _count(claim_kind: str, status: PayoutStatus | str) -> None:
     """claimflow_payouts_total, once the transaction has committed."""
     label = str(status)
-    after_commit.defer(lambda: PAYOUTS.labels(claim_kind, label).inc())
+    after_commit(lambda: PAYOUTS.labels(claim_kind, label).inc())
 
 
 def _count_failure(fund_id: str, kind: str) -> None:
-    after_commit.defer(lambda: FAILURES.labels(fund_id, kind).inc())
+    after_commit(lambda: FAILURES.labels(fund_id, kind).inc())
 
 
 async def _lock_payout(
@@ -558,7 +569,7 @@ async def dispatch_requested(
 
 async def _claim_for_issue(pool: asyncpg.Pool, limit: int) -> list[_Claimed]:
     due = """(status = 'requested' OR (status = 'retrying' AND next_attempt_at <= now()))"""
-    async with after_commit.transaction(pool) as conn:
+    async with transaction(pool) as conn:
         candidates = await conn.fetch(
             f"SELECT payout_id FROM payouts WHERE {due} ORDER BY requested_at LIMIT $1", limit
         )
@@ -667,7 +678,7 @@ async def _record_submit(
     reference is kept. ``held_attempt``: the attempt the bank holds for the key, when
     it is an earlier one than submitted; the payout adopts it, so its notices match."""
     i = c.instruction
-    async with after_commit.transaction(pool) as conn:
+    async with transaction(pool) as conn:
         row = await _lock_payout(conn, payout_id=c.payout_id)
         if row is None or (row["issue_no"], row["attempts"]) != (i.issue_no, i.attempt):
             return
@@ -740,7 +751,7 @@ async def _apply_bank_status(
     answer: InstructionStatus,
     policy: RetryPolicy,
 ) -> int:
-    async with after_commit.transaction(pool) as conn:
+    async with transaction(pool) as conn:
         row = await _lock_payout(conn, payout_id=payout_id)
         if (
             row is None
@@ -839,7 +850,7 @@ async def record_notices(
     if not notices:
         return 0
     kept: set[int] = set()
-    async with after_commit.transaction(pool) as conn:
+    async with transaction(pool) as conn:
         await _lock_payouts(conn, sorted({n.payout_id for n in notices}))
         events: list[EventEnvelope] = []
         for n in notices:
@@ -913,7 +924,7 @@ async def _apply_notice(
         )
         if voucher is not None:
             secs = (at - voucher["issued_at"]).total_seconds()
-            after_commit.defer(lambda: HOP_SECONDS.labels("issued_to_accepted").observe(secs))
+            after_commit(lambda: HOP_SECONDS.labels("issued_to_accepted").observe(secs))
         payload = PayoutAcceptedV1(payout_id=pid, voucher_no=number, accepted_at=at)
     elif target is PayoutStatus.SENT:
         await conn.execute(
@@ -932,7 +943,7 @@ async def _apply_notice(
         )
         if voucher is not None and voucher["accepted_at"] is not None:
             secs = (at - voucher["accepted_at"]).total_seconds()
-            after_commit.defer(lambda: HOP_SECONDS.labels("accepted_to_sent").observe(secs))
+            after_commit(lambda: HOP_SECONDS.labels("accepted_to_sent").observe(secs))
         payload = PayoutSentV1(payout_id=pid, amount_fen=amount, gateway_reference=n.bank_reference)
     elif target is PayoutStatus.PAID:
         await conn.execute(
@@ -962,7 +973,7 @@ async def _apply_notice(
             if hop_secs is not None:
                 HOP_SECONDS.labels("sent_to_arrived").observe(hop_secs)
 
-        after_commit.defer(observe_paid)
+        after_commit(observe_paid)
         payload = PayoutConfirmedV1(
             payout_id=pid, amount_fen=amount, arrived_at=at, time_to_payment_seconds=ttp
         )
@@ -1024,7 +1035,7 @@ async def with_retry(pool: asyncpg.Pool, work: Callable[[DbConnection], Awaitabl
     deferred counters run once, after the commit that counts."""
     for attempt in range(5):
         try:
-            async with after_commit.transaction(pool) as conn:
+            async with transaction(pool) as conn:
                 return await work(conn)
         except (
             asyncpg.exceptions.DeadlockDetectedError,

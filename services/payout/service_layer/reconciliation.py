@@ -21,8 +21,9 @@ from services.payout.domain.model import (
     reconcile,
 )
 from services.payout.metrics import RECONCILIATION_MISMATCHES
-from shared import after_commit
+from services.payout.service_layer.handlers import transaction
 from shared.db import DbConnection
+from shared.messaging.after_commit import after_commit
 
 BANK_TIMEZONE = "Asia/Shanghai"
 
@@ -32,7 +33,7 @@ Imported = tuple[uuid.UUID, int, int, list[ReconciliationReport]]
 
 async def import_statement(pool: asyncpg.Pool, text: str, actor: str) -> Imported:
     """import_statement_in in a transaction of its own."""
-    async with after_commit.transaction(pool) as conn:
+    async with transaction(pool) as conn:
         return await import_statement_in(conn, text, actor)
 
 
@@ -82,7 +83,7 @@ async def import_statement_in(conn: DbConnection, text: str, actor: str) -> Impo
                 if n:
                     RECONCILIATION_MISMATCHES.labels(kind).inc(n)
 
-    after_commit.defer(count)
+    after_commit(count)
     return statement_id, inserted, duplicates, reports
 
 
