@@ -265,7 +265,8 @@ async def _forever(loop: BackgroundLoop, runtime: ServiceRuntime) -> None:
 
 
 # The database being unreachable is the service's trouble, not the caller's, and not a
-# bug: 503 tells a client to retry (with the same Idempotency-Key), nothing was stored.
+# bug: 503 tells a client to retry with the same Idempotency-Key. It must not claim that
+# nothing was stored: the connection may have been lost after (or during) the COMMIT.
 _UNAVAILABLE: tuple[type[Exception], ...] = (
     OSError,
     TimeoutError,
@@ -280,7 +281,8 @@ async def _service_unavailable(request: Request, exc: Exception) -> JSONResponse
     log.warning("%s %s: database unavailable: %r", request.method, request.url.path, exc)
     return problem(
         503,
-        "the service's database is unavailable; nothing was changed, retry later",
+        "the service's database is unavailable; the request may or may not have been "
+        "applied: retry later with the same Idempotency-Key, or check before repeating it",
         field="",
         rule="service_unavailable",
         message=type(exc).__name__,

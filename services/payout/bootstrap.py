@@ -15,6 +15,7 @@ from services.payout.config import PayoutSettings
 from services.payout.entrypoints.http import router
 from services.payout.service_layer.handlers import (
     SERVICE,
+    GaugeExporter,
     RetryPolicy,
     dispatch_requested,
     on_claim_lapsed,
@@ -22,7 +23,7 @@ from services.payout.service_layer.handlers import (
     on_documents_completed,
     on_review_decided,
     record_notices,
-    refresh_gauges,
+    resolve_unknown,
     seed_funds,
 )
 from shared.contracts.topics import INTAKE_EVENTS, REVIEW_EVENTS
@@ -41,6 +42,7 @@ def make_gateway(runtime: ServiceRuntime, settings: PayoutSettings) -> Simulated
         transient_failure_rate=settings.gateway_transient_failure_rate,
         permanent_failure_rate=settings.gateway_permanent_failure_rate,
         return_rate=settings.gateway_return_rate,
+        lost_answer_rate=settings.gateway_lost_answer_rate,
         magic_accounts=settings.gateway_magic_accounts,
         rng=random.Random(settings.gateway_seed),
     )
@@ -54,6 +56,7 @@ def create_app(settings: PayoutSettings | None = None) -> FastAPI:
         base_s=settings.retry_base_s,
         max_s=settings.retry_max_s,
         max_attempts=settings.max_attempts,
+        claim_lease_s=settings.payout_claim_lease_s,
     )
     cap = settings.treasury_refund_cap_yuan
 
@@ -64,16 +67,20 @@ def create_app(settings: PayoutSettings | None = None) -> FastAPI:
                 await seed_funds(conn, load_catalogue(), None if cap is None else yuan_to_fen(cap))
             await SimulatedGateway.prepare(settings.database_url)
             gateway = runtime.extras["gateway"] = make_gateway(runtime, settings)
+        exporter = GaugeExporter(settings.database_url, SERVICE)
         refreshed = 0.0
-        while True:
-            sent = await dispatch_requested(runtime.db, gateway, policy)
-            noticed = await record_notices(runtime.db, gateway, policy)
-            if time.monotonic() - refreshed > GAUGE_REFRESH_S:
-                async with runtime.db.acquire() as conn:
-                    await refresh_gauges(conn)
-                refreshed = time.monotonic()
-            if not sent and not noticed:
-                await asyncio.sleep(settings.dispatch_interval_s)
+        try:
+            while True:
+                sent = await dispatch_requested(runtime.db, gateway, policy)
+                noticed = await record_notices(runtime.db, gateway, policy)
+                resolved = await resolve_unknown(runtime.db, gateway, policy)
+                if time.monotonic() - refreshed > GAUGE_REFRESH_S:
+                    await exporter.refresh(runtime.db, stuck_after_s=settings.payout_stuck_after_s)
+                    refreshed = time.monotonic()
+                if not sent and not noticed and not resolved:
+                    await asyncio.sleep(settings.dispatch_interval_s)
+        finally:
+            await exporter.close()
 
     return build_service_app(
         name=SERVICE,

@@ -25,12 +25,23 @@ class PayoutSettings(ServiceSettings):
     """Share failing for good (account closed): the commitment is released."""
     gateway_return_rate: float = Field(default=0.0, ge=0, le=1)
     """Share returned by the bank (account name does not match)."""
+    gateway_lost_answer_rate: float = Field(default=0.0, ge=0, le=1)
+    """Share of submissions the bank takes but whose answer is lost (a timeout): the
+    payout goes unknown and is resolved by asking the bank."""
     gateway_seed: int | None = None
     """Seed for the simulator's draws, for reproducible runs."""
     gateway_magic_accounts: bool = True
-    """Account numbers ending 0000001/2/3 force transient/permanent/return (first issue)."""
+    """Account numbers ending 0000001/2/3/4 force transient/permanent/return/lost answer
+    (first issue, first attempt)."""
 
     retry_base_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=8, ge=1)
     """Transient failures after this many attempts fail the payout for good."""
+
+    payout_claim_lease_s: float = Field(default=60.0, gt=0)
+    """A payout left ``issuing`` this long (its instance died while calling the bank) is
+    resolved by asking the bank for the instruction's status."""
+    payout_stuck_after_s: float = Field(default=900.0, gt=0)
+    """Payouts issuing / unknown / issued for longer than this are counted as stuck
+    (gauge claimflow_payouts_stuck, alert PayoutsStuck)."""

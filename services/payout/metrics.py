@@ -63,6 +63,13 @@ WAITING = Gauge(
     ["fund", "reason"],
     registry=REGISTRY,
 )
+STUCK = Gauge(
+    "claimflow_payouts_stuck",
+    "Payouts with the bank and no news (issuing / unknown / issued) for longer than "
+    "CLAIMFLOW_PAYOUT_STUCK_AFTER_S. Exported by one payout instance only.",
+    ["status"],
+    registry=REGISTRY,
+)
 FAILURES = Counter(
     "claimflow_payout_failures_total",
     "Gateway failures: transient / permanent / returned.",

@@ -40,7 +40,11 @@ async def _correct_returned(client: httpx.AsyncClient, payout_url: str) -> int:
         answer = await client.post(
             f"{payout_url}/payouts/{payout['payout_id']}/account-correction",
             json={"payee": corrected, "reason": "核对营业执照后更正户名"},
-            headers=FINANCE,
+            # One correction per issue: a repeat (a lost answer) changes nothing more.
+            headers={
+                **FINANCE,
+                "Idempotency-Key": f"demo-correct-{payout['payout_id']}-{payout['issue_no']}",
+            },
         )
         done += answer.status_code == 200
     return done
@@ -56,7 +60,11 @@ async def _top_up_waiting(client: httpx.AsyncClient, payout_url: str) -> int:
             answer = await client.post(
                 f"{payout_url}/funds/{fund['fund_id']}/top-ups",
                 json={"amount": str(waiting), "reason": "追加预算 (demo)"},
-                headers=FINANCE,
+                # The decision is made on this budget: repeating it adds nothing twice.
+                headers={
+                    **FINANCE,
+                    "Idempotency-Key": f"demo-top-up-{fund['fund_id']}-{fund['budget']}-{waiting}",
+                },
             )
             done += answer.status_code == 200
     return done

@@ -35,6 +35,11 @@ pytestmark = pytest.mark.e2e
 FINANCE = {"X-User-Id": "finance-01", "X-Department": "finance"}
 
 
+def once() -> dict[str, str]:
+    """Finance headers with a fresh Idempotency-Key (money-moving POSTs need one)."""
+    return {**FINANCE, "Idempotency-Key": f"e2e-{uuid.uuid4()}"}
+
+
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=10) as c:
@@ -87,12 +92,17 @@ async def test_returned_payment_is_corrected_by_finance_and_paid_once(
     missing = await client.post(
         f"{services.url('payout')}/payouts/{uuid.uuid4()}/account-correction",
         json=corrected,
-        headers=FINANCE,
+        headers=once(),
     )
     assert missing.status_code == 404
-    r = await client.post(url, json=corrected, headers=FINANCE)
+    keyless = await client.post(url, json=corrected, headers=FINANCE)
+    assert keyless.status_code == 428
+    first = once()
+    r = await client.post(url, json=corrected, headers=first)
     assert r.status_code == 200, r.text
-    again = await client.post(url, json=corrected, headers=FINANCE)
+    replayed = await client.post(url, json=corrected, headers=first)
+    assert replayed.status_code == 200 and replayed.json() == r.json()  # a repeat, not a 2nd
+    again = await client.post(url, json=corrected, headers=once())
     assert again.status_code == 409  # no longer returned
 
     await wait_status(client, services, claim_id, "paid")
@@ -197,7 +207,7 @@ async def test_finance_api_funds_paging_reconciliation_and_metrics(
     r = await client.post(
         f"{base}/funds/treasury-refund/top-ups",
         json={"amount": "1.00", "reason": "x"},
-        headers=FINANCE,
+        headers=once(),
     )
     assert r.status_code == 409
     r = await client.post(
@@ -209,7 +219,7 @@ async def test_finance_api_funds_paging_reconciliation_and_metrics(
     r = await client.post(
         f"{base}/funds/direct-financing-2026/top-ups",
         json={"amount": "1000.00", "reason": "追加预算"},
-        headers=FINANCE,
+        headers=once(),
     )
     assert r.status_code == 200, r.text
     assert Decimal(r.json()["fund"]["budget"]) == Decimal(direct["budget"]) + 1000
@@ -317,7 +327,7 @@ async def test_claim_waits_in_the_visible_queue_and_is_paid_after_a_top_up(
     r = await client.post(
         f"{base}/funds/{fund_id}/top-ups",
         json={"amount": "1.00", "reason": "追加预算"},
-        headers=FINANCE,
+        headers=once(),
     )
     assert r.status_code == 200 and r.json()["released_from_queue"] == 1
     paid = await payout_of(client, services, claim_id, "paid")
@@ -326,3 +336,63 @@ async def test_claim_waits_in_the_visible_queue_and_is_paid_after_a_top_up(
     )
     fund = next(f for f in (await client.get(f"{base}/funds")).json() if f["fund_id"] == fund_id)
     assert fund["remaining"] == "0.00" and fund["waiting_claims"] == 0
+
+
+async def test_bank_answer_lost_goes_unknown_and_the_claim_is_paid_once(
+    services: StackConfig, client: httpx.AsyncClient
+) -> None:
+    """Issue 9 item 1 on the real stack: the simulated bank takes the voucher and the
+    answer is lost (account ending 0000004): unknown, then resolved, paid exactly once."""
+    claim_id = await submit_claim(client, services, bank_account=account("0000000004"))
+    await approve_all(client, services, claim_id)
+    payout = await payout_of(client, services, claim_id, "paid")
+    await wait_status(client, services, claim_id, "paid")
+    detail = (await client.get(f"{services.url('payout')}/payouts/{payout['payout_id']}")).json()
+    hops = [h["hop"] for h in detail["hops"]]
+    assert "unknown" in hops and hops[-1] == "arrived"
+    assert detail["paid_amount"] == detail["approved_amount"]
+    conn = await asyncpg.connect(services.dsn)
+    try:
+        bank = await conn.fetch(
+            "SELECT status FROM bank_sim.instructions WHERE payout_id = $1",
+            uuid.UUID(payout["payout_id"]),
+        )
+    finally:
+        await conn.close()
+    assert [b["status"] for b in bank] == ["settled"]
+
+
+async def test_finance_corrects_one_failed_payout_and_closes_another(
+    services: StackConfig, client: httpx.AsyncClient
+) -> None:
+    """Issue 9 item 7 on the real stack: a payment to a closed account is not a dead
+    end. Finance re-issues to a corrected account, or closes the payout with a reason."""
+    base = services.url("payout")
+    to_fix = await submit_claim(client, services, bank_account=account("0000000002"))
+    to_close = await submit_claim(client, services, bank_account=account("0000000002"))
+    for claim_id in (to_fix, to_close):
+        await approve_all(client, services, claim_id)
+    fix = await payout_of(client, services, to_fix, "failed")
+    close = await payout_of(client, services, to_close, "failed")
+
+    corrected = {"payee": account("0000000055"), "reason": "企业提供新开立账户"}
+    r = await client.post(
+        f"{base}/payouts/{fix['payout_id']}/account-correction", json=corrected, headers=once()
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["issue_no"] == 2 and r.json()["status"] in ("requested", "queued")
+    paid = await payout_of(client, services, to_fix, "paid")
+    assert paid["paid_amount"] == paid["approved_amount"]
+
+    r = await client.post(
+        f"{base}/payouts/{close['payout_id']}/close",
+        json={"reason": "企业已注销"},
+        headers=once(),
+    )
+    assert r.status_code == 200, r.text
+    released = await payout_of(client, services, to_close, "released")
+    assert released["release_reason"] == "closed by finance: 企业已注销"
+    r = await client.post(
+        f"{base}/payouts/{close['payout_id']}/close", json={"reason": "again"}, headers=once()
+    )
+    assert r.status_code == 409 and r.json()["errors"][0]["rule"] == "returned_or_failed_only"

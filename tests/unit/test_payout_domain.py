@@ -11,7 +11,9 @@ from typing import Any, cast
 import pytest
 
 from services.payout.domain.model import (
+    CANCELLABLE,
     COMMITTED,
+    CORRECTABLE,
     FINAL,
     RESERVED,
     TRANSITIONS,
@@ -22,6 +24,7 @@ from services.payout.domain.model import (
     after_approval,
     backoff_seconds,
     fund_of,
+    notice_position,
     parse_statement_csv,
     reconcile,
     target_of_notice,
@@ -46,9 +49,58 @@ def test_final_statuses_have_no_way_out_and_every_status_is_reachable() -> None:
 
 def test_paid_is_reached_only_from_the_gateway_hops() -> None:
     sources = {s for s, targets in TRANSITIONS.items() if PayoutStatus.PAID in targets}
-    assert sources == {PayoutStatus.ISSUED, PayoutStatus.ACCEPTED, PayoutStatus.SENT}
+    # Issuing and unknown are with the bank too: its notices may come before the outcome
+    # of the bank call is recorded (issue 9 item 1).
+    assert sources == {
+        PayoutStatus.ISSUING,
+        PayoutStatus.UNKNOWN,
+        PayoutStatus.ISSUED,
+        PayoutStatus.ACCEPTED,
+        PayoutStatus.SENT,
+    }
     # A returned payout is never paid without a correction and a re-issue.
     assert TRANSITIONS[PayoutStatus.RETURNED] == {PayoutStatus.RETRYING, PayoutStatus.RELEASED}
+
+
+def test_a_payout_that_may_be_with_the_bank_is_never_released() -> None:
+    """Issue 9 item 1: issuing and unknown may have left the treasury; they stay
+    committed and a lapse or withdrawal does not release them."""
+    for status in (PayoutStatus.ISSUING, PayoutStatus.UNKNOWN):
+        assert status in COMMITTED
+        assert status not in CANCELLABLE
+        assert PayoutStatus.RELEASED not in TRANSITIONS[status]
+    # Unknown is resolved by asking the bank: it has it (issued) or not (retrying).
+    assert {PayoutStatus.ISSUED, PayoutStatus.RETRYING} <= TRANSITIONS[PayoutStatus.UNKNOWN]
+    # Only a claimed payout calls the bank.
+    sources = {s for s, targets in TRANSITIONS.items() if PayoutStatus.ISSUING in targets}
+    assert sources == {PayoutStatus.REQUESTED, PayoutStatus.RETRYING}
+
+
+def test_a_failed_payout_waits_for_finance_to_correct_or_close_it() -> None:
+    """Issue 9 item 7: failed is not a dead end."""
+    assert PayoutStatus.FAILED in CORRECTABLE and PayoutStatus.FAILED not in FINAL
+    assert TRANSITIONS[PayoutStatus.FAILED] == {
+        PayoutStatus.REQUESTED,
+        PayoutStatus.QUEUED,
+        PayoutStatus.RELEASED,
+    }
+
+
+@pytest.mark.parametrize(
+    ("row", "notice", "expected"),
+    [
+        ((1, 1), (1, 1), "current"),
+        ((1, 2), (1, 1), "behind"),  # an earlier attempt
+        ((2, 0), (1, 3), "behind"),  # an earlier issue (after an account correction)
+        ((1, 0), (1, 1), "ahead"),  # the bank has an attempt the row has not recorded
+        ((1, 1), (1, 2), "ahead"),
+        ((1, 3), (2, 1), "ahead"),  # a later issue
+    ],
+)
+def test_only_notices_behind_the_payout_are_discarded(
+    row: tuple[int, int], notice: tuple[int, int], expected: str
+) -> None:
+    assert notice_position(*row, *notice) == expected
 
 
 def test_approval_reserves_holds_or_queues() -> None:

@@ -8,7 +8,6 @@ events go on the claim's timeline in the same transaction.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import uuid
@@ -49,6 +48,7 @@ from services.intake.domain.model import (
     local_period,
 )
 from services.intake.metrics import CLAIMS_OUTCOME, DOCUMENTS_PENDING, program_label
+from shared import idempotency
 from shared.contracts import (
     ClaimDocumentsCompletedV1,
     ClaimDocumentSuppliedV1,
@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 # --- refusals: every one becomes a 4xx with the standard body -------------------------
 
 
-class Refusal(Exception):
+class Refusal(idempotency.Refusal):
     status_code = 409
 
     def __init__(self, detail: str, errors: Sequence[Violation], **extra: Any) -> None:
@@ -139,72 +139,12 @@ def default_policy() -> IntakePolicy:
     )
 
 
-# --- Idempotency-Key ------------------------------------------------------------------
+# --- Idempotency-Key: shared/idempotency.py (intake's own, moved there for payout) ----
 
-Work = Callable[[DbConnection], Awaitable[tuple[int, dict[str, Any]]]]
-
-
-@dataclass(frozen=True)
-class Response:
-    status_code: int
-    body: dict[str, Any]
-    replayed: bool = False
-
-
-def request_hash(method: str, path: str, body: Any) -> str:
-    canonical = json.dumps([method, path, body], sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-async def respond(
-    conn: DbConnection, work: Work, *, idempotency_key: str | None, fingerprint: str
-) -> Response:
-    """Runs ``work`` in one transaction. With an Idempotency-Key, the first response is
-    stored with the request's hash in the same transaction: a repeat with the same body
-    gets that response (a concurrent repeat waits on the key's row until the first
-    commits), a repeat with another body gets a 422. Refusals (4xx) are stored too;
-    the refused work itself leaves nothing behind (a savepoint)."""
-    async with conn.transaction():
-        if idempotency_key is not None:
-            fresh = await conn.fetchval(
-                """INSERT INTO idempotency_keys (idempotency_key, request_hash)
-                   VALUES ($1, $2) ON CONFLICT (idempotency_key) DO NOTHING RETURNING true""",
-                idempotency_key,
-                fingerprint,
-            )
-            if not fresh:
-                row = await conn.fetchrow(
-                    """SELECT request_hash, status_code, response FROM idempotency_keys
-                       WHERE idempotency_key = $1""",
-                    idempotency_key,
-                )
-                assert row is not None and row["status_code"] is not None
-                if row["request_hash"] != fingerprint:
-                    raise Invalid(
-                        "Idempotency-Key reused with a different request",
-                        [
-                            Violation(
-                                "header.Idempotency-Key",
-                                "idempotency_key_reused",
-                                "this key was used for another request; use a new key",
-                            )
-                        ],
-                    )
-                return Response(row["status_code"], json.loads(row["response"]), replayed=True)
-        try:
-            async with conn.transaction():
-                status_code, body = await work(conn)
-        except Refusal as refusal:
-            status_code, body = refusal.status_code, refusal.body()
-        if idempotency_key is not None:
-            await conn.execute(
-                """UPDATE idempotency_keys SET status_code = $2, response = $3::jsonb
-                   WHERE idempotency_key = $1""",
-                idempotency_key,
-                status_code,
-                json.dumps(body, default=str),
-            )
-    return Response(status_code, body)
+Work = idempotency.Work
+Response = idempotency.Response
+request_hash = idempotency.request_hash
+respond = idempotency.respond
 
 
 # --- registration ---------------------------------------------------------------------

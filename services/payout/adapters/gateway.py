@@ -46,8 +46,29 @@ class Notice:
     bank_reference: str
 
 
+BankState = Literal["in_hand", "settled", "rejected", "failed", "returned"]
+
+
+@dataclass(frozen=True)
+class InstructionStatus:
+    """What the bank holds for one key (payout id, issue number).
+
+    ``attempt`` is None when the bank never received that key. ``rejected``: the
+    attempt failed transiently and the key is free for the next attempt.
+    """
+
+    attempt: int | None
+    state: BankState | None
+    reference: str | None
+
+    @property
+    def received(self) -> bool:
+        return self.attempt is not None
+
+
 class GatewayUnavailable(Exception):
-    """The gateway could not take the instruction now; try again later (transient)."""
+    """No answer from the gateway (refused, timed out, connection lost). Whether the bank
+    took the instruction is unknown: ask ``status`` before deciding anything."""
 
 
 class PaymentGateway(Protocol):
@@ -62,6 +83,10 @@ class PaymentGateway(Protocol):
     async def acknowledge(self, notice_ids: list[int]) -> None:
         """Notices recorded by payout; the bank stops re-sending them."""
 
+    async def status(self, payout_id: uuid.UUID, issue_no: int) -> InstructionStatus:
+        """The bank's own record of an instruction key (a query, changes nothing).
+        Raises GatewayUnavailable when the bank cannot be asked now."""
+
 
 Planner = Callable[[PaymentInstruction], Outcome]
 
@@ -73,6 +98,8 @@ MAGIC_SUFFIXES: dict[str, Outcome] = {
     "0000002": "permanent",
     "0000003": "return",
 }
+LOST_ANSWER_SUFFIX = "0000004"
+"""The bank takes the voucher (and pays it) but its answer is lost: submit times out."""
 
 
 class SimulatedGateway:
@@ -95,6 +122,7 @@ class SimulatedGateway:
         transient_failure_rate: float = 0.0,
         permanent_failure_rate: float = 0.0,
         return_rate: float = 0.0,
+        lost_answer_rate: float = 0.0,
         magic_accounts: bool = True,
         rng: random.Random | None = None,
         planner: Planner | None = None,
@@ -107,6 +135,7 @@ class SimulatedGateway:
         self.transient_failure_rate = transient_failure_rate
         self.permanent_failure_rate = permanent_failure_rate
         self.return_rate = return_rate
+        self.lost_answer_rate = lost_answer_rate
         self.magic_accounts = magic_accounts
         self.rng = rng or random.Random()
         self.planner = planner
@@ -133,12 +162,28 @@ class SimulatedGateway:
             return "return"
         return "arrive"
 
+    def answer_lost(self, instruction: PaymentInstruction) -> bool:
+        """Whether the answer to this submit is lost after the bank took it."""
+        first = instruction.attempt == 1 and instruction.issue_no == 1
+        if (
+            self.magic_accounts
+            and first
+            and instruction.account_number.endswith(LOST_ANSWER_SUFFIX)
+        ):
+            return True
+        return self.lost_answer_rate > 0 and self.rng.random() < self.lost_answer_rate
+
     def _delay(self) -> float:
         return self.rng.uniform(self.min_delay_s, self.max_delay_s)
 
+    @staticmethod
+    def reference_of(payout_id: uuid.UUID, issue_no: int) -> str:
+        return f"SIM-{payout_id.hex[:12].upper()}-{issue_no}"
+
     async def submit(self, instruction: PaymentInstruction) -> str:
-        reference = f"SIM-{instruction.payout_id.hex[:12].upper()}-{instruction.issue_no}"
+        reference = self.reference_of(instruction.payout_id, instruction.issue_no)
         outcome = self.plan(instruction)
+        lost = self.answer_lost(instruction)
         d1, d2, d3 = self._delay(), self._delay(), self._delay()
         async with self.pool.acquire() as conn, conn.transaction():
             taken = await conn.fetchval(
@@ -199,6 +244,8 @@ class SimulatedGateway:
                     for hop, delay, reason, permanent in notices
                 ],
             )
+        if lost:
+            raise GatewayUnavailable("simulated: read timeout after the bank took the voucher")
         return reference
 
     async def due_notices(self, limit: int) -> list[Notice]:
@@ -251,4 +298,25 @@ class SimulatedGateway:
         await self.pool.execute(
             "UPDATE bank_sim.notices SET notified = true WHERE id = ANY($1::bigint[])",
             notice_ids,
+        )
+
+    async def status(self, payout_id: uuid.UUID, issue_no: int) -> InstructionStatus:
+        row = await self.pool.fetchrow(
+            """SELECT attempt, status FROM bank_sim.instructions
+               WHERE payout_id = $1 AND issue_no = $2""",
+            payout_id,
+            issue_no,
+        )
+        if row is None:
+            return InstructionStatus(attempt=None, state=None, reference=None)
+        states: dict[str, BankState] = {
+            "accepted": "in_hand",
+            "settled": "settled",
+            "rejected": "rejected",
+            "failed": "failed",
+            "returned": "returned",
+        }
+        state = states[row["status"]]
+        return InstructionStatus(
+            attempt=row["attempt"], state=state, reference=self.reference_of(payout_id, issue_no)
         )

@@ -5,10 +5,15 @@ State machine (docs/payout.md)::
     approval ─┬─> queued ──(budget topped up / released elsewhere)──┐
               ├─> held  ──(documents completed)──> requested        │
               └─> requested <───────────────────────────────────────┘ (or held)
-    requested ─> issued ─> accepted ─> sent ─> paid (到账)
-    issued ─(transient failure)─> retrying ─> issued (same voucher, same key)
+    requested|retrying ─> issuing (claimed and committed; then the bank is called)
+    issuing ─> issued (bank took it) | unknown (no answer: timeout, connection lost)
+    unknown ─(bank asked: has it)─> issued   unknown ─(bank never got it)─> retrying
+    issued ─> accepted ─> sent ─> paid (到账)   (notices also move issuing and unknown)
+    issued ─(transient failure)─> retrying ─> issuing (same voucher, same key)
     issued|accepted|sent ─(permanent failure)─> failed   (commitment released)
     issued|accepted|sent ─(returned)─> returned ─(account corrected)─> retrying
+    failed ─(account corrected by finance)─> requested (reserved again) | queued
+    failed|returned ─(closed by finance, with a reason)─> released
     queued|held|requested|retrying|returned ─(lapsed / withdrawn)─> released
 """
 
@@ -33,7 +38,13 @@ class PayoutStatus(StrEnum):
     """Reserved; waiting for intake to report the pending documents complete."""
     REQUESTED = "requested"
     """Reserved; ready to issue."""
+    ISSUING = "issuing"
+    """Committed and claimed by one payout instance, which is calling the bank now."""
     ISSUED = "issued"
+    """The bank took the voucher; its notices move it on."""
+    UNKNOWN = "unknown"
+    """The bank call ended without an answer: the bank may or may not have the voucher.
+    Resolved by asking the bank for the instruction's status; never released meanwhile."""
     ACCEPTED = "accepted"
     SENT = "sent"
     RETRYING = "retrying"
@@ -41,23 +52,28 @@ class PayoutStatus(StrEnum):
     PAID = "paid"
     """Funds arrived (到账)."""
     FAILED = "failed"
+    """Failed for good (account closed, retries exhausted); the commitment is back in the
+    fund. Finance corrects the account (re-issue) or closes the payout with a reason."""
     RETURNED = "returned"
     """The bank returned the money; waits for finance to correct the account."""
     RELEASED = "released"
 
 
-FINAL = frozenset({PayoutStatus.PAID, PayoutStatus.FAILED, PayoutStatus.RELEASED})
+FINAL = frozenset({PayoutStatus.PAID, PayoutStatus.RELEASED})
 WAITING = {
     PayoutStatus.QUEUED: "budget",
     PayoutStatus.HELD: "documents",
     PayoutStatus.RETURNED: "account_correction",
+    PayoutStatus.FAILED: "finance_decision",
 }
 """Statuses that will not move without a person, and what they wait for."""
 RESERVED = frozenset({PayoutStatus.HELD, PayoutStatus.REQUESTED})
 """Statuses whose amount is in the fund's ``reserved``."""
 COMMITTED = frozenset(
     {
+        PayoutStatus.ISSUING,
         PayoutStatus.ISSUED,
+        PayoutStatus.UNKNOWN,
         PayoutStatus.ACCEPTED,
         PayoutStatus.SENT,
         PayoutStatus.RETRYING,
@@ -77,37 +93,48 @@ CANCELLABLE = frozenset(
 )
 """A lapse or withdrawal releases these: no money is with the bank (a retrying voucher's
 last attempt failed, a returned one came back). Issued, accepted, sent and paid ones are
-recorded as late cancellations, never un-paid."""
+recorded as late cancellations, never un-paid; so are issuing and unknown ones, whose
+money may have left."""
+IN_DOUBT = (PayoutStatus.ISSUING, PayoutStatus.UNKNOWN, PayoutStatus.ISSUED)
+"""With the bank and no news yet: counted as stuck when they stay too long."""
 
 # Allowed moves; anything else is a replay or a stale notice and changes nothing.
+_BANK_OUTCOMES = frozenset(
+    {
+        PayoutStatus.ACCEPTED,
+        PayoutStatus.SENT,
+        PayoutStatus.PAID,
+        PayoutStatus.RETRYING,
+        PayoutStatus.FAILED,
+        PayoutStatus.RETURNED,
+    }
+)
 TRANSITIONS: dict[PayoutStatus, frozenset[PayoutStatus]] = {
     PayoutStatus.QUEUED: frozenset(
         {PayoutStatus.HELD, PayoutStatus.REQUESTED, PayoutStatus.RELEASED}
     ),
     PayoutStatus.HELD: frozenset({PayoutStatus.REQUESTED, PayoutStatus.RELEASED}),
-    PayoutStatus.REQUESTED: frozenset({PayoutStatus.ISSUED, PayoutStatus.RELEASED}),
-    PayoutStatus.ISSUED: frozenset(
-        {
-            PayoutStatus.ACCEPTED,
-            PayoutStatus.SENT,
-            PayoutStatus.PAID,
-            PayoutStatus.RETRYING,
-            PayoutStatus.FAILED,
-            PayoutStatus.RETURNED,
-        }
-    ),
+    PayoutStatus.REQUESTED: frozenset({PayoutStatus.ISSUING, PayoutStatus.RELEASED}),
+    # The bank's notices may overtake the recording of the bank call's own outcome.
+    PayoutStatus.ISSUING: _BANK_OUTCOMES | {PayoutStatus.ISSUED, PayoutStatus.UNKNOWN},
+    PayoutStatus.UNKNOWN: _BANK_OUTCOMES | {PayoutStatus.ISSUED},
+    PayoutStatus.ISSUED: _BANK_OUTCOMES,
     PayoutStatus.ACCEPTED: frozenset(
         {PayoutStatus.SENT, PayoutStatus.PAID, PayoutStatus.FAILED, PayoutStatus.RETURNED}
     ),
     PayoutStatus.SENT: frozenset({PayoutStatus.PAID, PayoutStatus.FAILED, PayoutStatus.RETURNED}),
     PayoutStatus.RETRYING: frozenset(
-        {PayoutStatus.ISSUED, PayoutStatus.FAILED, PayoutStatus.RELEASED}
+        {PayoutStatus.ISSUING, PayoutStatus.FAILED, PayoutStatus.RELEASED}
     ),
     PayoutStatus.RETURNED: frozenset({PayoutStatus.RETRYING, PayoutStatus.RELEASED}),
     PayoutStatus.PAID: frozenset(),
-    PayoutStatus.FAILED: frozenset(),
+    PayoutStatus.FAILED: frozenset(
+        {PayoutStatus.REQUESTED, PayoutStatus.QUEUED, PayoutStatus.RELEASED}
+    ),
     PayoutStatus.RELEASED: frozenset(),
 }
+CORRECTABLE = frozenset({PayoutStatus.RETURNED, PayoutStatus.FAILED})
+"""Finance may correct the account of these (and re-issue) or close them with a reason."""
 
 Hop = Literal["accepted", "sent", "arrived", "failed", "returned"]
 HOP_TARGET: dict[str, PayoutStatus] = {
@@ -133,6 +160,24 @@ def target_of_notice(
     else:
         target = HOP_TARGET[hop]
     return target if can_move(current, target) else None
+
+
+NoticePosition = Literal["behind", "current", "ahead"]
+
+
+def notice_position(
+    row_issue_no: int, row_attempts: int, notice_issue_no: int, notice_attempt: int
+) -> NoticePosition:
+    """Where a bank notice stands against the payout row's (issue, attempt).
+
+    Behind: about an issue or attempt the row has left (a late copy): discarded. Ahead:
+    the bank has an attempt the row has not recorded (its commit was lost, or another
+    instance is still recording it): kept until the row catches up, never dropped.
+    """
+    row, notice = (row_issue_no, row_attempts), (notice_issue_no, notice_attempt)
+    if notice < row:
+        return "behind"
+    return "current" if notice == row else "ahead"
 
 
 def after_approval(*, reserved: bool, documents_pending: bool) -> PayoutStatus:

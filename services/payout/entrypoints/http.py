@@ -3,20 +3,25 @@ reconciliation. Actions need a caller of the finance or treasury department."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+import asyncpg
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_jsonable_python
 
 from services.payout.domain.model import StatementInvalid
 from services.payout.service_layer import handlers
-from services.payout.service_layer.reconciliation import import_statement, report_for
+from services.payout.service_layer.reconciliation import import_statement_in, report_for
+from shared import idempotency
+from shared.db import DbConnection
 from shared.identity import Caller, current_caller
+from shared.messaging.after_commit import after_commit_scope
 from shared.money import PositiveYuan, fen_to_yuan, optional_fen_to_yuan, yuan_to_fen
 from shared.problems import cap_errors, problem
 from shared.service_app import runtime_of
@@ -25,7 +30,66 @@ from shared.validation import BankAccountInput, Instant, Offset, VisibleText
 router = APIRouter(tags=["payouts"])
 
 FINANCE_DEPARTMENTS = frozenset({"finance", "treasury"})
-STATUSES = "^(queued|held|requested|issued|accepted|sent|retrying|paid|failed|returned|released)$"
+STATUSES = (
+    "^(queued|held|requested|issuing|issued|unknown|accepted|sent|retrying|paid|failed"
+    "|returned|released)$"
+)
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=idempotency.HEADER,
+        min_length=1,
+        max_length=200,
+        description="Required on POSTs that move money or close a payout: a repeat with "
+        "the same key and body gets the first response and changes nothing more",
+    ),
+]
+
+
+NEEDS_KEY: dict[int | str, dict[str, Any]] = {
+    428: {"description": "Idempotency-Key header missing (field header.Idempotency-Key)"}
+}
+
+
+async def _idempotent(
+    request: Request,
+    key: str | None,
+    body: Any,
+    work: idempotency.Work,
+    *,
+    required: bool = True,
+) -> Response:
+    """Run ``work`` in one transaction with the Idempotency-Key's stored response
+    (shared/idempotency.py), again after a deadlock; counters move after the commit.
+    Nothing touches the database after the commit, so a failure there cannot turn a
+    committed change into an error answer."""
+    if key is None and required:
+        return problem(
+            428,
+            "Idempotency-Key header required: a repeat of this request must be recognised",
+            f"header.{idempotency.HEADER}",
+            "required",
+        )
+    fingerprint = idempotency.request_hash(request.method, request.url.path, body)
+    pool = runtime_of(request).db
+    for attempt in range(5):
+        try:
+            with after_commit_scope() as pending:
+                async with pool.acquire() as conn:
+                    answer = await idempotency.respond(
+                        conn, work, idempotency_key=key, fingerprint=fingerprint
+                    )
+            pending.run()
+            return JSONResponse(answer.body, status_code=answer.status_code)
+        except (
+            asyncpg.exceptions.DeadlockDetectedError,
+            asyncpg.exceptions.SerializationError,
+        ):
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _forbidden(caller: Caller) -> JSONResponse | None:
@@ -84,7 +148,7 @@ def _fund_view(v: dict[str, Any]) -> dict[str, Any]:
 async def list_funds(request: Request) -> list[dict[str, Any]]:
     """Budget, reserved, committed (sent), paid (arrived), remaining, waiting claims."""
     async with runtime_of(request).db.acquire() as conn:
-        views = await handlers.refresh_gauges(conn)
+        views = await handlers.fund_views(conn)
     return [_fund_view(v) for v in views]
 
 
@@ -120,30 +184,36 @@ class TopUp(BaseModel):
     reason: VisibleText = Field(min_length=1, max_length=500)
 
 
-@router.post("/funds/{fund_id}/top-ups")
+@router.post("/funds/{fund_id}/top-ups", responses=NEEDS_KEY)
 async def top_up_fund(
-    request: Request, fund_id: str, body: TopUp, caller: Caller = Depends(current_caller)
+    request: Request,
+    fund_id: str,
+    body: TopUp,
+    caller: Caller = Depends(current_caller),
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    """Add to a fund's budget (audited); waiting claims are reserved in order at once."""
+    """Add to a fund's budget (audited); waiting claims are reserved in order at once.
+    Needs an Idempotency-Key: a clerk's retry never adds the budget twice."""
     if (refused := _forbidden(caller)) is not None:
         return refused
-    try:
-        events = await handlers.top_up(
-            runtime_of(request).db, fund_id, yuan_to_fen(body.amount), caller.user_id, body.reason
-        )
-    except handlers.NotFound as exc:
-        return problem(404, str(exc), "path.fund_id", "exists")
-    except handlers.Conflict as exc:
-        return problem(409, str(exc), "path.fund_id", "capped_fund")
-    async with runtime_of(request).db.acquire() as conn:
-        views = await handlers.refresh_gauges(conn)
-    fund = next(v for v in views if v["fund_id"] == fund_id)
-    return JSONResponse(
-        {
+
+    async def work(conn: DbConnection) -> tuple[int, dict[str, Any]]:
+        try:
+            events = await handlers.top_up_in(
+                conn, fund_id, yuan_to_fen(body.amount), caller.user_id, body.reason
+            )
+        except handlers.NotFound as exc:
+            raise idempotency.Problem(404, str(exc), "path.fund_id", "exists") from None
+        except handlers.Conflict as exc:
+            raise idempotency.Problem(409, str(exc), "path.fund_id", "capped_fund") from None
+        # The fund as this transaction leaves it, read before the commit.
+        fund = next(v for v in await handlers.fund_views(conn) if v["fund_id"] == fund_id)
+        return 200, {
             "fund": _fund_view(fund),
             "released_from_queue": sum(e.event_type != "payout.queued" for e in events),
         }
-    )
+
+    return await _idempotent(request, idempotency_key, body.model_dump(mode="json"), work)
 
 
 @router.get("/payouts")
@@ -208,25 +278,72 @@ class AccountCorrection(BaseModel):
     reason: VisibleText = Field(min_length=1, max_length=500)
 
 
-@router.post("/payouts/{payout_id}/account-correction")
+@router.post("/payouts/{payout_id}/account-correction", responses=NEEDS_KEY)
 async def correct_account(
     request: Request,
     payout_id: uuid.UUID,
     body: AccountCorrection,
     caller: Caller = Depends(current_caller),
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    """Correct the payee of a returned payout (audited) and re-issue it."""
+    """Correct the payee of a returned or permanently failed payout (audited) and issue it
+    again: a returned one at once (retrying), a failed one reserved again (requested) or
+    queued when the fund cannot cover it now. Needs an Idempotency-Key."""
     if (refused := _forbidden(caller)) is not None:
         return refused
-    try:
-        issue_no = await handlers.correct_account(
-            runtime_of(request).db, payout_id, body.payee, caller.user_id, body.reason
-        )
-    except handlers.NotFound as exc:
-        return problem(404, str(exc), "path.payout_id", "exists")
-    except handlers.Conflict as exc:
-        return problem(409, str(exc), "path.payout_id", "returned_only")
-    return JSONResponse({"payout_id": str(payout_id), "issue_no": issue_no, "status": "retrying"})
+
+    async def work(conn: DbConnection) -> tuple[int, dict[str, Any]]:
+        try:
+            issue_no, status = await handlers.correct_account_in(
+                conn, payout_id, body.payee, caller.user_id, body.reason
+            )
+        except handlers.NotFound as exc:
+            raise idempotency.Problem(404, str(exc), "path.payout_id", "exists") from None
+        except handlers.Conflict as exc:
+            raise idempotency.Problem(
+                409, str(exc), "path.payout_id", "returned_or_failed_only"
+            ) from None
+        return 200, {"payout_id": str(payout_id), "issue_no": issue_no, "status": status.value}
+
+    return await _idempotent(request, idempotency_key, body.model_dump(mode="json"), work)
+
+
+class Closing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: VisibleText = Field(min_length=1, max_length=500)
+
+
+@router.post("/payouts/{payout_id}/close", responses=NEEDS_KEY)
+async def close_payout(
+    request: Request,
+    payout_id: uuid.UUID,
+    body: Closing,
+    caller: Caller = Depends(current_caller),
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Close a returned or permanently failed payout with a reason (audited): nothing
+    will be paid; its commitment goes back to the fund; ``payout.released`` carries the
+    reason as "closed by finance: …". Needs an Idempotency-Key."""
+    if (refused := _forbidden(caller)) is not None:
+        return refused
+
+    async def work(conn: DbConnection) -> tuple[int, dict[str, Any]]:
+        try:
+            row = await handlers.close_payout_in(conn, payout_id, caller.user_id, body.reason)
+        except handlers.NotFound as exc:
+            raise idempotency.Problem(404, str(exc), "path.payout_id", "exists") from None
+        except handlers.Conflict as exc:
+            raise idempotency.Problem(
+                409, str(exc), "path.payout_id", "returned_or_failed_only"
+            ) from None
+        return 200, {
+            "payout_id": str(payout_id),
+            "status": row["status"],
+            "release_reason": row["release_reason"],
+        }
+
+    return await _idempotent(request, idempotency_key, body.model_dump(mode="json"), work)
 
 
 def _report_json(report: Any) -> dict[str, Any]:
@@ -245,46 +362,60 @@ def _report_json(report: Any) -> dict[str, Any]:
     openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}}},
 )
 async def import_bank_statement(
-    request: Request, caller: Caller = Depends(current_caller)
+    request: Request,
+    caller: Caller = Depends(current_caller),
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Import a bank statement (CSV body, UTF-8, format in docs/payout.md) and reconcile
-    the dates it covers."""
+    the dates it covers. Repeating an import is harmless (lines are keyed by the bank's
+    reference); with an Idempotency-Key a repeat also gets the first answer."""
     if (refused := _forbidden(caller)) is not None:
         return refused
     try:
         body = (await request.body()).decode("utf-8")
     except UnicodeDecodeError:
         return problem(422, "the statement is not UTF-8 text", "body", "utf8")
-    try:
-        statement_id, lines, duplicates, reports = await import_statement(
-            runtime_of(request).db, body, caller.user_id
-        )
-    except StatementInvalid as exc:
-        return JSONResponse(
-            {
-                "detail": "statement invalid",
-                "errors": cap_errors(
-                    [
-                        {
-                            "field": f"line {e.line}.{e.field}",
-                            "rule": "statement",
-                            "message": e.message,
-                        }
-                        for e in exc.errors
-                    ]
-                ),
-            },
-            status_code=422,
-        )
-    return JSONResponse(
-        {
+
+    async def work(conn: DbConnection) -> tuple[int, dict[str, Any]]:
+        try:
+            statement_id, lines, duplicates, reports = await import_statement_in(
+                conn, body, caller.user_id
+            )
+        except StatementInvalid as exc:
+            raise InvalidStatement(exc) from None
+        return 201, {
             "statement_id": str(statement_id),
             "lines_imported": lines,
             "duplicates_skipped": duplicates,
             "reports": [_report_json(r) for r in reports],
-        },
-        status_code=201,
-    )
+        }
+
+    return await _idempotent(request, idempotency_key, body, work, required=False)
+
+
+class InvalidStatement(idempotency.Refusal):
+    """422 with one entry per broken line and field."""
+
+    status_code = 422
+
+    def __init__(self, invalid: StatementInvalid) -> None:
+        super().__init__(str(invalid))
+        self.errors = invalid.errors
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "detail": "statement invalid",
+            "errors": cap_errors(
+                [
+                    {
+                        "field": f"line {e.line}.{e.field}",
+                        "rule": "statement",
+                        "message": e.message,
+                    }
+                    for e in self.errors
+                ]
+            ),
+        }
 
 
 @router.get("/reconciliation/{day}")

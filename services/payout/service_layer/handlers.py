@@ -1,18 +1,29 @@
 """Payout's use cases: reserve on approval (or queue, or hold), issue vouchers to the
-gateway, record each hop the treasury/bank reports, retry, release, top up, correct
-accounts. Every state change and its events commit in one transaction (outbox).
+gateway, record each hop the treasury/bank reports, resolve payouts the bank left in
+doubt, retry, release, top up, correct accounts, close. Every state change and its
+events commit in one transaction (outbox); business counters move only after that
+commit (``shared.messaging.after_commit``).
 
-Lock order: a payout row before its fund row; only the queue drain (which runs under a
-fund lock) takes queued payouts after the fund. A deadlock between the two is retried
-(the consumer treats it as transient; HTTP routes retry it).
+No bank call inside a database transaction: a payout is claimed for issue (``issuing``,
+reserved → committed) and committed, the gateway is called with no transaction open and
+no row locked, and its answer is recorded in a short transaction of its own.
+
+Lock order, everywhere: the fund row first (``FOR NO KEY UPDATE``), then payout rows
+(``FOR UPDATE``); several funds or payouts in the order of their ids. A use case that
+starts from a claim or payout id reads the payout's fund id unlocked (it never
+changes), locks the fund, then the payout. The queue drain, under its fund's lock, takes
+queued payouts in queue order. A deadlock is still retried (the consumer treats it as
+transient; HTTP routes retry it), but this order leaves none between payout's own paths.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -21,6 +32,7 @@ import asyncpg
 
 from services.payout.adapters.gateway import (
     GatewayUnavailable,
+    InstructionStatus,
     Notice,
     PaymentGateway,
     PaymentInstruction,
@@ -28,12 +40,15 @@ from services.payout.adapters.gateway import (
 from services.payout.domain.model import (
     CANCELLABLE,
     COMMITTED,
+    CORRECTABLE,
+    IN_DOUBT,
     RESERVED,
     WAITING,
     PayoutStatus,
     after_approval,
     backoff_seconds,
     fund_of,
+    notice_position,
     target_of_notice,
     voucher_kind,
     voucher_no,
@@ -46,6 +61,7 @@ from services.payout.metrics import (
     HOP_SECONDS,
     PAID_YUAN,
     PAYOUTS,
+    STUCK,
     TIME_TO_PAYMENT,
 )
 from services.payout.metrics import WAITING as WAITING_GAUGE
@@ -69,12 +85,14 @@ from shared.contracts import (
 )
 from shared.contracts.topics import PAYOUT_EVENTS
 from shared.db import DbConnection
+from shared.messaging.after_commit import after_commit, after_commit_scope
 from shared.messaging.consumer import TransientError
 from shared.messaging.outbox import stage_events
 from shared.programs import Catalogue, load_catalogue
 
 SERVICE = "payout"
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class NotFound(LookupError):
@@ -90,6 +108,54 @@ class RetryPolicy:
     base_s: float = 0.5
     max_s: float = 60.0
     max_attempts: int = 8
+    claim_lease_s: float = 60.0
+    """A payout left ``issuing`` this long (its instance died mid-call) is resolved by
+    asking the bank, like an ``unknown`` one."""
+
+
+@asynccontextmanager
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[DbConnection]:
+    """A connection in a transaction of its own; the business counters its work defers
+    (``after_commit``) move once it has committed, never when it rolls back."""
+    with after_commit_scope() as pending:
+        async with pool.acquire() as conn, conn.transaction():
+            yield conn
+    pending.run()
+
+
+def _count(claim_kind: str, status: PayoutStatus | str) -> None:
+    """claimflow_payouts_total, once the transaction has committed."""
+    label = str(status)
+    after_commit(lambda: PAYOUTS.labels(claim_kind, label).inc())
+
+
+def _count_failure(fund_id: str, kind: str) -> None:
+    after_commit(lambda: FAILURES.labels(fund_id, kind).inc())
+
+
+async def _lock_payout(
+    conn: DbConnection, *, payout_id: uuid.UUID | None = None, claim_id: uuid.UUID | None = None
+) -> asyncpg.Record | None:
+    """The payout row, locked in the one lock order: its fund first, then the payout."""
+    column, key = ("payout_id", payout_id) if payout_id is not None else ("claim_id", claim_id)
+    fund_id = await conn.fetchval(f"SELECT fund_id FROM payouts WHERE {column} = $1", key)
+    if fund_id is not None:
+        await conn.execute("SELECT 1 FROM funds WHERE fund_id = $1 FOR NO KEY UPDATE", fund_id)
+    return await conn.fetchrow(f"SELECT * FROM payouts WHERE {column} = $1 FOR UPDATE", key)
+
+
+async def _lock_payouts(conn: DbConnection, payout_ids: list[uuid.UUID]) -> None:
+    """Several payouts in the one lock order: their funds, then them, each by id."""
+    await conn.execute(
+        """SELECT 1 FROM funds WHERE fund_id IN
+               (SELECT fund_id FROM payouts WHERE payout_id = ANY($1::uuid[]))
+           ORDER BY fund_id FOR NO KEY UPDATE""",
+        payout_ids,
+    )
+    await conn.execute(
+        "SELECT 1 FROM payouts WHERE payout_id = ANY($1::uuid[]) ORDER BY payout_id FOR UPDATE",
+        payout_ids,
+    )
 
 
 # --- funds ----------------------------------------------------------------------------
@@ -197,10 +263,11 @@ async def _after_reserved(
         now,
         pending,
     )
-    await _hop(conn, row["payout_id"], 1, 0, "reserved", now)
-    PAYOUTS.labels(row["claim_kind"], status.value).inc()
+    issue_no: int = row["issue_no"]
+    await _hop(conn, row["payout_id"], issue_no, 0, "reserved", now)
+    _count(row["claim_kind"], status)
     if status is PayoutStatus.HELD:
-        await _hop(conn, row["payout_id"], 1, 0, "held", now, "documents pending (容缺)")
+        await _hop(conn, row["payout_id"], issue_no, 0, "held", now, "documents pending (容缺)")
         return _wrap(
             PayoutHeldV1(
                 payout_id=row["payout_id"], fund_id=row["fund_id"], amount_fen=row["amount_fen"]
@@ -306,7 +373,7 @@ async def on_review_decided(conn: DbConnection, envelope: EventEnvelope) -> None
             seq,
         )
         await _hop(conn, payout_id, 1, 0, "queued", now, f"position {position}")
-        PAYOUTS.labels(decided.claim_kind, PayoutStatus.QUEUED.value).inc()
+        _count(decided.claim_kind, PayoutStatus.QUEUED)
         events = [
             _wrap(
                 PayoutQueuedV1(
@@ -353,7 +420,7 @@ async def _release(
         reason,
     )
     await _hop(conn, row["payout_id"], row["issue_no"], row["attempts"], "released", now, reason)
-    PAYOUTS.labels(row["claim_kind"], PayoutStatus.RELEASED.value).inc()
+    _count(row["claim_kind"], PayoutStatus.RELEASED)
     return _wrap(
         PayoutReleasedV1(
             payout_id=row["payout_id"],
@@ -378,9 +445,7 @@ async def on_documents_completed(conn: DbConnection, envelope: EventEnvelope) ->
         envelope.claim_id,
         envelope.occurred_at,
     )
-    row = await conn.fetchrow(
-        "SELECT * FROM payouts WHERE claim_id = $1 FOR UPDATE", envelope.claim_id
-    )
+    row = await _lock_payout(conn, claim_id=envelope.claim_id)
     if row is None:
         return  # recorded: the approval, when it comes, will find the documents complete
     if row["status"] == PayoutStatus.QUEUED:
@@ -395,7 +460,7 @@ async def on_documents_completed(conn: DbConnection, envelope: EventEnvelope) ->
            WHERE payout_id = $1""",
         row["payout_id"],
     )
-    PAYOUTS.labels(row["claim_kind"], PayoutStatus.REQUESTED.value).inc()
+    _count(row["claim_kind"], PayoutStatus.REQUESTED)
     event = _wrap(
         PayoutRequestedV1(
             payout_id=row["payout_id"],
@@ -421,9 +486,7 @@ async def _on_claim_ended(conn: DbConnection, envelope: EventEnvelope, ending: s
         envelope.occurred_at,
         f"claim {ending}",
     )
-    row = await conn.fetchrow(
-        "SELECT * FROM payouts WHERE claim_id = $1 FOR UPDATE", envelope.claim_id
-    )
+    row = await _lock_payout(conn, claim_id=envelope.claim_id)
     if row is None:
         return  # recorded: a later approval releases at once
     now = datetime.now(UTC)
@@ -433,7 +496,8 @@ async def _on_claim_ended(conn: DbConnection, envelope: EventEnvelope, ending: s
         events += await drain_queue(conn, row["fund_id"], now)
         await stage_events(conn, SERVICE, PAYOUT_EVENTS, events)
     elif status is not PayoutStatus.RELEASED:
-        # Payment has started or finished: never un-pay; record and surface it.
+        # Payment has started or finished, or the bank may have the money (issuing,
+        # unknown): never un-pay; record and surface it.
         note = f"claim {ending} at {envelope.occurred_at.isoformat()} while payout {status}"
         await conn.execute(
             """UPDATE payouts SET late_cancellation = coalesce(late_cancellation, $2)
@@ -460,7 +524,16 @@ async def on_claim_withdrawn(conn: DbConnection, envelope: EventEnvelope) -> Non
     await _on_claim_ended(conn, envelope, "withdrawn")
 
 
-# --- the gateway: issue vouchers, record notices --------------------------------------
+# --- the gateway: claim, call the bank outside any transaction, record -----------------
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """A payout claimed for issue (committed as ``issuing``) and what to send."""
+
+    payout_id: uuid.UUID
+    claim_kind: str
+    instruction: PaymentInstruction
 
 
 async def dispatch_requested(
@@ -469,21 +542,56 @@ async def dispatch_requested(
     policy: RetryPolicy | None = None,
     limit: int = 100,
 ) -> int:
-    """Issue requested payouts and due retries. A crash after the bank took a voucher
-    and before the commit resubmits the same key next time, which the bank ignores."""
+    """Issue requested payouts and due retries: claim them in one short transaction,
+    call the bank with no transaction open, record each answer in its own transaction.
+
+    A crash after the claim leaves the payout ``issuing``; the bank's notices move it on
+    if the bank has it, and after ``claim_lease_s`` the resolver asks the bank."""
     policy = policy or RetryPolicy()
-    async with pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(
-            """SELECT * FROM payouts
-               WHERE status = 'requested'
-                  OR (status = 'retrying' AND next_attempt_at <= now())
-               ORDER BY requested_at LIMIT $1
-               FOR UPDATE SKIP LOCKED""",
-            limit,
+    claimed = await _claim_for_issue(pool, limit)
+    for c in claimed:
+        i = c.instruction
+        try:
+            reference = await gateway.submit(i)
+            held = i.attempt
+            if i.attempt > 1:
+                # A retry: the bank answers "in hand" also when it holds an earlier attempt
+                # of this key (one still on its way when the bank was asked): learn which.
+                answer = await gateway.status(i.payout_id, i.issue_no)
+                held = answer.attempt if answer.attempt is not None else i.attempt
+        except GatewayUnavailable as exc:
+            # The bank may have taken it before the line went quiet: unknown, not failed.
+            await _record_submit(pool, c, None, f"no answer from the bank: {exc}", policy)
+        else:
+            await _record_submit(pool, c, reference, None, policy, held_attempt=held)
+    return len(claimed)
+
+
+async def _claim_for_issue(pool: asyncpg.Pool, limit: int) -> list[_Claimed]:
+    due = """(status = 'requested' OR (status = 'retrying' AND next_attempt_at <= now()))"""
+    async with transaction(pool) as conn:
+        candidates = await conn.fetch(
+            f"SELECT payout_id FROM payouts WHERE {due} ORDER BY requested_at LIMIT $1", limit
         )
+        if not candidates:
+            return []
+        ids = [r["payout_id"] for r in candidates]
+        # Lock order: the funds, then the payouts (another instance's claims are skipped).
+        await conn.execute(
+            """SELECT 1 FROM funds WHERE fund_id IN
+                   (SELECT fund_id FROM payouts WHERE payout_id = ANY($1::uuid[]))
+               ORDER BY fund_id FOR NO KEY UPDATE""",
+            ids,
+        )
+        rows = await conn.fetch(
+            f"""SELECT * FROM payouts WHERE payout_id = ANY($1::uuid[]) AND {due}
+                ORDER BY payout_id FOR UPDATE SKIP LOCKED""",
+            ids,
+        )
+        claimed: list[_Claimed] = []
         events: list[EventEnvelope] = []
-        for r in rows:
-            now = datetime.now(UTC)
+        now = datetime.now(UTC)
+        for r in sorted(rows, key=lambda r: r["requested_at"]):
             if r["status"] == PayoutStatus.REQUESTED:
                 # The reservation becomes a commitment: the money is leaving.
                 await conn.execute(
@@ -494,7 +602,7 @@ async def dispatch_requested(
                     r["amount_fen"],
                 )
             payee = BankAccount.model_validate_json(r["payee"])
-            attempt = r["attempts"] + 1
+            attempt: int = r["attempts"] + 1
             kind = r["voucher_kind"] or voucher_kind(r["claim_kind"])
             number = voucher_no(kind, r["payout_id"], r["issue_no"])
             await conn.execute(
@@ -512,44 +620,16 @@ async def dispatch_requested(
                 payee.account_number,
                 now,
             )
-            try:
-                reference = await gateway.submit(
-                    PaymentInstruction(
-                        payout_id=r["payout_id"],
-                        issue_no=r["issue_no"],
-                        attempt=attempt,
-                        voucher_no=number,
-                        voucher_kind=kind,
-                        amount_fen=r["amount_fen"],
-                        bank_name=payee.bank_name,
-                        account_number=payee.account_number,
-                        account_name=payee.account_name,
-                    )
-                )
-            except GatewayUnavailable as exc:
-                delay = backoff_seconds(attempt, base_s=policy.base_s, max_s=policy.max_s)
-                await conn.execute(
-                    """UPDATE payouts SET status = 'retrying', attempts = $2,
-                           next_attempt_at = $3 WHERE payout_id = $1""",
-                    r["payout_id"],
-                    attempt,
-                    now + timedelta(seconds=delay),
-                )
-                await _hop(
-                    conn, r["payout_id"], r["issue_no"], attempt, "failed_transient", now, str(exc)
-                )
-                FAILURES.labels(r["fund_id"], "transient").inc()
-                continue
             await conn.execute(
-                """UPDATE payouts SET status = 'issued', attempts = $2, issued_at = $3,
-                       gateway_reference = $4, next_attempt_at = NULL
+                """UPDATE payouts SET status = 'issuing', attempts = $2, issued_at = $3,
+                       next_attempt_at = NULL
                    WHERE payout_id = $1""",
                 r["payout_id"],
                 attempt,
                 now,
-                reference,
             )
             await _hop(conn, r["payout_id"], r["issue_no"], attempt, "issued", now, number)
+            _count(r["claim_kind"], PayoutStatus.ISSUED)
             events.append(
                 _wrap(
                     PayoutIssuedV1(
@@ -564,9 +644,195 @@ async def dispatch_requested(
                     now,
                 )
             )
-            PAYOUTS.labels(r["claim_kind"], PayoutStatus.ISSUED.value).inc()
+            claimed.append(
+                _Claimed(
+                    payout_id=r["payout_id"],
+                    claim_kind=r["claim_kind"],
+                    instruction=PaymentInstruction(
+                        payout_id=r["payout_id"],
+                        issue_no=r["issue_no"],
+                        attempt=attempt,
+                        voucher_no=number,
+                        voucher_kind=kind,
+                        amount_fen=r["amount_fen"],
+                        bank_name=payee.bank_name,
+                        account_number=payee.account_number,
+                        account_name=payee.account_name,
+                    ),
+                )
+            )
         await stage_events(conn, SERVICE, PAYOUT_EVENTS, events)
-    return len(rows)
+    return claimed
+
+
+async def _record_submit(
+    pool: asyncpg.Pool,
+    c: _Claimed,
+    reference: str | None,
+    error: str | None,
+    policy: RetryPolicy,
+    held_attempt: int | None = None,
+) -> None:
+    """The bank's answer to one submit, in its own short transaction. Its notices may
+    have moved the payout on already (another instance, or a fast bank): then only the
+    reference is kept. ``held_attempt``: the attempt the bank holds for the key, when
+    it is an earlier one than submitted; the payout adopts it, so its notices match."""
+    i = c.instruction
+    async with transaction(pool) as conn:
+        row = await _lock_payout(conn, payout_id=c.payout_id)
+        if row is None or (row["issue_no"], row["attempts"]) != (i.issue_no, i.attempt):
+            return
+        if reference is not None:
+            issuing = row["status"] == PayoutStatus.ISSUING
+            attempt = held_attempt if issuing and held_attempt is not None else i.attempt
+            await conn.execute(
+                """UPDATE payouts SET gateway_reference = $2, attempts = $3,
+                       status = CASE WHEN status = 'issuing' THEN 'issued' ELSE status END
+                   WHERE payout_id = $1""",
+                c.payout_id,
+                reference,
+                attempt,
+            )
+            if attempt != i.attempt:
+                detail = f"the bank has attempt {attempt}, not {i.attempt}"
+                now = datetime.now(UTC)
+                await _hop(conn, c.payout_id, i.issue_no, attempt, "bank_status", now, detail)
+            return
+        if row["status"] != PayoutStatus.ISSUING:
+            return  # a notice already told what the bank did with it
+        now = datetime.now(UTC)
+        wait = backoff_seconds(i.attempt, base_s=policy.base_s, max_s=policy.max_s)
+        await conn.execute(
+            "UPDATE payouts SET status = 'unknown', next_attempt_at = $2 WHERE payout_id = $1",
+            c.payout_id,
+            now + timedelta(seconds=wait),
+        )
+        await _hop(conn, c.payout_id, i.issue_no, i.attempt, "unknown", now, error)
+        _count(c.claim_kind, PayoutStatus.UNKNOWN)
+
+
+async def resolve_unknown(
+    pool: asyncpg.Pool,
+    gateway: PaymentGateway,
+    policy: RetryPolicy | None = None,
+    limit: int = 100,
+) -> int:
+    """Ask the bank about payouts in doubt: ``unknown`` ones whose wait is over and
+    ``issuing`` ones older than the claim lease (their instance died mid-call). The bank
+    has the attempt → issued (its notices follow); it never got it → retrying (or failed
+    after the last attempt). Bank queries run with no transaction open. Returns how many
+    were resolved."""
+    policy = policy or RetryPolicy()
+    rows = await pool.fetch(
+        """SELECT payout_id, issue_no, attempts FROM payouts
+           WHERE (status = 'unknown' AND next_attempt_at <= now())
+              OR (status = 'issuing' AND status_at < now() - make_interval(secs => $2))
+           ORDER BY status_at LIMIT $1""",
+        limit,
+        policy.claim_lease_s,
+    )
+    resolved = 0
+    for r in rows:
+        try:
+            answer = await gateway.status(r["payout_id"], r["issue_no"])
+        except GatewayUnavailable:
+            continue  # ask again on the next round; the payout stays in doubt
+        resolved += await _apply_bank_status(
+            pool, r["payout_id"], r["issue_no"], r["attempts"], answer, policy
+        )
+    return resolved
+
+
+async def _apply_bank_status(
+    pool: asyncpg.Pool,
+    payout_id: uuid.UUID,
+    issue_no: int,
+    attempts: int,
+    answer: InstructionStatus,
+    policy: RetryPolicy,
+) -> int:
+    async with transaction(pool) as conn:
+        row = await _lock_payout(conn, payout_id=payout_id)
+        if (
+            row is None
+            or row["status"] not in (PayoutStatus.UNKNOWN, PayoutStatus.ISSUING)
+            or (row["issue_no"], row["attempts"]) != (issue_no, attempts)
+        ):
+            return 0  # moved on meanwhile (a notice came)
+        now = datetime.now(UTC)
+        # Not received: the bank has no such key, or only an earlier attempt it rejected.
+        never_got_it = answer.attempt is None or (
+            answer.attempt < attempts and answer.state == "rejected"
+        )
+        if not never_got_it:
+            # The bank holds this key: adopt the attempt it has, so its notices match.
+            assert answer.attempt is not None
+            await conn.execute(
+                """UPDATE payouts SET status = 'issued', attempts = $2, next_attempt_at = NULL,
+                       gateway_reference = coalesce($3, gateway_reference)
+                   WHERE payout_id = $1""",
+                payout_id,
+                answer.attempt,
+                answer.reference,
+            )
+            detail = f"the bank has attempt {answer.attempt} ({answer.state})"
+            await _hop(conn, payout_id, issue_no, answer.attempt, "bank_status", now, detail)
+            return 1
+        detail = f"the bank never received attempt {attempts}"
+        await _hop(conn, payout_id, issue_no, attempts, "bank_status", now, detail)
+        fund, kind = row["fund_id"], row["claim_kind"]
+        if attempts >= policy.max_attempts:
+            events = await _fail(conn, row, issue_no, now, f"retries exhausted: {detail}")
+            events += await drain_queue(conn, fund, now)
+        else:
+            await conn.execute(
+                "UPDATE payouts SET status = 'retrying', next_attempt_at = $2 WHERE payout_id = $1",
+                payout_id,
+                now,
+            )
+            _count(kind, PayoutStatus.RETRYING)
+            _count_failure(fund, "transient")
+            events = [
+                _wrap(
+                    PayoutRetryScheduledV1(
+                        payout_id=payout_id, reason=detail, attempt=attempts, next_attempt_at=now
+                    ),
+                    row["claim_id"],
+                    now,
+                )
+            ]
+        await stage_events(conn, SERVICE, PAYOUT_EVENTS, events)
+        return 1
+
+
+async def _fail(
+    conn: DbConnection, row: asyncpg.Record, issue_no: int, at: datetime, reason: str
+) -> list[EventEnvelope]:
+    """Final failure of the current issue: the commitment goes back to the fund."""
+    pid, fund, amount = row["payout_id"], row["fund_id"], row["amount_fen"]
+    await conn.execute(
+        """UPDATE payouts SET status = 'failed', failed_at = $2, failure_reason = $3
+           WHERE payout_id = $1""",
+        pid,
+        at,
+        reason,
+    )
+    await conn.execute(
+        """UPDATE vouchers SET failed_at = $3, outcome = 'failed', reason = $4
+           WHERE payout_id = $1 AND issue_no = $2""",
+        pid,
+        issue_no,
+        at,
+        reason,
+    )
+    await conn.execute(
+        "UPDATE funds SET committed_fen = committed_fen - $2 WHERE fund_id = $1", fund, amount
+    )
+    _count(row["claim_kind"], PayoutStatus.FAILED)
+    _count_failure(fund, "permanent")
+    return [
+        _wrap(PayoutFailedV1(payout_id=pid, reason=reason, permanent=True), row["claim_id"], at)
+    ]
 
 
 async def record_notices(
@@ -575,32 +841,51 @@ async def record_notices(
     policy: RetryPolicy | None = None,
     limit: int = 500,
 ) -> int:
-    """Apply the bank's notices in order; stale or repeated ones change nothing."""
+    """Apply the bank's notices in order. Notices behind the payout (an issue or attempt
+    it has left) and repeats change nothing and are acknowledged; notices ahead of it
+    (an attempt it has not recorded yet) are kept, unacknowledged, until it catches up.
+    Returns how many notices were acknowledged."""
     policy = policy or RetryPolicy()
     notices = await gateway.due_notices(limit)
     if not notices:
         return 0
-    after_commit: list[Callable[[], None]] = []
-    async with pool.acquire() as conn, conn.transaction():
+    kept: set[int] = set()
+    async with transaction(pool) as conn:
+        await _lock_payouts(conn, sorted({n.payout_id for n in notices}))
         events: list[EventEnvelope] = []
         for n in notices:
-            events += await _apply_notice(conn, n, policy, after_commit)
+            applied = await _apply_notice(conn, n, policy)
+            if applied is None:
+                kept.add(n.notice_id)
+            else:
+                events += applied
         await stage_events(conn, SERVICE, PAYOUT_EVENTS, events)
-    await gateway.acknowledge([n.notice_id for n in notices])
-    for observe in after_commit:
-        observe()
-    return len(notices)
+    done = [n.notice_id for n in notices if n.notice_id not in kept]
+    if done:
+        await gateway.acknowledge(done)
+    if kept:
+        log.info("%d bank notices ahead of their payouts kept for later", len(kept))
+    return len(done)
 
 
 async def _apply_notice(
-    conn: DbConnection,
-    n: Notice,
-    policy: RetryPolicy,
-    after_commit: list[Callable[[], None]],
-) -> list[EventEnvelope]:
+    conn: DbConnection, n: Notice, policy: RetryPolicy
+) -> list[EventEnvelope] | None:
+    """The events of one notice; None when the notice is ahead of the payout (keep it)."""
     row = await conn.fetchrow("SELECT * FROM payouts WHERE payout_id = $1 FOR UPDATE", n.payout_id)
-    if row is None or row["issue_no"] != n.issue_no or row["attempts"] != n.attempt:
-        return []  # a notice about an earlier issue or attempt
+    if row is None:
+        return []  # not ours (the bank's books are shared with other clients' tests)
+    position = notice_position(row["issue_no"], row["attempts"], n.issue_no, n.attempt)
+    in_doubt = row["status"] in (PayoutStatus.ISSUING, PayoutStatus.UNKNOWN)
+    if position == "behind" and in_doubt and n.issue_no == row["issue_no"]:
+        # An earlier attempt of this issue while the current one is in doubt: the bank
+        # may hold that earlier one (it was on its way when the bank was asked). Kept
+        # until the bank's answer settles which attempt is live.
+        return None
+    if position == "behind":
+        return []  # a late copy about an issue or attempt the payout has left
+    if position == "ahead":
+        return None
     current = PayoutStatus(row["status"])
     target = target_of_notice(
         current, n.hop, permanent=n.permanent, attempts=n.attempt, max_attempts=policy.max_attempts
@@ -618,12 +903,18 @@ async def _apply_notice(
         target, target.value
     )
     await _hop(conn, pid, n.issue_no, n.attempt, hop_name, at, n.reason)
-    after_commit.append(lambda: PAYOUTS.labels(kind, target.value).inc())
+    if target is not PayoutStatus.FAILED:  # _fail counts its own
+        _count(kind, target)
     payload: EventPayload
     extra: list[EventEnvelope] = []
     if target is PayoutStatus.ACCEPTED:
         await conn.execute(
-            "UPDATE payouts SET status = 'accepted', accepted_at = $2 WHERE payout_id = $1", pid, at
+            """UPDATE payouts SET status = 'accepted', accepted_at = $2,
+                   gateway_reference = coalesce(gateway_reference, $3)
+               WHERE payout_id = $1""",
+            pid,
+            at,
+            n.bank_reference,
         )
         await conn.execute(
             "UPDATE vouchers SET accepted_at = $3 WHERE payout_id = $1 AND issue_no = $2",
@@ -633,11 +924,16 @@ async def _apply_notice(
         )
         if voucher is not None:
             secs = (at - voucher["issued_at"]).total_seconds()
-            after_commit.append(lambda: HOP_SECONDS.labels("issued_to_accepted").observe(secs))
+            after_commit(lambda: HOP_SECONDS.labels("issued_to_accepted").observe(secs))
         payload = PayoutAcceptedV1(payout_id=pid, voucher_no=number, accepted_at=at)
     elif target is PayoutStatus.SENT:
         await conn.execute(
-            "UPDATE payouts SET status = 'sent', sent_at = $2 WHERE payout_id = $1", pid, at
+            """UPDATE payouts SET status = 'sent', sent_at = $2,
+                   gateway_reference = coalesce(gateway_reference, $3)
+               WHERE payout_id = $1""",
+            pid,
+            at,
+            n.bank_reference,
         )
         await conn.execute(
             "UPDATE vouchers SET sent_at = $3 WHERE payout_id = $1 AND issue_no = $2",
@@ -647,7 +943,7 @@ async def _apply_notice(
         )
         if voucher is not None and voucher["accepted_at"] is not None:
             secs = (at - voucher["accepted_at"]).total_seconds()
-            after_commit.append(lambda: HOP_SECONDS.labels("accepted_to_sent").observe(secs))
+            after_commit(lambda: HOP_SECONDS.labels("accepted_to_sent").observe(secs))
         payload = PayoutSentV1(payout_id=pid, amount_fen=amount, gateway_reference=n.bank_reference)
     elif target is PayoutStatus.PAID:
         await conn.execute(
@@ -677,7 +973,7 @@ async def _apply_notice(
             if hop_secs is not None:
                 HOP_SECONDS.labels("sent_to_arrived").observe(hop_secs)
 
-        after_commit.append(observe_paid)
+        after_commit(observe_paid)
         payload = PayoutConfirmedV1(
             payout_id=pid, amount_fen=amount, arrived_at=at, time_to_payment_seconds=ttp
         )
@@ -689,7 +985,7 @@ async def _apply_notice(
             pid,
             next_at,
         )
-        after_commit.append(lambda: FAILURES.labels(fund, "transient").inc())
+        _count_failure(fund, "transient")
         payload = PayoutRetryScheduledV1(
             payout_id=pid,
             reason=n.reason or "transient failure",
@@ -700,28 +996,9 @@ async def _apply_notice(
         reason = n.reason or "failed at the bank"
         if not n.permanent:
             reason = f"retries exhausted after {n.attempt} attempts: {reason}"
-        await conn.execute(
-            """UPDATE payouts SET status = 'failed', failed_at = $2, failure_reason = $3
-               WHERE payout_id = $1""",
-            pid,
-            at,
-            reason,
-        )
-        await conn.execute(
-            """UPDATE vouchers SET failed_at = $3, outcome = 'failed', reason = $4
-               WHERE payout_id = $1 AND issue_no = $2""",
-            pid,
-            n.issue_no,
-            at,
-            reason,
-        )
         # Final failure: the commitment goes back to the fund, and the queue may move.
-        await conn.execute(
-            "UPDATE funds SET committed_fen = committed_fen - $2 WHERE fund_id = $1", fund, amount
-        )
-        after_commit.append(lambda: FAILURES.labels(fund, "permanent").inc())
-        payload = PayoutFailedV1(payout_id=pid, reason=reason, permanent=True)
-        extra = await drain_queue(conn, fund, datetime.now(UTC))
+        failed = await _fail(conn, row, n.issue_no, at, reason)
+        return failed + await drain_queue(conn, fund, datetime.now(UTC))
     else:  # RETURNED
         reason = n.reason or "returned by the bank"
         await conn.execute(
@@ -739,7 +1016,7 @@ async def _apply_notice(
             at,
             reason,
         )
-        after_commit.append(lambda: FAILURES.labels(fund, "returned").inc())
+        _count_failure(fund, "returned")
         payload = PayoutReturnedV1(
             payout_id=pid, voucher_no=number, amount_fen=amount, reason=reason
         )
@@ -747,13 +1024,18 @@ async def _apply_notice(
 
 
 # --- finance staff's actions ----------------------------------------------------------
+#
+# Each action has a form that works inside a caller's transaction (``*_in``: the HTTP
+# routes run it in the transaction that also stores the Idempotency-Key's response) and
+# a form that opens its own, retried after a deadlock.
 
 
 async def with_retry(pool: asyncpg.Pool, work: Callable[[DbConnection], Awaitable[T]]) -> T:
-    """Run work in a transaction, again after a deadlock or serialization failure."""
+    """Run work in a transaction, again after a deadlock or serialization failure;
+    deferred counters run once, after the commit that counts."""
     for attempt in range(5):
         try:
-            async with pool.acquire() as conn, conn.transaction():
+            async with transaction(pool) as conn:
                 return await work(conn)
         except (
             asyncpg.exceptions.DeadlockDetectedError,
@@ -765,86 +1047,196 @@ async def with_retry(pool: asyncpg.Pool, work: Callable[[DbConnection], Awaitabl
     raise AssertionError("unreachable")
 
 
+async def top_up_in(
+    conn: DbConnection, fund_id: str, amount_fen: int, actor: str, reason: str
+) -> list[EventEnvelope]:
+    """Add to a fund's budget (audited) and pay the queue from it."""
+    fund = await conn.fetchrow("SELECT * FROM funds WHERE fund_id = $1 FOR NO KEY UPDATE", fund_id)
+    if fund is None:
+        raise NotFound(f"no fund {fund_id!r}")
+    if fund["budget_fen"] is None:
+        raise Conflict(f"fund {fund_id!r} has no cap; there is nothing to top up")
+    await conn.execute(
+        "UPDATE funds SET budget_fen = budget_fen + $2 WHERE fund_id = $1", fund_id, amount_fen
+    )
+    await conn.execute(
+        """INSERT INTO finance_audit (actor, action, fund_id, amount_fen, reason, detail)
+           VALUES ($1, 'top_up', $2, $3, $4, $5::jsonb)""",
+        actor,
+        fund_id,
+        amount_fen,
+        reason,
+        json.dumps({"budget_before_fen": fund["budget_fen"]}),
+    )
+    events = await drain_queue(conn, fund_id, datetime.now(UTC))
+    await stage_events(conn, SERVICE, PAYOUT_EVENTS, events)
+    return events
+
+
 async def top_up(
     pool: asyncpg.Pool, fund_id: str, amount_fen: int, actor: str, reason: str
 ) -> list[EventEnvelope]:
-    """Add to a fund's budget (audited) and pay the queue from it, in one transaction."""
-
-    async def work(conn: DbConnection) -> list[EventEnvelope]:
-        fund = await conn.fetchrow(
-            "SELECT * FROM funds WHERE fund_id = $1 FOR NO KEY UPDATE", fund_id
-        )
-        if fund is None:
-            raise NotFound(f"no fund {fund_id!r}")
-        if fund["budget_fen"] is None:
-            raise Conflict(f"fund {fund_id!r} has no cap; there is nothing to top up")
-        await conn.execute(
-            "UPDATE funds SET budget_fen = budget_fen + $2 WHERE fund_id = $1", fund_id, amount_fen
-        )
-        await conn.execute(
-            """INSERT INTO finance_audit (actor, action, fund_id, amount_fen, reason, detail)
-               VALUES ($1, 'top_up', $2, $3, $4, $5::jsonb)""",
-            actor,
-            fund_id,
-            amount_fen,
-            reason,
-            json.dumps({"budget_before_fen": fund["budget_fen"]}),
-        )
-        events = await drain_queue(conn, fund_id, datetime.now(UTC))
-        await stage_events(conn, SERVICE, PAYOUT_EVENTS, events)
-        return events
-
-    return await with_retry(pool, work)
+    return await with_retry(pool, lambda conn: top_up_in(conn, fund_id, amount_fen, actor, reason))
 
 
-async def correct_account(
-    pool: asyncpg.Pool, payout_id: uuid.UUID, payee: BankAccount, actor: str, reason: str
-) -> int:
-    """A returned payout gets the corrected account and is re-issued (new issue number,
-    same amount: the earlier issue's money came back). Returns the new issue number."""
-
-    async def work(conn: DbConnection) -> int:
-        row = await conn.fetchrow(
-            "SELECT * FROM payouts WHERE payout_id = $1 FOR UPDATE", payout_id
+async def correct_account_in(
+    conn: DbConnection, payout_id: uuid.UUID, payee: BankAccount, actor: str, reason: str
+) -> tuple[int, PayoutStatus]:
+    """A returned or permanently failed payout gets the corrected account and is issued
+    again as the next issue number, same amount. Returned: the money came back and the
+    commitment was kept, so it is re-issued at once (retrying). Failed: the commitment
+    went back to the fund at the failure, so it is reserved again (requested) or, when
+    the fund cannot cover it or others wait, joins the queue. Returns (issue, status)."""
+    row = await _lock_payout(conn, payout_id=payout_id)
+    if row is None:
+        raise NotFound(f"no payout {payout_id}")
+    status = PayoutStatus(row["status"])
+    if status not in CORRECTABLE:
+        raise Conflict(
+            f"payout is {status}; only a returned or permanently failed payout is corrected"
         )
-        if row is None:
-            raise NotFound(f"no payout {payout_id}")
-        if row["status"] != PayoutStatus.RETURNED:
-            raise Conflict(f"payout is {row['status']}; only a returned payout is corrected")
-        now = datetime.now(UTC)
-        issue_no: int = row["issue_no"] + 1
-        await conn.execute(
-            """UPDATE payouts SET status = 'retrying', payee = $2::jsonb, issue_no = $3,
-                   attempts = 0, next_attempt_at = $4, failure_reason = NULL
-               WHERE payout_id = $1""",
-            payout_id,
-            payee.model_dump_json(),
-            issue_no,
-            now,
-        )
-        await conn.execute(
-            """INSERT INTO finance_audit (actor, action, fund_id, payout_id, amount_fen, reason,
-                   detail)
-               VALUES ($1, 'account_correction', $2, $3, $4, $5, $6::jsonb)""",
-            actor,
-            row["fund_id"],
-            payout_id,
-            row["amount_fen"],
-            reason,
-            json.dumps({"before": json.loads(row["payee"]), "after": payee.model_dump()}),
-        )
-        await _hop(conn, payout_id, issue_no, 0, "account_corrected", now, reason)
-        event = _wrap(
+    now = datetime.now(UTC)
+    issue_no: int = row["issue_no"] + 1
+    events: list[EventEnvelope] = []
+    await conn.execute(
+        """UPDATE payouts SET payee = $2::jsonb, issue_no = $3, attempts = 0,
+               failure_reason = NULL, failed_at = NULL
+           WHERE payout_id = $1""",
+        payout_id,
+        payee.model_dump_json(),
+        issue_no,
+    )
+    await conn.execute(
+        """INSERT INTO finance_audit (actor, action, fund_id, payout_id, amount_fen, reason,
+               detail)
+           VALUES ($1, 'account_correction', $2, $3, $4, $5, $6::jsonb)""",
+        actor,
+        row["fund_id"],
+        payout_id,
+        row["amount_fen"],
+        reason,
+        json.dumps(
+            {"before": json.loads(row["payee"]), "after": payee.model_dump(), "was": status}
+        ),
+    )
+    await _hop(conn, payout_id, issue_no, 0, "account_corrected", now, reason)
+    events.append(
+        _wrap(
             PayoutAccountCorrectedV1(
                 payout_id=payout_id, payee=payee, next_issue_no=issue_no, corrected_by=actor
             ),
             row["claim_id"],
             now,
         )
-        await stage_events(conn, SERVICE, PAYOUT_EVENTS, [event])
-        return issue_no
+    )
+    if status is PayoutStatus.RETURNED:
+        target = PayoutStatus.RETRYING
+        await conn.execute(
+            "UPDATE payouts SET status = 'retrying', next_attempt_at = $2 WHERE payout_id = $1",
+            payout_id,
+            now,
+        )
+    else:
+        fund_id, amount = row["fund_id"], row["amount_fen"]
+        someone_waiting = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM payouts WHERE fund_id = $1 AND status = 'queued')",
+            fund_id,
+        )
+        if not someone_waiting and await _try_reserve(conn, fund_id, amount):
+            target = PayoutStatus.REQUESTED
+            await conn.execute(
+                """UPDATE payouts SET status = 'requested', reserved_at = $2,
+                       documents_pending = false
+                   WHERE payout_id = $1""",
+                payout_id,
+                now,
+            )
+            await _hop(conn, payout_id, issue_no, 0, "reserved", now)
+        else:
+            target = PayoutStatus.QUEUED
+            seq = await conn.fetchval(
+                """UPDATE payouts SET status = 'queued', documents_pending = false,
+                       queue_seq = nextval('payout_queue_seq'), queued_at = $2
+                   WHERE payout_id = $1 RETURNING queue_seq""",
+                payout_id,
+                now,
+            )
+            position = await conn.fetchval(
+                """SELECT count(*) FROM payouts
+                   WHERE fund_id = $1 AND status = 'queued' AND queue_seq <= $2""",
+                fund_id,
+                seq,
+            )
+            await _hop(conn, payout_id, issue_no, 0, "queued", now, f"position {position}")
+            events.append(
+                _wrap(
+                    PayoutQueuedV1(
+                        payout_id=payout_id,
+                        fund_id=fund_id,
+                        amount_fen=amount,
+                        position=int(position),
+                    ),
+                    row["claim_id"],
+                    now,
+                )
+            )
+    _count(row["claim_kind"], target)
+    await stage_events(conn, SERVICE, PAYOUT_EVENTS, events)
+    return issue_no, target
 
-    return await with_retry(pool, work)
+
+async def correct_account(
+    pool: asyncpg.Pool, payout_id: uuid.UUID, payee: BankAccount, actor: str, reason: str
+) -> int:
+    """correct_account_in in its own transaction; returns the new issue number."""
+    issue_no, _ = await with_retry(
+        pool, lambda conn: correct_account_in(conn, payout_id, payee, actor, reason)
+    )
+    return issue_no
+
+
+CLOSED_BY_FINANCE = "closed by finance: "
+"""Prefix of the ``payout.released`` reason when finance closes a payout (intake's
+tracker reads a release of a claim whose payout failed as closed)."""
+
+
+async def close_payout_in(
+    conn: DbConnection, payout_id: uuid.UUID, actor: str, reason: str
+) -> asyncpg.Record:
+    """Finance gives up on a returned or permanently failed payout, with a reason: it is
+    released (a returned one's commitment goes back to the fund; a failed one's went back
+    at the failure) and the queue may move. Returns the released row."""
+    row = await _lock_payout(conn, payout_id=payout_id)
+    if row is None:
+        raise NotFound(f"no payout {payout_id}")
+    if PayoutStatus(row["status"]) not in CORRECTABLE:
+        raise Conflict(
+            f"payout is {row['status']}; only a returned or permanently failed payout is closed"
+        )
+    now = datetime.now(UTC)
+    events = [await _release(conn, row, CLOSED_BY_FINANCE + reason, now, None)]
+    await conn.execute(
+        """INSERT INTO finance_audit (actor, action, fund_id, payout_id, amount_fen, reason,
+               detail)
+           VALUES ($1, 'close', $2, $3, $4, $5, $6::jsonb)""",
+        actor,
+        row["fund_id"],
+        payout_id,
+        row["amount_fen"],
+        reason,
+        json.dumps({"was": row["status"]}),
+    )
+    events += await drain_queue(conn, row["fund_id"], now)
+    await stage_events(conn, SERVICE, PAYOUT_EVENTS, events)
+    closed = await conn.fetchrow("SELECT * FROM payouts WHERE payout_id = $1", payout_id)
+    assert closed is not None
+    return closed
+
+
+async def close_payout(
+    pool: asyncpg.Pool, payout_id: uuid.UUID, actor: str, reason: str
+) -> asyncpg.Record:
+    return await with_retry(pool, lambda conn: close_payout_in(conn, payout_id, actor, reason))
 
 
 # --- views ----------------------------------------------------------------------------
@@ -887,14 +1279,78 @@ async def fund_views(conn: DbConnection) -> list[dict[str, Any]]:
     return views
 
 
-async def refresh_gauges(conn: DbConnection) -> list[dict[str, Any]]:
-    views = await fund_views(conn)
-    for v in views:
-        fund = v["fund_id"]
-        if v["budget_fen"] is not None:
-            FUND_BUDGET.labels(fund).set(v["budget_fen"] / 100)
-            FUND_REMAINING.labels(fund).set(v["remaining_fen"] / 100)
-        FUND_RESERVED.labels(fund).set(v["reserved_fen"] / 100)
-        for reason, w in v["waiting"].items():
-            WAITING_GAUGE.labels(fund, reason).set(w["claims"])
-    return views
+async def stuck_payouts(conn: DbConnection, *, stuck_after_s: float) -> dict[str, int]:
+    """Payouts with the bank and no news (issuing, unknown, issued) for longer than
+    ``stuck_after_s``, by status (only statuses with any)."""
+    rows = await conn.fetch(
+        """SELECT status, count(*) AS n FROM payouts
+           WHERE status = ANY($1::text[]) AND status_at < now() - make_interval(secs => $2)
+           GROUP BY status""",
+        [s.value for s in IN_DOUBT],
+        stuck_after_s,
+    )
+    return {r["status"]: int(r["n"]) for r in rows}
+
+
+_TABLE_GAUGES = (FUND_BUDGET, FUND_REMAINING, FUND_RESERVED, WAITING_GAUGE, STUCK)
+
+
+class GaugeExporter:
+    """Sets the gauges computed from whole-table counts (budgets, waiting, stuck) — in
+    one payout instance only, so that two instances do not double them on a dashboard
+    that sums. The exporter is whoever holds a PostgreSQL advisory lock on its own
+    connection; when that instance dies its connection closes and another takes over.
+    The others export none of these series."""
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        self.dsn = dsn
+        self.lock_key = f"claimflow.{schema}.gauges"
+        self._conn: asyncpg.Connection | None = None
+        self.leader = False
+
+    async def _lead(self) -> bool:
+        try:
+            if self._conn is None or self._conn.is_closed():
+                self.leader = False
+                self._conn = await asyncpg.connect(self.dsn)
+            if self.leader:
+                await self._conn.fetchval("SELECT 1")  # still connected, still holding it
+            else:
+                self.leader = bool(
+                    await self._conn.fetchval(
+                        "SELECT pg_try_advisory_lock(hashtext($1))", self.lock_key
+                    )
+                )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await self.close()
+        return self.leader
+
+    async def refresh(self, pool: asyncpg.Pool, *, stuck_after_s: float) -> bool:
+        """Export (when this instance is the exporter) or withdraw the gauges. Returns
+        whether this instance exports them."""
+        if not await self._lead():
+            for gauge in _TABLE_GAUGES:
+                gauge.clear()
+            return False
+        async with pool.acquire() as conn:
+            views = await fund_views(conn)
+            stuck = await stuck_payouts(conn, stuck_after_s=stuck_after_s)
+        for v in views:
+            fund = v["fund_id"]
+            if v["budget_fen"] is not None:
+                FUND_BUDGET.labels(fund).set(v["budget_fen"] / 100)
+                FUND_REMAINING.labels(fund).set(v["remaining_fen"] / 100)
+            FUND_RESERVED.labels(fund).set(v["reserved_fen"] / 100)
+            for reason, w in v["waiting"].items():
+                WAITING_GAUGE.labels(fund, reason).set(w["claims"])
+        for status in IN_DOUBT:
+            STUCK.labels(status.value).set(stuck.get(status.value, 0))
+        return True
+
+    async def close(self) -> None:
+        conn, self._conn, self.leader = self._conn, None, False
+        if conn is not None and not conn.is_closed():
+            try:
+                await conn.close(timeout=2)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                conn.terminate()  # a broken connection: its session and lock are gone

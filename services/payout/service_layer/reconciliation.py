@@ -21,56 +21,69 @@ from services.payout.domain.model import (
     reconcile,
 )
 from services.payout.metrics import RECONCILIATION_MISMATCHES
+from services.payout.service_layer.handlers import transaction
 from shared.db import DbConnection
+from shared.messaging.after_commit import after_commit
 
 BANK_TIMEZONE = "Asia/Shanghai"
 
 
-async def import_statement(
-    pool: asyncpg.Pool, text: str, actor: str
-) -> tuple[uuid.UUID, int, int, list[ReconciliationReport]]:
+Imported = tuple[uuid.UUID, int, int, list[ReconciliationReport]]
+
+
+async def import_statement(pool: asyncpg.Pool, text: str, actor: str) -> Imported:
+    """import_statement_in in a transaction of its own."""
+    async with transaction(pool) as conn:
+        return await import_statement_in(conn, text, actor)
+
+
+async def import_statement_in(conn: DbConnection, text: str, actor: str) -> Imported:
     """Store the statement's lines (a line already imported, same bank reference, is
     skipped) and return the reports of the dates it covers. Mismatches of those reports
-    are counted in ``claimflow_reconciliation_mismatches_total``."""
+    are counted in ``claimflow_reconciliation_mismatches_total`` once committed."""
     lines = parse_statement_csv(text)
     statement_id = uuid.uuid4()
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            """INSERT INTO statements (statement_id, imported_by, lines, duplicates)
-               VALUES ($1, $2, 0, 0)""",
-            statement_id,
-            actor,
-        )
-        inserted = 0
-        for line in lines:
-            inserted += bool(
-                await conn.fetchval(
-                    """INSERT INTO statement_lines (statement_id, value_date, bank_reference,
-                           end_to_end_id, amount_fen, account_number, direction)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7)
-                       ON CONFLICT (bank_reference) DO NOTHING RETURNING true""",
-                    statement_id,
-                    line.value_date,
-                    line.bank_reference,
-                    line.end_to_end_id,
-                    line.amount_fen,
-                    line.account_number,
-                    line.direction,
-                )
+    await conn.execute(
+        """INSERT INTO statements (statement_id, imported_by, lines, duplicates)
+           VALUES ($1, $2, 0, 0)""",
+        statement_id,
+        actor,
+    )
+    inserted = 0
+    for line in lines:
+        inserted += bool(
+            await conn.fetchval(
+                """INSERT INTO statement_lines (statement_id, value_date, bank_reference,
+                       end_to_end_id, amount_fen, account_number, direction)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)
+                   ON CONFLICT (bank_reference) DO NOTHING RETURNING true""",
+                statement_id,
+                line.value_date,
+                line.bank_reference,
+                line.end_to_end_id,
+                line.amount_fen,
+                line.account_number,
+                line.direction,
             )
-        duplicates = len(lines) - inserted
-        await conn.execute(
-            "UPDATE statements SET lines = $2, duplicates = $3 WHERE statement_id = $1",
-            statement_id,
-            inserted,
-            duplicates,
         )
-        days = sorted({line.value_date for line in lines})
-        reports = [await report_for(conn, day) for day in days]
-    for report in reports:
-        for kind, n in report.mismatch_counts().items():
-            if n:
-                RECONCILIATION_MISMATCHES.labels(kind).inc(n)
+    duplicates = len(lines) - inserted
+    await conn.execute(
+        "UPDATE statements SET lines = $2, duplicates = $3 WHERE statement_id = $1",
+        statement_id,
+        inserted,
+        duplicates,
+    )
+    days = sorted({line.value_date for line in lines})
+    reports = [await report_for(conn, day) for day in days]
+    mismatches = [report.mismatch_counts() for report in reports]
+
+    def count() -> None:
+        for counts in mismatches:
+            for kind, n in counts.items():
+                if n:
+                    RECONCILIATION_MISMATCHES.labels(kind).inc(n)
+
+    after_commit(count)
     return statement_id, inserted, duplicates, reports
 
 

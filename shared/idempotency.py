@@ -1,0 +1,113 @@
+"""Idempotency-Key for POSTs: a repeated request gets the first response, once.
+
+Each service keeps the keys in its own schema (table ``idempotency_keys``: key, request
+hash, status code, response), written in the transaction of the change itself, so a
+stored response exists exactly when the change committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shared.db import DbConnection
+
+Work = Callable[[DbConnection], Awaitable[tuple[int, dict[str, Any]]]]
+
+HEADER = "Idempotency-Key"
+
+
+class Refusal(Exception):
+    """A 4xx answer from inside ``work``: whatever the work did is rolled back, the
+    answer is stored under the key like any other."""
+
+    status_code = 409
+
+    def body(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class Problem(Refusal):
+    """A refusal with the project's one error body, naming one field and its rule."""
+
+    def __init__(
+        self, status_code: int, detail: str, field: str, rule: str, message: str | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+        self.field = field
+        self.rule = rule
+        self.message = message or detail
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "detail": self.detail,
+            "errors": [{"field": self.field, "rule": self.rule, "message": self.message}],
+        }
+
+
+@dataclass(frozen=True)
+class Response:
+    status_code: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+
+def request_hash(method: str, path: str, body: Any) -> str:
+    canonical = json.dumps([method, path, body], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+KEY_REUSED = Problem(
+    422,
+    "Idempotency-Key reused with a different request",
+    f"header.{HEADER}",
+    "idempotency_key_reused",
+    "this key was used for another request; use a new key",
+)
+
+
+async def respond(
+    conn: DbConnection, work: Work, *, idempotency_key: str | None, fingerprint: str
+) -> Response:
+    """Runs ``work`` in one transaction. With an Idempotency-Key, the first response is
+    stored with the request's hash in the same transaction: a repeat with the same body
+    gets that response (a concurrent repeat waits on the key's row until the first
+    commits), a repeat with another body gets a 422 (not stored). Refusals (4xx) are
+    stored too; the refused work itself leaves nothing behind (a savepoint)."""
+    async with conn.transaction():
+        if idempotency_key is not None:
+            fresh = await conn.fetchval(
+                """INSERT INTO idempotency_keys (idempotency_key, request_hash)
+                   VALUES ($1, $2) ON CONFLICT (idempotency_key) DO NOTHING RETURNING true""",
+                idempotency_key,
+                fingerprint,
+            )
+            if not fresh:
+                row = await conn.fetchrow(
+                    """SELECT request_hash, status_code, response FROM idempotency_keys
+                       WHERE idempotency_key = $1""",
+                    idempotency_key,
+                )
+                assert row is not None and row["status_code"] is not None
+                if row["request_hash"] != fingerprint:
+                    return Response(KEY_REUSED.status_code, KEY_REUSED.body())
+                return Response(row["status_code"], json.loads(row["response"]), replayed=True)
+        try:
+            async with conn.transaction():
+                status_code, body = await work(conn)
+        except Refusal as refusal:
+            status_code, body = refusal.status_code, refusal.body()
+        if idempotency_key is not None:
+            await conn.execute(
+                """UPDATE idempotency_keys SET status_code = $2, response = $3::jsonb
+                   WHERE idempotency_key = $1""",
+                idempotency_key,
+                status_code,
+                json.dumps(body, default=str),
+            )
+    return Response(status_code, body)
