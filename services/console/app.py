@@ -513,7 +513,9 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         return {
             "claim": claim,
             "names": doc_names(cat),
-            "outstanding": [d for d in claim["documents"] if d["state"] == "promised"],
+            "outstanding": [
+                d for d in claim["documents"] if d["state"] in ("promised", "requested")
+            ],
             "final": claim["status"] in FINAL_STATUSES,
         }
 

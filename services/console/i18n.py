@@ -103,6 +103,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "claim.doc_optional": ("可容缺", "may be promised (容缺)"),
     "claim.doc_supplied": ("已提交", "supplied"),
     "claim.doc_promised": ("承诺后补", "promised"),
+    "claim.doc_requested": ("部门要求补交", "requested by a department"),
     "claim.doc_missing": ("未提交", "not supplied"),
     "claim.submit": ("受理", "Register"),
     "claim.fix_errors": ("请更正标出的字段", "Please correct the marked fields"),

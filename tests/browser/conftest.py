@@ -24,7 +24,6 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from shared.devstack import stack
 from tests.conftest import PORT_BASE
-from tests.e2e.conftest import service_processes, services  # noqa: F401  (fixtures)
 
 CHROMIUM = Path(os.environ.get("CLAIMFLOW_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -78,7 +77,7 @@ def _wait(url: str, what: str, cfg: stack.StackConfig, timeout: float = 30) -> N
 
 
 @pytest.fixture(scope="session")
-def console_stack(services: stack.StackConfig) -> Iterator[ConsoleStack]:  # noqa: F811
+def console_stack(services: stack.StackConfig) -> Iterator[ConsoleStack]:
     cfg = services
     issuer_port, console_port = PORT_BASE + 6, PORT_BASE + 7
     issuer_url = f"http://127.0.0.1:{issuer_port}"

@@ -22,7 +22,7 @@ from shared.contracts import EventEnvelope
 from shared.contracts.topics import PAYOUT_EVENTS, REVIEW_EVENTS
 from shared.devstack import stack
 from shared.messaging.watch import STALL_EXIT_CODE
-from tests.e2e.conftest import ServiceProcesses
+from tests.conftest import ServiceProcesses
 from tests.e2e.helpers import eventually
 from tests.kafka_helpers import produce
 

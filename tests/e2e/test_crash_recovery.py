@@ -14,7 +14,7 @@ import pytest
 
 from shared.devstack import stack
 from shared.devstack.demo_claims import make_claim
-from tests.e2e.conftest import ServiceProcesses
+from tests.conftest import ServiceProcesses
 from tests.e2e.helpers import decide, submit_claim, tasks_for, wait_status
 
 pytestmark = pytest.mark.e2e

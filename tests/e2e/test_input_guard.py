@@ -17,7 +17,7 @@ import pytest
 
 from shared.devstack.demo_claims import make_claim
 from shared.devstack.stack import StackConfig
-from tests.e2e.conftest import ServiceProcesses
+from tests.conftest import ServiceProcesses
 
 pytestmark = pytest.mark.e2e
 
