@@ -89,6 +89,7 @@ from shared.messaging.after_commit import after_commit, after_commit_scope
 from shared.messaging.consumer import TransientError
 from shared.messaging.outbox import stage_events
 from shared.programs import Catalogue, load_catalogue
+from shared.table_gauges import SingleExporter
 
 SERVICE = "payout"
 T = TypeVar("T")
@@ -1295,42 +1296,20 @@ async def stuck_payouts(conn: DbConnection, *, stuck_after_s: float) -> dict[str
 _TABLE_GAUGES = (FUND_BUDGET, FUND_REMAINING, FUND_RESERVED, WAITING_GAUGE, STUCK)
 
 
-class GaugeExporter:
+class GaugeExporter(SingleExporter):
     """Sets the gauges computed from whole-table counts (budgets, waiting, stuck) — in
     one payout instance only, so that two instances do not double them on a dashboard
-    that sums. The exporter is whoever holds a PostgreSQL advisory lock on its own
-    connection; when that instance dies its connection closes and another takes over.
-    The others export none of these series."""
+    that sums. The exporter is whoever holds the PostgreSQL advisory lock named after
+    ``name`` (shared/table_gauges); when that instance dies its session ends and another
+    takes over. The others export none of these series."""
 
-    def __init__(self, dsn: str, schema: str) -> None:
-        self.dsn = dsn
-        self.lock_key = f"claimflow.{schema}.gauges"
-        self._conn: asyncpg.Connection | None = None
-        self.leader = False
-
-    async def _lead(self) -> bool:
-        try:
-            if self._conn is None or self._conn.is_closed():
-                self.leader = False
-                self._conn = await asyncpg.connect(self.dsn)
-            if self.leader:
-                await self._conn.fetchval("SELECT 1")  # still connected, still holding it
-            else:
-                self.leader = bool(
-                    await self._conn.fetchval(
-                        "SELECT pg_try_advisory_lock(hashtext($1))", self.lock_key
-                    )
-                )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            await self.close()
-        return self.leader
+    def __init__(self, name: str) -> None:
+        super().__init__(name, list(_TABLE_GAUGES))
 
     async def refresh(self, pool: asyncpg.Pool, *, stuck_after_s: float) -> bool:
         """Export (when this instance is the exporter) or withdraw the gauges. Returns
         whether this instance exports them."""
-        if not await self._lead():
-            for gauge in _TABLE_GAUGES:
-                gauge.clear()
+        if not await self.holds(pool):
             return False
         async with pool.acquire() as conn:
             views = await fund_views(conn)
@@ -1346,11 +1325,3 @@ class GaugeExporter:
         for status in IN_DOUBT:
             STUCK.labels(status.value).set(stuck.get(status.value, 0))
         return True
-
-    async def close(self) -> None:
-        conn, self._conn, self.leader = self._conn, None, False
-        if conn is not None and not conn.is_closed():
-            try:
-                await conn.close(timeout=2)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                conn.terminate()  # a broken connection: its session and lock are gone
