@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 
@@ -806,26 +806,40 @@ async def _apply_bank_status(
         return 1
 
 
+async def _end_issue(
+    conn: DbConnection,
+    payout_id: uuid.UUID,
+    issue_no: int,
+    outcome: Literal["failed", "returned"],
+    at: datetime,
+    reason: str,
+) -> None:
+    """Record on the payout and on its current voucher that the issue ended so."""
+    # ``outcome`` is one of two literals (never input): it names the status and the
+    # ``failed_at`` / ``returned_at`` columns.
+    await conn.execute(
+        f"""UPDATE payouts SET status = '{outcome}', {outcome}_at = $2, failure_reason = $3
+           WHERE payout_id = $1""",
+        payout_id,
+        at,
+        reason,
+    )
+    await conn.execute(
+        f"""UPDATE vouchers SET {outcome}_at = $3, outcome = '{outcome}', reason = $4
+           WHERE payout_id = $1 AND issue_no = $2""",
+        payout_id,
+        issue_no,
+        at,
+        reason,
+    )
+
+
 async def _fail(
     conn: DbConnection, row: asyncpg.Record, issue_no: int, at: datetime, reason: str
 ) -> list[EventEnvelope]:
     """Final failure of the current issue: the commitment goes back to the fund."""
     pid, fund, amount = row["payout_id"], row["fund_id"], row["amount_fen"]
-    await conn.execute(
-        """UPDATE payouts SET status = 'failed', failed_at = $2, failure_reason = $3
-           WHERE payout_id = $1""",
-        pid,
-        at,
-        reason,
-    )
-    await conn.execute(
-        """UPDATE vouchers SET failed_at = $3, outcome = 'failed', reason = $4
-           WHERE payout_id = $1 AND issue_no = $2""",
-        pid,
-        issue_no,
-        at,
-        reason,
-    )
+    await _end_issue(conn, pid, issue_no, "failed", at, reason)
     await conn.execute(
         "UPDATE funds SET committed_fen = committed_fen - $2 WHERE fund_id = $1", fund, amount
     )
@@ -1002,21 +1016,7 @@ async def _apply_notice(
         return failed + await drain_queue(conn, fund, datetime.now(UTC))
     else:  # RETURNED
         reason = n.reason or "returned by the bank"
-        await conn.execute(
-            """UPDATE payouts SET status = 'returned', returned_at = $2, failure_reason = $3
-               WHERE payout_id = $1""",
-            pid,
-            at,
-            reason,
-        )
-        await conn.execute(
-            """UPDATE vouchers SET returned_at = $3, outcome = 'returned', reason = $4
-               WHERE payout_id = $1 AND issue_no = $2""",
-            pid,
-            n.issue_no,
-            at,
-            reason,
-        )
+        await _end_issue(conn, pid, n.issue_no, "returned", at, reason)
         _count_failure(fund, "returned")
         payload = PayoutReturnedV1(
             payout_id=pid, voucher_no=number, amount_fen=amount, reason=reason
