@@ -1031,21 +1031,31 @@ async def _apply_notice(
 # a form that opens its own, retried after a deadlock.
 
 
-async def with_retry(pool: asyncpg.Pool, work: Callable[[DbConnection], Awaitable[T]]) -> T:
-    """Run work in a transaction, again after a deadlock or serialization failure;
-    deferred counters run once, after the commit that counts."""
-    for attempt in range(5):
+async def retried_on_conflict(attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run ``attempt`` (one whole transaction) again after a deadlock or serialization
+    failure: five tries, a short and growing pause between them."""
+    for n in range(5):
         try:
-            async with transaction(pool) as conn:
-                return await work(conn)
+            return await attempt()
         except (
             asyncpg.exceptions.DeadlockDetectedError,
             asyncpg.exceptions.SerializationError,
         ):
-            if attempt == 4:
+            if n == 4:
                 raise
-            await asyncio.sleep(0.05 * (attempt + 1))
+            await asyncio.sleep(0.05 * (n + 1))
     raise AssertionError("unreachable")
+
+
+async def with_retry(pool: asyncpg.Pool, work: Callable[[DbConnection], Awaitable[T]]) -> T:
+    """Run work in a transaction, again after a deadlock or serialization failure;
+    deferred counters run once, after the commit that counts."""
+
+    async def once() -> T:
+        async with transaction(pool) as conn:
+            return await work(conn)
+
+    return await retried_on_conflict(once)
 
 
 async def top_up_in(
