@@ -18,6 +18,16 @@ from prometheus_client import Gauge
 
 log = logging.getLogger(__name__)
 
+# What a lost or broken connection raises. A session the server ended can leave the
+# client's protocol mid-operation, which asyncpg reports as an InternalClientError.
+_LOST = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
 
 class SingleExporter:
     def __init__(self, name: str, gauges: list[Gauge]) -> None:
@@ -33,13 +43,13 @@ class SingleExporter:
                 # The session lives, so its lock does (a server restart ends both).
                 await self._conn.fetchval("SELECT 1")
                 return True
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except _LOST:
                 log.warning("lost the connection holding the %s gauge lock", self.name)
         await self.release()
         got = False
         try:
             conn = await pool.acquire()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except _LOST:
             # Unsure who exports: withdraw ours rather than fail the caller's loop.
             log.warning("could not ask for the %s gauge lock", self.name)
         else:
@@ -48,7 +58,7 @@ class SingleExporter:
                     "SELECT pg_try_advisory_lock(hashtext('claimflow_table_gauges:' || $1))",
                     self.name,
                 )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except _LOST:
                 log.warning("could not ask for the %s gauge lock", self.name)
             finally:
                 if not got:
@@ -71,7 +81,7 @@ class SingleExporter:
                         "SELECT pg_advisory_unlock(hashtext('claimflow_table_gauges:' || $1))",
                         self.name,
                     )
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except _LOST:
                 # A broken session took its lock with it (and a lost connection is
                 # already back in the pool).
                 log.warning("could not release the %s gauge lock cleanly", self.name)
@@ -79,5 +89,5 @@ class SingleExporter:
                 # Always handed back, so the pool never leaks it (its close would wait):
                 # the pool's reset unlocks all, or ends the connection if that fails.
                 await pool.release(conn)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except _LOST:
                 log.warning("could not return the %s gauge connection cleanly", self.name)
