@@ -367,12 +367,7 @@ async def on_review_decided(conn: DbConnection, envelope: EventEnvelope) -> None
             payout_id,
             now,
         )
-        position = await conn.fetchval(
-            """SELECT count(*) FROM payouts
-               WHERE fund_id = $1 AND status = 'queued' AND queue_seq <= $2""",
-            fund_id,
-            seq,
-        )
+        position = await _queue_position(conn, fund_id, seq)
         await _hop(conn, payout_id, 1, 0, "queued", now, f"position {position}")
         _count(decided.claim_kind, PayoutStatus.QUEUED)
         events = [
@@ -381,7 +376,7 @@ async def on_review_decided(conn: DbConnection, envelope: EventEnvelope) -> None
                     payout_id=payout_id,
                     fund_id=fund_id,
                     amount_fen=decided.approved_amount_fen,
-                    position=int(position),
+                    position=position,
                 ),
                 envelope.claim_id,
                 now,
@@ -389,6 +384,18 @@ async def on_review_decided(conn: DbConnection, envelope: EventEnvelope) -> None
             )
         ]
     await stage_events(conn, SERVICE, PAYOUT_EVENTS, events)
+
+
+async def _queue_position(conn: DbConnection, fund_id: str, queue_seq: int) -> int:
+    """Where a payout queued as ``queue_seq`` stands in its fund's queue (1 = next)."""
+    return int(
+        await conn.fetchval(
+            """SELECT count(*) FROM payouts
+               WHERE fund_id = $1 AND status = 'queued' AND queue_seq <= $2""",
+            fund_id,
+            queue_seq,
+        )
+    )
 
 
 async def _release(
@@ -1172,12 +1179,7 @@ async def correct_account_in(
                 payout_id,
                 now,
             )
-            position = await conn.fetchval(
-                """SELECT count(*) FROM payouts
-                   WHERE fund_id = $1 AND status = 'queued' AND queue_seq <= $2""",
-                fund_id,
-                seq,
-            )
+            position = await _queue_position(conn, fund_id, seq)
             await _hop(conn, payout_id, issue_no, 0, "queued", now, f"position {position}")
             events.append(
                 _wrap(
@@ -1185,7 +1187,7 @@ async def correct_account_in(
                         payout_id=payout_id,
                         fund_id=fund_id,
                         amount_fen=amount,
-                        position=int(position),
+                        position=position,
                     ),
                     row["claim_id"],
                     now,
