@@ -1065,6 +1065,29 @@ async def with_retry(pool: asyncpg.Pool, work: Callable[[DbConnection], Awaitabl
     return await retried_on_conflict(once)
 
 
+async def _audit_payout_action(
+    conn: DbConnection,
+    actor: str,
+    action: Literal["account_correction", "close"],
+    row: asyncpg.Record,
+    reason: str,
+    detail: dict[str, Any],
+) -> None:
+    """The finance_audit row of a finance action on one payout (``row``)."""
+    await conn.execute(
+        """INSERT INTO finance_audit (actor, action, fund_id, payout_id, amount_fen, reason,
+               detail)
+           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)""",
+        actor,
+        action,
+        row["fund_id"],
+        row["payout_id"],
+        row["amount_fen"],
+        reason,
+        json.dumps(detail),
+    )
+
+
 async def top_up_in(
     conn: DbConnection, fund_id: str, amount_fen: int, actor: str, reason: str
 ) -> list[EventEnvelope]:
@@ -1124,18 +1147,13 @@ async def correct_account_in(
         payee.model_dump_json(),
         issue_no,
     )
-    await conn.execute(
-        """INSERT INTO finance_audit (actor, action, fund_id, payout_id, amount_fen, reason,
-               detail)
-           VALUES ($1, 'account_correction', $2, $3, $4, $5, $6::jsonb)""",
+    await _audit_payout_action(
+        conn,
         actor,
-        row["fund_id"],
-        payout_id,
-        row["amount_fen"],
+        "account_correction",
+        row,
         reason,
-        json.dumps(
-            {"before": json.loads(row["payee"]), "after": payee.model_dump(), "was": status}
-        ),
+        {"before": json.loads(row["payee"]), "after": payee.model_dump(), "was": status},
     )
     await _hop(conn, payout_id, issue_no, 0, "account_corrected", now, reason)
     events.append(
@@ -1228,17 +1246,7 @@ async def close_payout_in(
         )
     now = datetime.now(UTC)
     events = [await _release(conn, row, CLOSED_BY_FINANCE + reason, now, None)]
-    await conn.execute(
-        """INSERT INTO finance_audit (actor, action, fund_id, payout_id, amount_fen, reason,
-               detail)
-           VALUES ($1, 'close', $2, $3, $4, $5, $6::jsonb)""",
-        actor,
-        row["fund_id"],
-        payout_id,
-        row["amount_fen"],
-        reason,
-        json.dumps({"was": row["status"]}),
-    )
+    await _audit_payout_action(conn, actor, "close", row, reason, {"was": row["status"]})
     events += await drain_queue(conn, row["fund_id"], now)
     await stage_events(conn, SERVICE, PAYOUT_EVENTS, events)
     closed = await conn.fetchrow("SELECT * FROM payouts WHERE payout_id = $1", payout_id)
