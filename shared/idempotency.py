@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.db import DbConnection
+from shared.problems import problem_body
 
 Work = Callable[[DbConnection], Awaitable[tuple[int, dict[str, Any]]]]
 
@@ -44,10 +45,7 @@ class Problem(Refusal):
         self.message = message or detail
 
     def body(self) -> dict[str, Any]:
-        return {
-            "detail": self.detail,
-            "errors": [{"field": self.field, "rule": self.rule, "message": self.message}],
-        }
+        return problem_body(self.detail, self.field, self.rule, self.message)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi.responses import JSONResponse
+
+
+def problem_body(detail: str, field: str, rule: str, message: str | None = None) -> dict[str, Any]:
+    """The one error body, naming one field and the one rule it broke (``message``
+    defaults to ``detail``)."""
+    return {
+        "detail": detail,
+        "errors": [{"field": field, "rule": rule, "message": message or detail}],
+    }
 
 
 def problem(
@@ -18,12 +29,7 @@ def problem(
 ) -> JSONResponse:
     """An answer naming one field and the one rule it broke."""
     return JSONResponse(
-        {
-            "detail": detail,
-            "errors": [{"field": field, "rule": rule, "message": message or detail}],
-        },
-        status_code=status,
-        headers=headers,
+        problem_body(detail, field, rule, message), status_code=status, headers=headers
     )
 
 

@@ -18,6 +18,16 @@ from prometheus_client import Gauge
 
 log = logging.getLogger(__name__)
 
+# What a lost or broken connection raises. A session the server ended can leave the
+# client's protocol mid-operation, which asyncpg reports as an InternalClientError.
+_LOST = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
 
 class SingleExporter:
     def __init__(self, name: str, gauges: list[Gauge]) -> None:
@@ -33,22 +43,29 @@ class SingleExporter:
                 # The session lives, so its lock does (a server restart ends both).
                 await self._conn.fetchval("SELECT 1")
                 return True
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except _LOST:
                 log.warning("lost the connection holding the %s gauge lock", self.name)
         await self.release()
-        conn = await pool.acquire()
+        got = False
         try:
-            got = await conn.fetchval(
-                "SELECT pg_try_advisory_lock(hashtext('claimflow_table_gauges:' || $1))",
-                self.name,
-            )
-        except BaseException:
-            await pool.release(conn)
-            raise
+            conn = await pool.acquire()
+        except _LOST:
+            # Unsure who exports: withdraw ours rather than fail the caller's loop.
+            log.warning("could not ask for the %s gauge lock", self.name)
+        else:
+            try:
+                got = await conn.fetchval(
+                    "SELECT pg_try_advisory_lock(hashtext('claimflow_table_gauges:' || $1))",
+                    self.name,
+                )
+            except _LOST:
+                log.warning("could not ask for the %s gauge lock", self.name)
+            finally:
+                if not got:
+                    await pool.release(conn)
         if not got:
-            await pool.release(conn)
             for gauge in self.gauges:
-                gauge.clear()  # another instance exports them
+                gauge.clear()  # another instance exports them (or we cannot tell)
             return False
         log.info("this instance exports the %s gauges", self.name)
         self._conn, self._pool = conn, pool
@@ -64,6 +81,13 @@ class SingleExporter:
                         "SELECT pg_advisory_unlock(hashtext('claimflow_table_gauges:' || $1))",
                         self.name,
                     )
-                await pool.release(conn)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except _LOST:
+                # A broken session took its lock with it (and a lost connection is
+                # already back in the pool).
                 log.warning("could not release the %s gauge lock cleanly", self.name)
+            try:
+                # Always handed back, so the pool never leaks it (its close would wait):
+                # the pool's reset unlocks all, or ends the connection if that fails.
+                await pool.release(conn)
+            except _LOST:
+                log.warning("could not return the %s gauge connection cleanly", self.name)

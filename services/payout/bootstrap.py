@@ -67,7 +67,7 @@ def create_app(settings: PayoutSettings | None = None) -> FastAPI:
                 await seed_funds(conn, load_catalogue(), None if cap is None else yuan_to_fen(cap))
             await SimulatedGateway.prepare(settings.database_url)
             gateway = runtime.extras["gateway"] = make_gateway(runtime, settings)
-        exporter = GaugeExporter(settings.database_url, SERVICE)
+        exporter = GaugeExporter(SERVICE)
         refreshed = 0.0
         try:
             while True:
@@ -80,7 +80,7 @@ def create_app(settings: PayoutSettings | None = None) -> FastAPI:
                 if not sent and not noticed and not resolved:
                     await asyncio.sleep(settings.dispatch_interval_s)
         finally:
-            await exporter.close()
+            await exporter.release()
 
     return build_service_app(
         name=SERVICE,

@@ -1140,8 +1140,9 @@ async def test_whole_table_gauges_are_exported_by_one_instance_only(
     pool: asyncpg.Pool, infra: StackConfig
 ) -> None:
     schema = await pool.fetchval("SELECT current_schema()")
-    first = handlers.GaugeExporter(infra.dsn, schema)
-    second = handlers.GaugeExporter(infra.dsn, schema)
+    # Named after the test's schema: no payout service on this database holds the lock.
+    first = handlers.GaugeExporter(f"payout.{schema}")
+    second = handlers.GaugeExporter(f"payout.{schema}")
     try:
         assert await first.refresh(pool, stuck_after_s=60) is True
         assert REGISTRY.get_sample_value("claimflow_fund_reserved_yuan", {"fund": PROGRAM}) == 0
@@ -1149,12 +1150,12 @@ async def test_whole_table_gauges_are_exported_by_one_instance_only(
         assert await second.refresh(pool, stuck_after_s=60) is False
         assert REGISTRY.get_sample_value("claimflow_fund_reserved_yuan", {"fund": PROGRAM}) is None
         # When the first goes away, the second takes over.
-        await first.close()
+        await first.release()
         assert await second.refresh(pool, stuck_after_s=60) is True
         assert REGISTRY.get_sample_value("claimflow_fund_reserved_yuan", {"fund": PROGRAM}) == 0
     finally:
-        await first.close()
-        await second.close()
+        await first.release()
+        await second.release()
 
 
 # --- issue 9 item 3: finance POSTs are idempotent ---------------------------------------

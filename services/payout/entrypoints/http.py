@@ -3,13 +3,13 @@ reconciliation. Actions need a caller of the finance or treasury department."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from typing import Annotated, Any
 
-import asyncpg
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -73,23 +73,17 @@ async def _idempotent(
         )
     fingerprint = idempotency.request_hash(request.method, request.url.path, body)
     pool = runtime_of(request).db
-    for attempt in range(5):
-        try:
-            with after_commit_scope() as pending:
-                async with pool.acquire() as conn:
-                    answer = await idempotency.respond(
-                        conn, work, idempotency_key=key, fingerprint=fingerprint
-                    )
-            pending.run()
-            return JSONResponse(answer.body, status_code=answer.status_code)
-        except (
-            asyncpg.exceptions.DeadlockDetectedError,
-            asyncpg.exceptions.SerializationError,
-        ):
-            if attempt == 4:
-                raise
-            await asyncio.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
+
+    async def once() -> Response:
+        with after_commit_scope() as pending:
+            async with pool.acquire() as conn:
+                answer = await idempotency.respond(
+                    conn, work, idempotency_key=key, fingerprint=fingerprint
+                )
+        pending.run()
+        return JSONResponse(answer.body, status_code=answer.status_code)
+
+    return await handlers.retried_on_conflict(once)
 
 
 def _forbidden(caller: Caller) -> JSONResponse | None:
@@ -101,6 +95,20 @@ def _forbidden(caller: Caller) -> JSONResponse | None:
         "header.X-Department",
         "finance_only",
     )
+
+
+@contextmanager
+def _refusals_of_a_failed_payout() -> Iterator[None]:
+    """The problems an action on a returned or failed payout answers with (stored with
+    its Idempotency-Key): no such payout, or one in another state."""
+    try:
+        yield
+    except handlers.NotFound as exc:
+        raise idempotency.Problem(404, str(exc), "path.payout_id", "exists") from None
+    except handlers.Conflict as exc:
+        raise idempotency.Problem(
+            409, str(exc), "path.payout_id", "returned_or_failed_only"
+        ) from None
 
 
 def _yuan(fen: int | None) -> str | None:
@@ -293,16 +301,10 @@ async def correct_account(
         return refused
 
     async def work(conn: DbConnection) -> tuple[int, dict[str, Any]]:
-        try:
+        with _refusals_of_a_failed_payout():
             issue_no, status = await handlers.correct_account_in(
                 conn, payout_id, body.payee, caller.user_id, body.reason
             )
-        except handlers.NotFound as exc:
-            raise idempotency.Problem(404, str(exc), "path.payout_id", "exists") from None
-        except handlers.Conflict as exc:
-            raise idempotency.Problem(
-                409, str(exc), "path.payout_id", "returned_or_failed_only"
-            ) from None
         return 200, {"payout_id": str(payout_id), "issue_no": issue_no, "status": status.value}
 
     return await _idempotent(request, idempotency_key, body.model_dump(mode="json"), work)
@@ -329,14 +331,8 @@ async def close_payout(
         return refused
 
     async def work(conn: DbConnection) -> tuple[int, dict[str, Any]]:
-        try:
+        with _refusals_of_a_failed_payout():
             row = await handlers.close_payout_in(conn, payout_id, caller.user_id, body.reason)
-        except handlers.NotFound as exc:
-            raise idempotency.Problem(404, str(exc), "path.payout_id", "exists") from None
-        except handlers.Conflict as exc:
-            raise idempotency.Problem(
-                409, str(exc), "path.payout_id", "returned_or_failed_only"
-            ) from None
         return 200, {
             "payout_id": str(payout_id),
             "status": row["status"],

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 
@@ -89,6 +89,7 @@ from shared.messaging.after_commit import after_commit, after_commit_scope
 from shared.messaging.consumer import TransientError
 from shared.messaging.outbox import stage_events
 from shared.programs import Catalogue, load_catalogue
+from shared.table_gauges import SingleExporter
 
 SERVICE = "payout"
 T = TypeVar("T")
@@ -366,12 +367,7 @@ async def on_review_decided(conn: DbConnection, envelope: EventEnvelope) -> None
             payout_id,
             now,
         )
-        position = await conn.fetchval(
-            """SELECT count(*) FROM payouts
-               WHERE fund_id = $1 AND status = 'queued' AND queue_seq <= $2""",
-            fund_id,
-            seq,
-        )
+        position = await _queue_position(conn, fund_id, seq)
         await _hop(conn, payout_id, 1, 0, "queued", now, f"position {position}")
         _count(decided.claim_kind, PayoutStatus.QUEUED)
         events = [
@@ -380,7 +376,7 @@ async def on_review_decided(conn: DbConnection, envelope: EventEnvelope) -> None
                     payout_id=payout_id,
                     fund_id=fund_id,
                     amount_fen=decided.approved_amount_fen,
-                    position=int(position),
+                    position=position,
                 ),
                 envelope.claim_id,
                 now,
@@ -388,6 +384,18 @@ async def on_review_decided(conn: DbConnection, envelope: EventEnvelope) -> None
             )
         ]
     await stage_events(conn, SERVICE, PAYOUT_EVENTS, events)
+
+
+async def _queue_position(conn: DbConnection, fund_id: str, queue_seq: int) -> int:
+    """Where a payout queued as ``queue_seq`` stands in its fund's queue (1 = next)."""
+    return int(
+        await conn.fetchval(
+            """SELECT count(*) FROM payouts
+               WHERE fund_id = $1 AND status = 'queued' AND queue_seq <= $2""",
+            fund_id,
+            queue_seq,
+        )
+    )
 
 
 async def _release(
@@ -805,26 +813,40 @@ async def _apply_bank_status(
         return 1
 
 
+async def _end_issue(
+    conn: DbConnection,
+    payout_id: uuid.UUID,
+    issue_no: int,
+    outcome: Literal["failed", "returned"],
+    at: datetime,
+    reason: str,
+) -> None:
+    """Record on the payout and on its current voucher that the issue ended so."""
+    # ``outcome`` is one of two literals (never input): it names the status and the
+    # ``failed_at`` / ``returned_at`` columns.
+    await conn.execute(
+        f"""UPDATE payouts SET status = '{outcome}', {outcome}_at = $2, failure_reason = $3
+           WHERE payout_id = $1""",
+        payout_id,
+        at,
+        reason,
+    )
+    await conn.execute(
+        f"""UPDATE vouchers SET {outcome}_at = $3, outcome = '{outcome}', reason = $4
+           WHERE payout_id = $1 AND issue_no = $2""",
+        payout_id,
+        issue_no,
+        at,
+        reason,
+    )
+
+
 async def _fail(
     conn: DbConnection, row: asyncpg.Record, issue_no: int, at: datetime, reason: str
 ) -> list[EventEnvelope]:
     """Final failure of the current issue: the commitment goes back to the fund."""
     pid, fund, amount = row["payout_id"], row["fund_id"], row["amount_fen"]
-    await conn.execute(
-        """UPDATE payouts SET status = 'failed', failed_at = $2, failure_reason = $3
-           WHERE payout_id = $1""",
-        pid,
-        at,
-        reason,
-    )
-    await conn.execute(
-        """UPDATE vouchers SET failed_at = $3, outcome = 'failed', reason = $4
-           WHERE payout_id = $1 AND issue_no = $2""",
-        pid,
-        issue_no,
-        at,
-        reason,
-    )
+    await _end_issue(conn, pid, issue_no, "failed", at, reason)
     await conn.execute(
         "UPDATE funds SET committed_fen = committed_fen - $2 WHERE fund_id = $1", fund, amount
     )
@@ -1001,21 +1023,7 @@ async def _apply_notice(
         return failed + await drain_queue(conn, fund, datetime.now(UTC))
     else:  # RETURNED
         reason = n.reason or "returned by the bank"
-        await conn.execute(
-            """UPDATE payouts SET status = 'returned', returned_at = $2, failure_reason = $3
-               WHERE payout_id = $1""",
-            pid,
-            at,
-            reason,
-        )
-        await conn.execute(
-            """UPDATE vouchers SET returned_at = $3, outcome = 'returned', reason = $4
-               WHERE payout_id = $1 AND issue_no = $2""",
-            pid,
-            n.issue_no,
-            at,
-            reason,
-        )
+        await _end_issue(conn, pid, n.issue_no, "returned", at, reason)
         _count_failure(fund, "returned")
         payload = PayoutReturnedV1(
             payout_id=pid, voucher_no=number, amount_fen=amount, reason=reason
@@ -1030,21 +1038,54 @@ async def _apply_notice(
 # a form that opens its own, retried after a deadlock.
 
 
-async def with_retry(pool: asyncpg.Pool, work: Callable[[DbConnection], Awaitable[T]]) -> T:
-    """Run work in a transaction, again after a deadlock or serialization failure;
-    deferred counters run once, after the commit that counts."""
-    for attempt in range(5):
+async def retried_on_conflict(attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run ``attempt`` (one whole transaction) again after a deadlock or serialization
+    failure: five tries, a short and growing pause between them."""
+    for n in range(5):
         try:
-            async with transaction(pool) as conn:
-                return await work(conn)
+            return await attempt()
         except (
             asyncpg.exceptions.DeadlockDetectedError,
             asyncpg.exceptions.SerializationError,
         ):
-            if attempt == 4:
+            if n == 4:
                 raise
-            await asyncio.sleep(0.05 * (attempt + 1))
+            await asyncio.sleep(0.05 * (n + 1))
     raise AssertionError("unreachable")
+
+
+async def with_retry(pool: asyncpg.Pool, work: Callable[[DbConnection], Awaitable[T]]) -> T:
+    """Run work in a transaction, again after a deadlock or serialization failure;
+    deferred counters run once, after the commit that counts."""
+
+    async def once() -> T:
+        async with transaction(pool) as conn:
+            return await work(conn)
+
+    return await retried_on_conflict(once)
+
+
+async def _audit_payout_action(
+    conn: DbConnection,
+    actor: str,
+    action: Literal["account_correction", "close"],
+    row: asyncpg.Record,
+    reason: str,
+    detail: dict[str, Any],
+) -> None:
+    """The finance_audit row of a finance action on one payout (``row``)."""
+    await conn.execute(
+        """INSERT INTO finance_audit (actor, action, fund_id, payout_id, amount_fen, reason,
+               detail)
+           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)""",
+        actor,
+        action,
+        row["fund_id"],
+        row["payout_id"],
+        row["amount_fen"],
+        reason,
+        json.dumps(detail),
+    )
 
 
 async def top_up_in(
@@ -1106,18 +1147,13 @@ async def correct_account_in(
         payee.model_dump_json(),
         issue_no,
     )
-    await conn.execute(
-        """INSERT INTO finance_audit (actor, action, fund_id, payout_id, amount_fen, reason,
-               detail)
-           VALUES ($1, 'account_correction', $2, $3, $4, $5, $6::jsonb)""",
+    await _audit_payout_action(
+        conn,
         actor,
-        row["fund_id"],
-        payout_id,
-        row["amount_fen"],
+        "account_correction",
+        row,
         reason,
-        json.dumps(
-            {"before": json.loads(row["payee"]), "after": payee.model_dump(), "was": status}
-        ),
+        {"before": json.loads(row["payee"]), "after": payee.model_dump(), "was": status},
     )
     await _hop(conn, payout_id, issue_no, 0, "account_corrected", now, reason)
     events.append(
@@ -1161,12 +1197,7 @@ async def correct_account_in(
                 payout_id,
                 now,
             )
-            position = await conn.fetchval(
-                """SELECT count(*) FROM payouts
-                   WHERE fund_id = $1 AND status = 'queued' AND queue_seq <= $2""",
-                fund_id,
-                seq,
-            )
+            position = await _queue_position(conn, fund_id, seq)
             await _hop(conn, payout_id, issue_no, 0, "queued", now, f"position {position}")
             events.append(
                 _wrap(
@@ -1174,7 +1205,7 @@ async def correct_account_in(
                         payout_id=payout_id,
                         fund_id=fund_id,
                         amount_fen=amount,
-                        position=int(position),
+                        position=position,
                     ),
                     row["claim_id"],
                     now,
@@ -1215,17 +1246,7 @@ async def close_payout_in(
         )
     now = datetime.now(UTC)
     events = [await _release(conn, row, CLOSED_BY_FINANCE + reason, now, None)]
-    await conn.execute(
-        """INSERT INTO finance_audit (actor, action, fund_id, payout_id, amount_fen, reason,
-               detail)
-           VALUES ($1, 'close', $2, $3, $4, $5, $6::jsonb)""",
-        actor,
-        row["fund_id"],
-        payout_id,
-        row["amount_fen"],
-        reason,
-        json.dumps({"was": row["status"]}),
-    )
+    await _audit_payout_action(conn, actor, "close", row, reason, {"was": row["status"]})
     events += await drain_queue(conn, row["fund_id"], now)
     await stage_events(conn, SERVICE, PAYOUT_EVENTS, events)
     closed = await conn.fetchrow("SELECT * FROM payouts WHERE payout_id = $1", payout_id)
@@ -1295,42 +1316,20 @@ async def stuck_payouts(conn: DbConnection, *, stuck_after_s: float) -> dict[str
 _TABLE_GAUGES = (FUND_BUDGET, FUND_REMAINING, FUND_RESERVED, WAITING_GAUGE, STUCK)
 
 
-class GaugeExporter:
+class GaugeExporter(SingleExporter):
     """Sets the gauges computed from whole-table counts (budgets, waiting, stuck) — in
     one payout instance only, so that two instances do not double them on a dashboard
-    that sums. The exporter is whoever holds a PostgreSQL advisory lock on its own
-    connection; when that instance dies its connection closes and another takes over.
-    The others export none of these series."""
+    that sums. The exporter is whoever holds the PostgreSQL advisory lock named after
+    ``name`` (shared/table_gauges); when that instance dies its session ends and another
+    takes over. The others export none of these series."""
 
-    def __init__(self, dsn: str, schema: str) -> None:
-        self.dsn = dsn
-        self.lock_key = f"claimflow.{schema}.gauges"
-        self._conn: asyncpg.Connection | None = None
-        self.leader = False
-
-    async def _lead(self) -> bool:
-        try:
-            if self._conn is None or self._conn.is_closed():
-                self.leader = False
-                self._conn = await asyncpg.connect(self.dsn)
-            if self.leader:
-                await self._conn.fetchval("SELECT 1")  # still connected, still holding it
-            else:
-                self.leader = bool(
-                    await self._conn.fetchval(
-                        "SELECT pg_try_advisory_lock(hashtext($1))", self.lock_key
-                    )
-                )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            await self.close()
-        return self.leader
+    def __init__(self, name: str) -> None:
+        super().__init__(name, list(_TABLE_GAUGES))
 
     async def refresh(self, pool: asyncpg.Pool, *, stuck_after_s: float) -> bool:
         """Export (when this instance is the exporter) or withdraw the gauges. Returns
         whether this instance exports them."""
-        if not await self._lead():
-            for gauge in _TABLE_GAUGES:
-                gauge.clear()
+        if not await self.holds(pool):
             return False
         async with pool.acquire() as conn:
             views = await fund_views(conn)
@@ -1346,11 +1345,3 @@ class GaugeExporter:
         for status in IN_DOUBT:
             STUCK.labels(status.value).set(stuck.get(status.value, 0))
         return True
-
-    async def close(self) -> None:
-        conn, self._conn, self.leader = self._conn, None, False
-        if conn is not None and not conn.is_closed():
-            try:
-                await conn.close(timeout=2)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                conn.terminate()  # a broken connection: its session and lock are gone
