@@ -569,6 +569,27 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 """
 
 
+async def money_path_dump(pool: asyncpg.Pool, payout_ids: set[uuid.UUID]) -> str:
+    """Everything both books hold about some payouts, for a failure message: the payout
+    row, its hops, and the bank simulator's instructions and notices for it."""
+    lines: list[str] = []
+    for pid in sorted(payout_ids):
+        lines.append(f"=== payout {pid}")
+        queries = [
+            ("payout", "SELECT * FROM payouts WHERE payout_id = $1"),
+            ("hops", "SELECT * FROM payout_hops WHERE payout_id = $1 ORDER BY at, hop"),
+            (
+                "bank instructions",
+                "SELECT * FROM bank_sim.instructions WHERE payout_id = $1 ORDER BY issue_no",
+            ),
+            ("bank notices", "SELECT * FROM bank_sim.notices WHERE payout_id = $1 ORDER BY id"),
+        ]
+        for title, sql in queries:
+            lines.append(f"--- {title}")
+            lines += [repr(dict(r)) for r in await pool.fetch(sql, pid)]
+    return "\n".join(lines)
+
+
 async def test_sigkill_of_the_payment_loop_at_any_moment_pays_each_claim_once(
     pool: asyncpg.Pool, infra: StackConfig
 ) -> None:
@@ -630,7 +651,9 @@ async def test_sigkill_of_the_payment_loop_at_any_moment_pays_each_claim_once(
            WHERE status = 'settled' AND payout_id = ANY($1::uuid[]) GROUP BY payout_id""",
         [r["payout_id"] for r in rows],
     )
-    assert {s["payout_id"] for s in settled_at_bank} == {r["payout_id"] for r in paid}
+    settled_ids = {s["payout_id"] for s in settled_at_bank}
+    paid_ids = {r["payout_id"] for r in paid}
+    assert settled_ids == paid_ids, await money_path_dump(pool, settled_ids ^ paid_ids)
     assert all(s["n"] == 1 for s in settled_at_bank)
     f = await fund(pool)
     assert f["paid_fen"] == f["committed_fen"] == sum(r["amount_fen"] for r in paid)
@@ -641,6 +664,66 @@ async def test_sigkill_of_the_payment_loop_at_any_moment_pays_each_claim_once(
     if queued:
         head = min(queued, key=lambda r: r["queue_seq"])
         assert head["amount_fen"] > f["budget_fen"] - f["committed_fen"]
+
+
+class LosesFirstAcknowledge(CrashAfterSubmit):
+    """Payout dies after committing the bank's notices and before acknowledging them
+    (once): the bank delivers them again."""
+
+    lost = False
+
+    async def submit(self, instruction: PaymentInstruction) -> str:
+        reference: str = await self.inner.submit(instruction)
+        return reference
+
+    async def acknowledge(self, notice_ids: list[int]) -> None:
+        if not self.lost:
+            self.lost = True
+            return
+        await self.inner.acknowledge(notice_ids)
+
+
+async def test_a_redelivered_failure_of_an_earlier_attempt_leaves_the_retry_settled_at_the_bank(
+    pool: asyncpg.Pool,
+) -> None:
+    """Seen once under SIGKILL: payout paid, the bank's book said 'rejected'. The bank
+    re-sent attempt 1's transient failure (never acknowledged) after attempt 2 of the same
+    key had been taken, and that old notice marked attempt 2 rejected; attempt 2's arrival
+    then found no 'accepted' instruction to settle."""
+    gw = LosesFirstAcknowledge(gateway(pool, lambda i: "transient" if i.attempt == 1 else "arrive"))
+    envelope = approval(330_00)
+    await apply(pool, handlers.on_review_decided, envelope)
+    await handlers.dispatch_requested(pool, gw, POLICY)
+    await asyncio.sleep(0.05)
+    await handlers.record_notices(pool, gw, POLICY)
+    assert await status_of(pool, envelope.claim_id) == "retrying"
+    assert gw.lost  # the failure of attempt 1 is still due at the bank
+    # The next loop starts late (as a restarted one does): the retry is due, so attempt 2
+    # is submitted before the bank delivers attempt 1's failure again.
+    await asyncio.sleep(POLICY.max_s + 0.1)
+    assert await handlers.dispatch_requested(pool, gw, POLICY) == 1
+    await asyncio.sleep(0.05)
+
+    async def paid() -> bool:
+        return await status_of(pool, envelope.claim_id) == "paid"
+
+    await drive(pool, gw, paid)
+    payout_id = await pool.fetchval(
+        "SELECT payout_id FROM payouts WHERE claim_id = $1", envelope.claim_id
+    )
+    dump = await money_path_dump(pool, {payout_id})
+    redelivered = await pool.fetchval(
+        """SELECT notified FROM bank_sim.notices
+           WHERE payout_id = $1 AND attempt = 1 AND hop = 'failed'""",
+        payout_id,
+    )
+    assert redelivered, dump  # delivered again and acknowledged the second time
+    bank = await pool.fetch("SELECT * FROM bank_sim.instructions WHERE payout_id = $1", payout_id)
+    assert [(b["attempt"], b["status"]) for b in bank] == [(2, "settled")], dump
+    answer = await gw.status(payout_id, 1)
+    assert (answer.attempt, answer.state) == (2, "settled")
+    f = await fund(pool)
+    assert f["reserved_fen"] == 0 and f["committed_fen"] == f["paid_fen"] == 330_00
 
 
 async def test_withdrawal_of_a_returned_payout_releases_the_commitment(

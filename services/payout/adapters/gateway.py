@@ -192,7 +192,7 @@ class SimulatedGateway:
                    VALUES ($1, $2, $3, $4, $5, $6, 'accepted', now())
                    ON CONFLICT (payout_id, issue_no) DO UPDATE
                        SET attempt = excluded.attempt, status = 'accepted',
-                           received_at = now(), failure_reason = NULL
+                           received_at = now(), failure_reason = NULL, settled_at = NULL
                        WHERE i.status = 'rejected' AND i.attempt < excluded.attempt
                    RETURNING true""",
                 instruction.payout_id,
@@ -260,7 +260,10 @@ class SimulatedGateway:
                 self.client,
             )
             # The bank's own book moves when it reports the outcome, so a retry submitted
-            # after the payout hears of a transient failure finds the key free again.
+            # after the payout hears of a transient failure finds the key free again. Only
+            # the notice of the attempt the key holds moves it: a notice not acknowledged
+            # is delivered again, and a late copy of attempt 1's failure must not mark the
+            # retry that took the key since (attempt 2, maybe paid) rejected.
             for r in rows:
                 if r["hop"] in ("arrived", "failed", "returned"):
                     status = {
@@ -272,12 +275,14 @@ class SimulatedGateway:
                         """UPDATE bank_sim.instructions
                            SET status = $3, settled_at = coalesce(settled_at, $4),
                                failure_reason = $5
-                           WHERE payout_id = $1 AND issue_no = $2 AND status = 'accepted'""",
+                           WHERE payout_id = $1 AND issue_no = $2 AND attempt = $6
+                             AND status = 'accepted'""",
                         r["payout_id"],
                         r["issue_no"],
                         status,
                         r["due_at"],
                         r["reason"],
+                        r["attempt"],
                     )
         return [
             Notice(
