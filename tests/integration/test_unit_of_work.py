@@ -1,0 +1,162 @@
+"""The shared unit of work and typed dispatch on the real PostgreSQL (issue 10 item 1, 3)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from shared.contracts import BankAccount, EventEnvelope, ReviewDecidedV1
+from shared.contracts.topics import REVIEW_EVENTS
+from shared.db import create_pool, migrate
+from shared.devstack.stack import StackConfig
+from shared.messaging.consumer import IdempotentBatchConsumer
+from shared.messaging.dispatch import Subscriptions
+from shared.unit_of_work import UnitOfWork, UnitOfWorkFactory
+
+pytestmark = pytest.mark.integration
+
+FIXED = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+PAYEE = BankAccount(
+    bank_name="自贡银行", account_name="测试企业", account_number="6222020200001234567"
+)
+
+
+def decided(amount: int = 100) -> ReviewDecidedV1:
+    return ReviewDecidedV1(
+        decision="approved",
+        approved_amount_fen=amount,
+        claim_kind="vat_refund",
+        payee=PAYEE,
+        claim_received_at=FIXED,
+    )
+
+
+@dataclass
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@pytest.fixture
+async def pool(infra: StackConfig, tmp_path: Path) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+    name = f"u_{uuid.uuid4().hex[:10]}"
+    (tmp_path / "0001_effects.sql").write_text(
+        "CREATE TABLE effects (claim_id uuid, at timestamptz);"
+    )
+    await migrate(infra.dsn, name, tmp_path)
+    p = await create_pool(infra.dsn, name)
+    try:
+        yield name, p
+    finally:
+        await p.close()
+
+
+async def test_emit_stages_the_events_at_commit_with_the_injected_clock(
+    pool: tuple[str, asyncpg.Pool],
+) -> None:
+    name, p = pool
+    seen: list[str] = []
+    uows = UnitOfWorkFactory(name, REVIEW_EVENTS, clock=lambda: FIXED)
+    claim = uuid.uuid4()
+    async with uows.acquire(p) as uow:
+        await uow.conn.execute("INSERT INTO effects VALUES ($1, $2)", claim, uow.now)
+        sent = uow.emit(decided(), claim_id=claim)
+        uow.after_commit(lambda: seen.append("committed"))
+        assert seen == []  # not before the commit
+    assert seen == ["committed"]
+    row = await p.fetchrow("SELECT event_id, topic, event_type, payload FROM outbox")
+    assert row is not None and row["event_id"] == sent.event_id and row["topic"] == REVIEW_EVENTS
+    envelope = EventEnvelope.read(row["payload"])
+    assert envelope.occurred_at == FIXED and envelope.producer == name
+    assert await p.fetchval("SELECT at FROM effects") == FIXED
+
+
+async def test_a_failed_unit_of_work_leaves_no_change_no_event_no_callback(
+    pool: tuple[str, asyncpg.Pool],
+) -> None:
+    name, p = pool
+    seen: list[str] = []
+    uows = UnitOfWorkFactory(name, REVIEW_EVENTS, clock=lambda: FIXED)
+    with pytest.raises(RuntimeError):
+        async with uows.acquire(p) as uow:
+            await uow.conn.execute("INSERT INTO effects VALUES ($1, $2)", uuid.uuid4(), uow.now)
+            uow.emit(decided(), claim_id=uuid.uuid4())
+            uow.after_commit(lambda: seen.append("committed"))
+            raise RuntimeError("the domain refused")
+    assert seen == []
+    assert await p.fetchval("SELECT count(*) FROM outbox") == 0
+    assert await p.fetchval("SELECT count(*) FROM effects") == 0
+
+
+async def test_every_emitted_event_passes_the_emit_hooks_in_the_same_transaction(
+    pool: tuple[str, asyncpg.Pool],
+) -> None:
+    name, p = pool
+
+    async def record(uow: UnitOfWork, events: Sequence[EventEnvelope]) -> None:
+        for e in events:
+            await uow.conn.execute("INSERT INTO effects VALUES ($1, $2)", e.claim_id, uow.now)
+
+    async def refuse(uow: UnitOfWork, events: Sequence[EventEnvelope]) -> None:
+        raise PermissionError("hook refused")
+
+    claim = uuid.uuid4()
+    async with UnitOfWorkFactory(name, REVIEW_EVENTS, hooks=(record,)).acquire(p) as uow:
+        uow.emit(decided(), claim_id=claim)
+    assert await p.fetchval("SELECT claim_id FROM effects") == claim
+    with pytest.raises(PermissionError):
+        async with UnitOfWorkFactory(name, REVIEW_EVENTS, hooks=(record, refuse)).acquire(p) as uow:
+            uow.emit(decided(), claim_id=uuid.uuid4())
+    assert await p.fetchval("SELECT count(*) FROM effects") == 1  # the hook's row rolled back
+    assert await p.fetchval("SELECT count(*) FROM outbox") == 1
+
+
+async def test_typed_dispatch_hands_the_parsed_payload_and_a_caused_unit_of_work(
+    pool: tuple[str, asyncpg.Pool],
+) -> None:
+    name, p = pool
+    subs = Subscriptions("payout-test")
+    applied: list[tuple[int, uuid.UUID | None]] = []
+
+    @subs.on(ReviewDecidedV1)
+    async def on_decided(uow: UnitOfWork, event: ReviewDecidedV1, envelope: EventEnvelope) -> None:
+        # A typed payload, not a dict; the emitted event is caused by the consumed one.
+        applied.append((event.approved_amount_fen, None))
+        out = uow.emit(decided(event.approved_amount_fen + 1), claim_id=envelope.claim_id)
+        applied.append((out.payload["approved_amount_fen"], out.causation_id))
+        uow.after_commit(lambda: applied.append((-1, None)))
+
+    assert subs.topics == [REVIEW_EVENTS]
+    uows = UnitOfWorkFactory(name, REVIEW_EVENTS, clock=lambda: FIXED)
+    consumer = IdempotentBatchConsumer(
+        service="payout-test", schema=name, pool=p, handlers=subs.handlers(uows), retry_backoff_s=0
+    )
+    incoming = EventEnvelope.wrap(decided(500), claim_id=uuid.uuid4(), producer="review")
+    # A field this build does not know is ignored (tolerant reader).
+    raw = incoming.model_copy(update={"payload": {**incoming.payload, "new_field": 1}})
+    await consumer.handle_batch([Rec(REVIEW_EVENTS, 0, 1, b"k", raw.to_bytes())])
+    assert applied == [(500, None), (501, incoming.event_id), (-1, None)]
+    assert await p.fetchval("SELECT count(*) FROM outbox") == 1
+    # Delivered again: the inbox drops it, the handler does not run.
+    await consumer.handle_batch([Rec(REVIEW_EVENTS, 0, 2, b"k", raw.to_bytes())])
+    assert len(applied) == 3
+
+
+def test_a_service_cannot_subscribe_twice_to_one_event() -> None:
+    subs = Subscriptions("x")
+
+    async def handler(uow: UnitOfWork, event: ReviewDecidedV1, envelope: EventEnvelope) -> None:
+        return None
+
+    subs.add(ReviewDecidedV1, handler)
+    with pytest.raises(ValueError, match="twice"):
+        subs.add(ReviewDecidedV1, handler)
