@@ -51,3 +51,54 @@ def cap_errors(errors: list[dict[str, str]]) -> list[dict[str, str]]:
             "message": f"{left_out} more errors not shown; fix the ones above and resend",
         },
     ]
+
+
+class Refusal(Exception):
+    """The one error hierarchy of the use cases: a refusal naming the field and the rule.
+
+    Use cases raise a subclass; every service app maps it to the one error body with the
+    subclass's status (``service_app`` registers the handler), so no route translates
+    errors by hand. A refusal is raised before anything changed (the unit of work rolls
+    back), which is what makes it safe to show.
+    """
+
+    status_code = 422
+
+    def __init__(self, message: str, *, field: str = "", rule: str = "invalid") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.rule = rule
+
+    def body(self) -> dict[str, Any]:
+        return problem_body(self.message, self.field, self.rule)
+
+
+class Invalid(Refusal):
+    """The request breaks a rule of the domain (422)."""
+
+
+class NotFound(Refusal):
+    status_code = 404
+
+    def __init__(self, message: str, *, field: str = "path", rule: str = "exists") -> None:
+        super().__init__(message, field=field, rule=rule)
+
+
+class Forbidden(Refusal):
+    """The caller may not do this (segregation of duties, wrong department)."""
+
+    status_code = 403
+
+    def __init__(self, message: str, *, field: str = "caller", rule: str = "allowed") -> None:
+        super().__init__(message, field=field, rule=rule)
+
+
+class Conflict(Refusal):
+    """The request does not fit the current state (already decided, closed, …)."""
+
+    status_code = 409
+
+
+def refusal_response(refusal: Refusal) -> JSONResponse:
+    return JSONResponse(refusal.body(), status_code=refusal.status_code)

@@ -33,7 +33,8 @@ from shared.messaging.outbox import OutboxRelay
 from shared.messaging.watch import ConsumerWatch, exit_process
 from shared.metrics import REGISTRY
 from shared.openapi import install_openapi
-from shared.problems import cap_errors, problem
+from shared.problems import Refusal, cap_errors, problem, refusal_response
+from shared.unit_of_work import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ class ServiceRuntime:
     """FastStream's Kafka subscriber (``.consumer`` is the aiokafka consumer once started)."""
     started_at: float = field(default_factory=time.monotonic)
     extras: dict[str, Any] = field(default_factory=dict)
+    uows: UnitOfWorkFactory | None = None
+    """The service's unit-of-work factory (set by its bootstrap); routes get a unit of
+    work through ``shared.http_deps.UnitOfWorkDep``."""
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -191,6 +195,7 @@ def build_service_app(
     install_openapi(app)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Refusal, _refusal)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     for unavailable in _UNAVAILABLE:
         app.add_exception_handler(unavailable, _service_unavailable)
@@ -328,6 +333,12 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         rule=_RULE_OF_STATUS.get(exc.status_code, f"http_{exc.status_code}"),
         headers=headers,
     )
+
+
+async def _refusal(request: Request, exc: Exception) -> JSONResponse:
+    """A use case's refusal (``shared.problems.Refusal``) in the one error body."""
+    assert isinstance(exc, Refusal)
+    return refusal_response(exc)
 
 
 _RULE_OF_STATUS = {404: "exists", 405: "method_allowed", 401: "authenticated", 403: "allowed"}

@@ -9,14 +9,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
+from fastapi import FastAPI
 
+from shared.config import ServiceSettings
 from shared.contracts import BankAccount, EventEnvelope, ReviewDecidedV1
 from shared.contracts.topics import REVIEW_EVENTS
 from shared.db import create_pool, migrate
 from shared.devstack.stack import StackConfig
+from shared.http_deps import ConnectionDep, UnitOfWorkDep
 from shared.messaging.consumer import IdempotentBatchConsumer
 from shared.messaging.dispatch import Subscriptions
+from shared.problems import Conflict
+from shared.service_app import ServiceRuntime, _refusal
 from shared.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 pytestmark = pytest.mark.integration
@@ -160,3 +166,46 @@ def test_a_service_cannot_subscribe_twice_to_one_event() -> None:
     subs.add(ReviewDecidedV1, handler)
     with pytest.raises(ValueError, match="twice"):
         subs.add(ReviewDecidedV1, handler)
+
+
+async def test_a_route_unit_of_work_commits_before_the_answer_and_a_refusal_changes_nothing(
+    pool: tuple[str, asyncpg.Pool],
+) -> None:
+    name, p = pool
+    app = FastAPI()
+    app.add_exception_handler(Conflict, _refusal)
+    app.state.runtime = ServiceRuntime(
+        name=name,
+        settings=ServiceSettings.model_construct(),
+        pool=p,
+        uows=UnitOfWorkFactory(name, REVIEW_EVENTS, clock=lambda: FIXED),
+    )
+
+    @app.post("/effects/{refuse}")
+    async def add(refuse: bool, uow: UnitOfWorkDep) -> dict[str, str]:
+        claim = uuid.uuid4()
+        await uow.conn.execute("INSERT INTO effects VALUES ($1, $2)", claim, uow.now)
+        uow.emit(decided(), claim_id=claim)
+        if refuse:
+            raise Conflict("already decided", field="claim_id", rule="undecided")
+        return {"claim_id": str(claim)}
+
+    @app.get("/effects")
+    async def count(conn: ConnectionDep) -> dict[str, int]:
+        return {"count": await conn.fetchval("SELECT count(*) FROM effects")}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        ok = await client.post("/effects/false")
+        assert ok.status_code == 200
+        # Committed before the answer: the next request sees it.
+        assert (await client.get("/effects")).json() == {"count": 1}
+        refused = await client.post("/effects/true")
+        assert refused.status_code == 409
+        assert refused.json()["errors"][0] == {
+            "field": "claim_id",
+            "rule": "undecided",
+            "message": "already decided",
+        }
+    assert await p.fetchval("SELECT count(*) FROM effects") == 1
+    assert await p.fetchval("SELECT count(*) FROM outbox") == 1
