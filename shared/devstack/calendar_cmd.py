@@ -10,7 +10,7 @@ from typing import Any
 
 from services.intake.service_layer.recompute import recompute_documents_deadlines
 from services.review.config import ReviewSettings
-from services.review.service_layer.handlers import ReviewPolicy
+from services.review.service_layer.policy import ReviewPolicy
 from services.review.service_layer.recompute import recompute_review_deadlines
 from shared.db import create_pool
 from shared.deadline_audit import DeadlineChange, calendar_digest

@@ -12,11 +12,14 @@ import pytest
 
 import services.review
 from services.intake.service_layer import handlers as intake
-from services.review.service_layer import handlers as review
+from services.review.service_layer import arrival
+from services.review.service_layer.policy import ReviewPolicy
 from shared.contracts import ClaimSubmittedV1
+from shared.contracts.topics import REVIEW_EVENTS
 from shared.db import create_pool, migrate
 from shared.devstack.calendar_cmd import recompute
 from shared.devstack.stack import StackConfig
+from shared.unit_of_work import UnitOfWorkFactory
 from tests.integration.test_intake_rules_on_postgres import MIGRATIONS as INTAKE_MIGRATIONS
 from tests.integration.test_intake_rules_on_postgres import PAYEE, refund
 
@@ -56,10 +59,11 @@ async def test_recompute_after_the_calendar_file_changed(
             )
         # The fallback: 5 working days from Monday 1 Feb 2027 skip the whole festival.
         assert done.documents_due_by == date(2027, 2, 18)
-        async with review_pool.acquire() as conn, conn.transaction():
-            await review.open_review(
-                conn,
-                review.ReviewPolicy(),
+        review_uows = UnitOfWorkFactory("review", REVIEW_EVENTS, clock=lambda: MONDAY_1_FEB_2027)
+        async with review_pool.acquire() as conn, review_uows.begin(conn) as uow:
+            await arrival.open_review(
+                uow,
+                ReviewPolicy(),
                 done.claim_id,
                 ClaimSubmittedV1(
                     claim_kind="vat_refund",
@@ -72,7 +76,6 @@ async def test_recompute_after_the_calendar_file_changed(
                     registered_by="window-01",
                     received_at=MONDAY_1_FEB_2027,
                 ),
-                MONDAY_1_FEB_2027,
             )
             review_due_before = {
                 r["deadline_id"]: r["due_at"]

@@ -16,18 +16,30 @@ import pytest
 
 import services.review
 from services.review.domain.model import CaseStatus, Decision
-from services.review.service_layer import handlers
-from services.review.service_layer.handlers import ReviewPolicy
+from services.review.service_layer import arrival, decisions, returns, withdrawal
+from services.review.service_layer import deadlines as scheduler
+from services.review.service_layer.decisions import DecisionResult
+from services.review.service_layer.policy import ReviewPolicy
 from shared.contracts import BankAccount, ClaimSubmittedV1
+from shared.contracts.topics import REVIEW_EVENTS
 from shared.db import DbConnection, create_pool, migrate
 from shared.devstack.demo_claims import make_uscc
 from shared.devstack.stack import StackConfig
+from shared.problems import Forbidden, Invalid, Refusal
+from shared.unit_of_work import UnitOfWorkFactory
 
 pytestmark = pytest.mark.integration
 
 MIGRATIONS = Path(services.review.__file__).parent / "migrations"
 POLICY = ReviewPolicy()
 T0 = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)  # Thursday 10:00 in Beijing
+
+
+def at(moment: datetime) -> UnitOfWorkFactory:
+    """Review's units of work with the clock standing at ``moment``."""
+    return UnitOfWorkFactory("review", REVIEW_EVENTS, clock=lambda: moment)
+
+
 PAYEE = BankAccount(
     bank_name="自贡银行", account_name="测试企业", account_number="6222020200001234567"
 )
@@ -62,8 +74,8 @@ def claim(*, program_id: str | None = None, amount_fen: int = 500_000_00) -> Cla
 
 async def open_case(conn: DbConnection, c: ClaimSubmittedV1) -> uuid.UUID:
     claim_id = uuid.uuid4()
-    async with conn.transaction():
-        status = await handlers.open_review(conn, POLICY, claim_id, c, T0)
+    async with at(T0).begin(conn) as uow:
+        status = await arrival.open_review(uow, POLICY, claim_id, c)
     assert status is CaseStatus.DEPARTMENT_REVIEW
     return claim_id
 
@@ -87,20 +99,20 @@ async def test_a_restart_neither_loses_nor_repeats_warnings_and_escalations(
         late = T0 + timedelta(days=14)
         # A run that crashes before its commit leaves nothing behind ...
         with pytest.raises(RuntimeError):
-            async with conn.transaction():
-                await handlers.run_deadlines(conn, late)
+            async with at(late).begin(conn) as uow:
+                await scheduler.scan(uow)
                 raise RuntimeError("killed before commit")
         assert "review.escalated" not in await outbox_types(conn, claim_id)
     # ... the first run after it emits every warning and escalation once ...
     async with pool.acquire() as conn:
-        first = await handlers.run_deadlines(conn, late)
+        first = await scheduler.run_deadlines(at(late), conn)
         schema = await conn.fetchval("SELECT current_schema()")
     assert (first.warnings, first.escalations) >= (3, 3)
     # ... and a restarted service (a new pool, as after a SIGKILL) finds nothing to do.
     restarted = await create_pool(infra.dsn, schema)
     try:
         async with restarted.acquire() as conn:
-            again = await handlers.run_deadlines(conn, late + timedelta(days=1))
+            again = await scheduler.run_deadlines(at(late + timedelta(days=1)), conn)
             assert (again.warnings, again.escalations) == (0, 0)
             types = await outbox_types(conn, claim_id)
     finally:
@@ -123,12 +135,14 @@ async def test_warning_before_the_deadline_escalation_only_at_it_and_concurrent_
     before_warning = row["warn_at"] - timedelta(seconds=1)
     between = row["warn_at"] + timedelta(seconds=1)
     async with pool.acquire() as conn:
-        nothing = await handlers.run_deadlines(conn, before_warning)
+        nothing = await scheduler.run_deadlines(at(before_warning), conn)
         types = await outbox_types(conn, claim_id)
     assert "review.deadline_warning" not in types, nothing
     # Two scheduler processes at the same moment: each deadline is warned exactly once.
     async with pool.acquire() as a, pool.acquire() as b:
-        await asyncio.gather(handlers.run_deadlines(a, between), handlers.run_deadlines(b, between))
+        await asyncio.gather(
+            scheduler.run_deadlines(at(between), a), scheduler.run_deadlines(at(between), b)
+        )
         types = await outbox_types(a, claim_id)
     assert types.count("review.deadline_warning") == 2  # the two department tasks
     assert "review.escalated" not in types
@@ -136,7 +150,7 @@ async def test_warning_before_the_deadline_escalation_only_at_it_and_concurrent_
     task = await first_task(pool, claim_id, "tax")
     async with pool.acquire() as conn:
         await decide(conn, task, "approve", "tax-r1", "tax")
-        await handlers.run_deadlines(conn, row["due_at"] + timedelta(days=3))
+        await scheduler.run_deadlines(at(row["due_at"] + timedelta(days=3)), conn)
         escalated = await conn.fetch(
             """SELECT department FROM review_deadlines
                WHERE claim_id = $1 AND escalated_at IS NOT NULL""",
@@ -164,19 +178,19 @@ async def decide(
     department: str | None,
     role: str | None = "reviewer",
     documents: tuple[str, ...] = (),
-) -> dict[str, object]:
-    return await handlers.decide_task(
-        conn,
-        POLICY,
-        task_id=task_id,
-        decision=Decision(decision),
-        comment=f"{decision} in test",
-        user_id=user,
-        department=department,
-        role=role,
-        documents=documents,
-        now=T0 + timedelta(hours=1),
-    )
+) -> DecisionResult:
+    async with at(T0 + timedelta(hours=1)).begin(conn) as uow:
+        return await decisions.decide_task(
+            uow,
+            POLICY,
+            task_id=task_id,
+            decision=Decision(decision),
+            comment=f"{decision} in test",
+            user_id=user,
+            department=department,
+            role=role,
+            documents=documents,
+        )
 
 
 async def test_segregation_is_enforced_by_the_database_when_python_is_bypassed(
@@ -240,20 +254,20 @@ async def test_service_answers_segregation_with_403_and_the_db_backs_it(
     tax = await first_task(pool, claim_id, "tax")
     treasury = await first_task(pool, claim_id, "treasury")
     async with pool.acquire() as conn:
-        with pytest.raises(handlers.Forbidden) as err:
+        with pytest.raises(Forbidden) as err:
             await decide(conn, tax, "approve", "window-01", "tax")
         assert err.value.rule == "segregation_registrant"
         await decide(conn, tax, "approve", "tax-r1", "tax")
-        with pytest.raises(handlers.Forbidden) as err:
+        with pytest.raises(Forbidden) as err:
             await decide(conn, treasury, "approve", "tax-r1", "treasury")
         assert err.value.rule == "segregation_one_department"
         result = await decide(conn, treasury, "approve", "treasury-r1", "treasury")
         assert result["claim_status"] == "sign_off"  # 2,000,000 yuan > the threshold
         sign_off = await first_task(pool, claim_id, "sign_off")
-        with pytest.raises(handlers.Forbidden) as err:
+        with pytest.raises(Forbidden) as err:
             await decide(conn, sign_off, "approve", "leader-1", None, role="reviewer")
         assert err.value.rule == "approver_role"
-        with pytest.raises(handlers.Forbidden) as err:
+        with pytest.raises(Forbidden) as err:
             await decide(conn, sign_off, "approve", "tax-r1", None, role="approver")
         assert err.value.rule == "segregation_approver"
         result = await decide(conn, sign_off, "approve", "leader-1", None, role="approver")
@@ -275,7 +289,7 @@ async def test_return_for_documents_pauses_and_the_documents_resume_it(
     industry = await first_task(pool, claim_id, "industry")
     async with pool.acquire() as conn:
         await decide(conn, industry, "approve", "ind-r1", "industry")
-        with pytest.raises(handlers.Invalid):
+        with pytest.raises(Invalid):
             await decide(conn, finance, "return", "fin-r1", "finance")
         result = await decide(
             conn, finance, "return", "fin-r1", "finance", documents=("audit_report",)
@@ -287,14 +301,14 @@ async def test_return_for_documents_pauses_and_the_documents_resume_it(
             claim_id,
         )
         assert open_clocks == 0
-        async with conn.transaction():
-            resumed = await handlers.documents_arrived(
-                conn, POLICY, claim_id, T0, supplied="other_doc", still_pending=[]
+        async with at(T0).begin(conn) as uow:
+            resumed = await returns.documents_arrived(
+                uow, POLICY, claim_id, supplied="other_doc", still_pending=[]
             )
         assert not resumed
-        async with conn.transaction():
-            resumed = await handlers.documents_arrived(
-                conn, POLICY, claim_id, T0, supplied="audit_report", still_pending=[]
+        async with at(T0).begin(conn) as uow:
+            resumed = await returns.documents_arrived(
+                uow, POLICY, claim_id, supplied="audit_report", still_pending=[]
             )
         assert resumed
     again = await first_task(pool, claim_id, "finance")
@@ -315,11 +329,11 @@ async def test_withdrawn_claim_cancels_open_tasks_and_refuses_decisions(
         claim_id = await open_case(conn, claim())
     tax = await first_task(pool, claim_id, "tax")
     async with pool.acquire() as conn:
-        async with conn.transaction():
-            assert await handlers.end_review(
-                conn, claim_id, CaseStatus.WITHDRAWN, "enterprise withdrew", T0
+        async with at(T0).begin(conn) as uow:
+            assert await withdrawal.end_review(
+                uow, claim_id, CaseStatus.WITHDRAWN, "enterprise withdrew"
             )
-        with pytest.raises(handlers.ReviewError) as err:
+        with pytest.raises(Refusal) as err:
             await decide(conn, tax, "approve", "tax-r1", "tax")
         assert err.value.status_code == 409
         assert "review.decided" not in await outbox_types(conn, claim_id)
@@ -329,8 +343,8 @@ async def test_cross_check_failure_rejects_before_anyone_sees_it(pool: asyncpg.P
     blacklisted = claim().model_copy(update={"uscc": "91510302793PCF429K"})
     claim_id = uuid.uuid4()
     async with pool.acquire() as conn:
-        async with conn.transaction():
-            status = await handlers.open_review(conn, POLICY, claim_id, blacklisted, T0)
+        async with at(T0).begin(conn) as uow:
+            status = await arrival.open_review(uow, POLICY, claim_id, blacklisted)
         assert status is CaseStatus.REJECTED
         assert (
             await conn.fetchval("SELECT count(*) FROM review_tasks WHERE claim_id = $1", claim_id)
@@ -353,8 +367,8 @@ async def test_overdue_tasks_are_counted_in_the_open_tasks_gauge(pool: asyncpg.P
         due = await conn.fetchval(
             "SELECT max(due_at) FROM review_tasks WHERE claim_id = $1", claim_id
         )
-        on_time = await handlers.refresh_open_tasks(conn, T0, ["tax", "treasury"])
-        overdue = await handlers.refresh_open_tasks(conn, due + timedelta(seconds=1))
+        on_time = await scheduler.refresh_open_tasks(conn, T0, ["tax", "treasury"])
+        overdue = await scheduler.refresh_open_tasks(conn, due + timedelta(seconds=1))
     assert on_time[("tax", "on_time")] >= 1 and ("tax", "overdue") not in on_time
     assert overdue[("tax", "overdue")] >= 1 and overdue[("treasury", "overdue")] >= 1
     from services.review.metrics import TASKS_OPEN
@@ -374,7 +388,7 @@ async def test_the_service_scheduler_loop_killed_and_restarted_emits_each_event_
         ids = [await open_case(conn, claim()) for _ in range(5)]
         schema = await conn.fetchval("SELECT current_schema()")
     late = T0 + timedelta(days=30)
-    loop = handlers.deadline_loop(POLICY, 0.01, clock=lambda: late)
+    loop = scheduler.deadline_loop(at(late), POLICY.departments, 0.01)
 
     async def settled() -> bool:
         async with pool.acquire() as conn:

@@ -14,11 +14,15 @@ import pytest
 from services.intake.entrypoints.schemas import DocumentSupplied
 from services.review import metrics
 from services.review.domain.model import Decision
-from services.review.service_layer import handlers
+from services.review.service_layer import decisions
+from services.review.service_layer.decisions import DecisionResult
+from shared import unit_of_work
 from shared.db import DbConnection
+from shared.problems import Invalid
 from tests.integration.test_review_db import (
     POLICY,
     T0,
+    at,
     claim,
     first_task,
     open_case,
@@ -33,20 +37,20 @@ async def _return(
     task_id: uuid.UUID,
     documents: tuple[str, ...],
     other_documents: tuple[str, ...] = (),
-) -> dict[str, object]:
-    return await handlers.decide_task(
-        conn,
-        POLICY,
-        task_id=task_id,
-        decision=Decision.RETURN,
-        comment="materials missing",
-        user_id="fin-r1",
-        department="finance",
-        role="reviewer",
-        documents=documents,
-        other_documents=other_documents,
-        now=T0,
-    )
+) -> DecisionResult:
+    async with at(T0).begin(conn) as uow:
+        return await decisions.decide_task(
+            uow,
+            POLICY,
+            task_id=task_id,
+            decision=Decision.RETURN,
+            comment="materials missing",
+            user_id="fin-r1",
+            department="finance",
+            role="reviewer",
+            documents=documents,
+            other_documents=other_documents,
+        )
 
 
 async def _returned_payload(conn: DbConnection, claim_id: uuid.UUID) -> dict[str, object]:
@@ -67,11 +71,11 @@ async def test_a_return_names_checklist_documents_or_titled_other_documents(
     finance = await first_task(pool, claim_id, "finance")
     async with pool.acquire() as conn:
         # Free text is not a document the window can record: refused, nothing changes.
-        with pytest.raises(handlers.Invalid) as refused:
+        with pytest.raises(Invalid) as refused:
             await _return(conn, finance, ("补充说明（盖章）",))
         assert (refused.value.field, refused.value.rule) == ("documents", "unknown_document")
         assert "audit_report" in str(refused.value)
-        with pytest.raises(handlers.Invalid) as blank:
+        with pytest.raises(Invalid) as blank:
             await _return(conn, finance, (), ("  ",))
         assert (blank.value.field, blank.value.rule) == ("other_documents", "title_required")
         status = await conn.fetchval(
@@ -103,10 +107,10 @@ async def test_approved_amount_is_counted_only_after_commit(
     counter = metrics.AMOUNT_APPROVED.labels(kind="subsidy", fund="direct-financing-2026")
     before = counter._value.get()
 
-    async def decide(department: str, user: str) -> dict[str, object]:
-        async with pool.acquire() as conn:
-            return await handlers.decide_task(
-                conn,
+    async def decide(department: str, user: str) -> DecisionResult:
+        async with at(T0).acquire(pool) as uow:
+            return await decisions.decide_task(
+                uow,
                 POLICY,
                 task_id=tasks[department],
                 decision=Decision.APPROVE,
@@ -114,7 +118,6 @@ async def test_approved_amount_is_counted_only_after_commit(
                 user_id=user,
                 department=department,
                 role="reviewer",
-                now=T0,
             )
 
     await decide("industry", "ind-r1")
@@ -122,7 +125,7 @@ async def test_approved_amount_is_counted_only_after_commit(
     async def lost_connection(*args: object, **kwargs: object) -> None:
         raise ConnectionResetError("connection lost before the commit")
 
-    monkeypatch.setattr(handlers, "stage_events", lost_connection)
+    monkeypatch.setattr(unit_of_work, "stage_events", lost_connection)
     with pytest.raises(ConnectionResetError):
         await decide("finance", "fin-r1")
     assert counter._value.get() == before  # rolled back: nothing approved, nothing counted

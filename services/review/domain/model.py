@@ -17,6 +17,7 @@ decisions means for it, and the deadlines (限时办结) of its stages and tasks
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -71,6 +72,42 @@ class Decision(StrEnum):
             Decision.REJECT: TaskStatus.REJECTED,
             Decision.RETURN: TaskStatus.RETURNED,
         }[self]
+
+
+@dataclass(frozen=True)
+class Case:
+    """A claim under review, as the use cases need it (``adapters.cases`` loads it)."""
+
+    claim_id: uuid.UUID
+    kind: str
+    program_id: str | None
+    fund: str | None
+    status: CaseStatus
+    stage_started_at: datetime
+    registered_by: str
+    requested_amount_fen: int
+    eligible_amount_fen: int
+    recommended_amount_fen: int | None
+    payee_json: str
+    claim_received_at: datetime
+    pending_documents: tuple[str, ...]
+    returned_documents: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One department's (or the approver's) task on a case."""
+
+    task_id: uuid.UUID
+    claim_id: uuid.UUID
+    department: str
+    stage: str
+    status: TaskStatus
+    created_at: datetime
+
+    @property
+    def is_sign_off(self) -> bool:
+        return self.stage == SIGN_OFF
 
 
 @dataclass(frozen=True)
@@ -147,3 +184,13 @@ def plan_deadline(
     else:
         warn = start + (due - start) / 2
     return DeadlinePlan(started_at=start, warn_at=max(start, warn), due_at=due)
+
+
+def escalated_to(scope: str, stage: str, department: str | None) -> str:
+    """Who an overdue deadline goes to: the approver's superior for a sign-off, the
+    department head for a task, the joint review office for the stage as a whole."""
+    if stage == SIGN_OFF:
+        return "deputy director (分管领导)"
+    if scope == "task":
+        return f"head of the {department} department"
+    return "joint review office (联审办)"

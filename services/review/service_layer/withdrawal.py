@@ -1,0 +1,25 @@
+"""The enterprise withdrew the claim, or it lapsed for want of documents: review stops."""
+
+from __future__ import annotations
+
+import uuid
+
+from services.review.adapters import cases
+from services.review.domain.model import CaseStatus
+from services.review.service_layer.stages import stop
+from shared.contracts import ReviewStageChangedV1
+from shared.unit_of_work import UnitOfWork
+
+
+async def end_review(uow: UnitOfWork, claim_id: uuid.UUID, to: CaseStatus, reason: str) -> bool:
+    """Withdrawn or lapsed: cancel the open tasks; no decision is taken afterwards.
+    False when the case is unknown or already final."""
+    case = await cases.lock(uow.conn, claim_id)
+    if case is None or case.status.is_final:
+        return False
+    await stop(uow, case, to, None)
+    await cases.set_decision_reason(uow.conn, claim_id, reason)
+    uow.emit(
+        ReviewStageChangedV1(from_stage=case.status.value, to_stage=to.value), claim_id=claim_id
+    )
+    return True
