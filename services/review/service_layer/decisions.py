@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TypedDict
 
 from services.review import metrics
@@ -17,6 +18,16 @@ from services.review.service_layer.stages import finish
 from shared.contracts import ReviewTaskDecidedV1
 from shared.problems import NotFound
 from shared.unit_of_work import UnitOfWork
+
+
+@dataclass(frozen=True)
+class Ruling:
+    """What the caller decided, with the documents a return asks for as ids."""
+
+    decision: Decision
+    comment: str | None
+    documents: list[str]
+    titles: dict[str, str]
 
 
 class DecisionResult(TypedDict):
@@ -49,11 +60,11 @@ async def decide_task(
         uow.conn, case.claim_id, user_id, other_than=task.department
     )
     check_segregation(case, task, actor, others)
-    status = decision.task_status
+    ruling = Ruling(decision, comment, asked, titles)
     await tasks.record_decision(
         uow.conn,
         task_id,
-        status=status,
+        status=decision.task_status,
         user_id=user_id,
         role=role,
         comment=comment,
@@ -65,25 +76,12 @@ async def decide_task(
     if task.is_sign_off:
         outcome = await sign_off.signed_off(uow, case, task, actor, decision, comment)
     else:
-        uow.emit(
-            ReviewTaskDecidedV1(
-                task_id=task_id,
-                department=task.department,
-                decision=decision.value,
-                reason=comment,
-                decided_by=user_id,
-                documents=asked,
-                document_titles=titles,
-            ),
-            claim_id=case.claim_id,
-        )
-        outcome = await _outcome(uow, policy, case, task, decision, comment)
-        await _apply(uow, policy, case, task, outcome, asked, titles, comment)
+        outcome = await _department_decided(uow, policy, case, task, actor, ruling)
     _count(uow, task, decision)
     return DecisionResult(
         task_id=task_id,
         claim_id=case.claim_id,
-        task_status=status.value,
+        task_status=decision.task_status.value,
         claim_status=outcome.status.value,
     )
 
@@ -100,44 +98,42 @@ async def _lock(uow: UnitOfWork, task_id: uuid.UUID) -> tuple[Case, Task]:
     return case, task
 
 
-async def _outcome(
-    uow: UnitOfWork,
-    policy: ReviewPolicy,
-    case: Case,
-    task: Task,
-    decision: Decision,
-    comment: str | None,
+async def _department_decided(
+    uow: UnitOfWork, policy: ReviewPolicy, case: Case, task: Task, actor: Actor, ruling: Ruling
 ) -> Outcome:
-    """What the department decisions so far mean for the claim (this one recorded)."""
+    """Tell everyone what the department decided, then move the claim where all the
+    department decisions so far put it (still in stage 2: nothing to do)."""
+    uow.emit(
+        ReviewTaskDecidedV1(
+            task_id=task.task_id,
+            department=task.department,
+            decision=ruling.decision.value,
+            reason=ruling.comment,
+            decided_by=actor.user_id,
+            documents=ruling.documents,
+            document_titles=ruling.titles,
+        ),
+        claim_id=case.claim_id,
+    )
     statuses = await tasks.department_statuses(uow.conn, case.claim_id, task.task_id)
-    rejected = decision is Decision.REJECT
-    return outcome_after(
+    rejected = ruling.decision is Decision.REJECT
+    outcome = outcome_after(
         statuses,
         requested_fen=case.requested_amount_fen,
         eligible_fen=case.eligible_amount_fen,
         recommended_fen=case.recommended_amount_fen,
-        rejection_reason=f"{task.department}: {comment or 'rejected'}" if rejected else None,
+        rejection_reason=f"{task.department}: {ruling.comment or 'rejected'}" if rejected else None,
         sign_off_threshold_fen=policy.sign_off_threshold_for(case.kind, case.program_id),
     )
-
-
-async def _apply(
-    uow: UnitOfWork,
-    policy: ReviewPolicy,
-    case: Case,
-    task: Task,
-    outcome: Outcome,
-    documents: Sequence[str],
-    titles: dict[str, str],
-    comment: str | None,
-) -> None:
-    """Move the claim where the decisions put it (still in stage 2: nothing to do)."""
     if outcome.status in (CaseStatus.APPROVED, CaseStatus.REJECTED):
         await finish(uow, case, outcome)
     elif outcome.status is CaseStatus.RETURNED:
-        await returns.pause_for_documents(uow, case, task, documents, titles, comment)
+        await returns.pause_for_documents(
+            uow, case, task, ruling.documents, ruling.titles, ruling.comment
+        )
     elif outcome.status is CaseStatus.SIGN_OFF:
         await sign_off.await_sign_off(uow, policy, case, outcome)
+    return outcome
 
 
 def _count(uow: UnitOfWork, task: Task, decision: Decision) -> None:
