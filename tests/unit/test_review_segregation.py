@@ -41,25 +41,19 @@ REVIEWER = Actor("tax-r1", "tax", "reviewer")
 APPROVER = Actor("leader-1", None, "approver")
 
 
-def rule_of(err: pytest.ExceptionInfo[Exception]) -> str:
-    value = err.value
-    assert isinstance(value, Forbidden | Conflict | Invalid)
-    return value.rule
-
-
 def test_the_caller_fits_the_task() -> None:
     check_may_decide(CASE, TAX, REVIEWER, Decision.APPROVE, False)
     with pytest.raises(Forbidden) as err:
         check_may_decide(CASE, TAX, Actor("x", "treasury", "reviewer"), Decision.APPROVE, False)
-    assert rule_of(err) == "task_department"
+    assert err.value.rule == "task_department"
     signing = replace(CASE, status=CaseStatus.SIGN_OFF)
     check_may_decide(signing, SIGN, APPROVER, Decision.APPROVE, False)
     with pytest.raises(Forbidden) as err:
         check_may_decide(signing, SIGN, REVIEWER, Decision.APPROVE, False)
-    assert rule_of(err) == "approver_role"
-    with pytest.raises(Invalid) as err:
+    assert err.value.rule == "approver_role"
+    with pytest.raises(Invalid) as invalid:
         check_may_decide(signing, SIGN, APPROVER, Decision.RETURN, True)
-    assert rule_of(err) == "sign_off_decision"
+    assert invalid.value.rule == "sign_off_decision"
 
 
 def test_only_an_open_task_of_a_case_in_its_stage_is_decided() -> None:
@@ -67,37 +61,37 @@ def test_only_an_open_task_of_a_case_in_its_stage_is_decided() -> None:
         check_may_decide(
             CASE, replace(TAX, status=TaskStatus.APPROVED), REVIEWER, Decision.APPROVE, False
         )
-    assert rule_of(err) == "task_pending"
+    assert err.value.rule == "task_pending"
     with pytest.raises(Conflict) as err:
         check_may_decide(
             replace(CASE, status=CaseStatus.WITHDRAWN), TAX, REVIEWER, Decision.APPROVE, False
         )
-    assert rule_of(err) == "claim_stage"
+    assert err.value.rule == "claim_stage"
 
 
 def test_documents_come_with_a_return_and_only_with_one() -> None:
     with pytest.raises(Invalid) as err:
         check_may_decide(CASE, TAX, REVIEWER, Decision.RETURN, False)
-    assert rule_of(err) == "required_for_return"
+    assert err.value.rule == "required_for_return"
     with pytest.raises(Invalid) as err:
         check_may_decide(CASE, TAX, REVIEWER, Decision.APPROVE, True)
-    assert rule_of(err) == "only_for_return"
+    assert err.value.rule == "only_for_return"
 
 
 def test_registrant_one_department_and_approver_rules() -> None:
     check_segregation(CASE, TAX, REVIEWER, [])
     with pytest.raises(Forbidden) as err:
         check_segregation(CASE, TAX, Actor("window-01", "tax", "reviewer"), [])
-    assert rule_of(err) == "segregation_registrant"
+    assert err.value.rule == "segregation_registrant"
     with pytest.raises(Forbidden) as err:
         check_segregation(CASE, TAX, REVIEWER, ["treasury"])
-    assert rule_of(err) == "segregation_one_department"
+    assert err.value.rule == "segregation_one_department"
     with pytest.raises(Forbidden) as err:
         check_segregation(CASE, SIGN, Actor("tax-r1", None, "approver"), ["tax"])
-    assert rule_of(err) == "segregation_approver"
+    assert err.value.rule == "segregation_approver"
     with pytest.raises(Forbidden) as err:
         check_segregation(CASE, TAX, REVIEWER, ["sign_off"])  # the approver reviewing
-    assert rule_of(err) == "segregation_approver"
+    assert err.value.rule == "segregation_approver"
 
 
 def test_a_database_constraint_becomes_the_same_refusal() -> None:
