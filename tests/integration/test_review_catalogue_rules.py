@@ -22,7 +22,7 @@ from tests.integration.test_review_db import (
     first_task,
     pool,  # noqa: F401  (fixture)
 )
-from tests.unit.test_claim_rules import edited
+from tests.unit.test_claim_rules import NEW_PROGRAM, edited
 
 pytestmark = pytest.mark.integration
 
@@ -107,20 +107,7 @@ async def test_a_new_program_is_reviewed_by_its_departments_under_its_cap_and_fu
     tmp_path: Any,
 ) -> None:
     def new(data: dict[str, Any]) -> None:
-        data["programs"].append(
-            {
-                "id": "green-transition-2027",
-                "name": "绿色转型补贴",
-                "fund": "green-transition-2027",
-                "budget": "5000000.00",
-                "per_enterprise_cap": "250000.00",
-                "opens": "2027-01-01",
-                "closes": "2027-12-31",
-                "departments": ["finance", "ecology"],
-                "documents_due_working_days": 5,
-                "documents": [{"id": "application_form", "name": "申请表", "critical": True}],
-            }
-        )
+        data["programs"].append(dict(NEW_PROGRAM))
 
     policy = policy_with(tmp_path, new)
     counter = metrics.AMOUNT_APPROVED.labels(kind="subsidy", fund="green-transition-2027")

@@ -10,6 +10,19 @@ import yaml
 from shared.programs import PROGRAMS_FILE, UnknownProgram, load_catalogue
 
 DEFAULT_THRESHOLD = 1_000_000_00
+NEW_PROGRAM = {
+    "id": "green-transition-2027",
+    "name": "绿色转型补贴",
+    "fund": "green-transition-2027",
+    "budget": "5000000.00",
+    "per_enterprise_cap": "250000.00",
+    "opens": "2027-01-01",
+    "closes": "2027-12-31",
+    "departments": ["finance", "ecology"],
+    "documents_due_working_days": 5,
+    "documents": [{"id": "application_form", "name": "申请表", "critical": True}],
+}
+"""A program added to the file (tests of item 4 in every service use it)."""
 
 
 def edited(tmp_path: Path, change: object) -> Path:
@@ -66,20 +79,7 @@ def test_a_per_program_sign_off_threshold_is_a_yaml_edit(tmp_path: Path) -> None
 
 def test_a_new_program_is_a_yaml_edit(tmp_path: Path) -> None:
     def new(data: dict) -> None:  # type: ignore[type-arg]
-        data["programs"].append(
-            {
-                "id": "green-transition-2027",
-                "name": "绿色转型补贴",
-                "fund": "green-transition-2027",
-                "budget": "5000000.00",
-                "per_enterprise_cap": "250000.00",
-                "opens": "2027-01-01",
-                "closes": "2027-12-31",
-                "departments": ["finance", "ecology"],
-                "documents_due_working_days": 5,
-                "documents": [{"id": "application_form", "name": "申请表", "critical": True}],
-            }
-        )
+        data["programs"].append(dict(NEW_PROGRAM))
 
     catalogue = load_catalogue(edited(tmp_path, new))
     rules = catalogue.rules_for("subsidy", "green-transition-2027")

@@ -9,6 +9,7 @@ from datetime import datetime
 
 import asyncpg
 
+from services.review.adapters.rows import build
 from services.review.domain.cross_checks import OtherClaim
 from services.review.domain.model import Case, CaseStatus, Outcome
 from shared.contracts import ClaimSubmittedV1, CrossCheckFinding
@@ -16,19 +17,11 @@ from shared.db import DbConnection
 
 
 def _case(row: asyncpg.Record) -> Case:
-    return Case(
-        claim_id=row["claim_id"],
-        kind=row["kind"],
-        program_id=row["program_id"],
-        fund=row["fund"],
+    return build(
+        Case,
+        row,
         status=CaseStatus(row["status"]),
-        stage_started_at=row["stage_started_at"],
-        registered_by=row["registered_by"],
-        requested_amount_fen=row["requested_amount_fen"],
-        eligible_amount_fen=row["eligible_amount_fen"],
-        recommended_amount_fen=row["recommended_amount_fen"],
         payee_json=row["payee"],
-        claim_received_at=row["claim_received_at"],
         pending_documents=tuple(row["pending_documents"]),
         returned_documents=tuple(row["returned_documents"]),
     )

@@ -7,8 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
-
+from services.review.adapters.rows import build
 from services.review.domain.model import DeadlinePlan
 from shared.db import DbConnection
 
@@ -27,30 +26,13 @@ class Deadline:
     working_days: int | None
 
 
-def _deadline(r: asyncpg.Record) -> Deadline:
-    return Deadline(
-        deadline_id=r["deadline_id"],
-        claim_id=r["claim_id"],
-        task_id=r["task_id"],
-        scope=r["scope"],
-        stage=r["stage"],
-        department=r["department"],
-        started_at=r["started_at"],
-        warn_at=r["warn_at"],
-        due_at=r["due_at"],
-        working_days=r["working_days"],
-    )
-
-
 async def open_deadline(
     conn: DbConnection,
     claim_id: uuid.UUID,
-    *,
     task_id: uuid.UUID | None,
     stage: str,
     department: str | None,
     plan: DeadlinePlan,
-    working_days: int,
 ) -> None:
     """A task's clock (``task_id``) or the stage's (None)."""
     await conn.execute(
@@ -65,7 +47,7 @@ async def open_deadline(
         plan.started_at,
         plan.warn_at,
         plan.due_at,
-        working_days,
+        plan.working_days,
     )
 
 
@@ -86,39 +68,36 @@ async def close_task(conn: DbConnection, task_id: uuid.UUID, now: datetime) -> N
     )
 
 
+# The conditional UPDATEs make each mark happen once, also with two schedulers at the
+# same moment (SKIP LOCKED), in the transaction that stages the event of the mark.
+_MARK_WARNED = """
+    WITH due AS (
+        SELECT deadline_id FROM review_deadlines
+        WHERE warned_at IS NULL AND escalated_at IS NULL AND closed_at IS NULL
+          AND warn_at <= $1
+        ORDER BY warn_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+    UPDATE review_deadlines d SET warned_at = $1 FROM due
+    WHERE d.deadline_id = due.deadline_id AND d.warned_at IS NULL
+    RETURNING d.*"""
+_MARK_ESCALATED = """
+    WITH due AS (
+        SELECT deadline_id FROM review_deadlines
+        WHERE escalated_at IS NULL AND closed_at IS NULL AND due_at <= $1
+        ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+    UPDATE review_deadlines d SET escalated_at = $1 FROM due
+    WHERE d.deadline_id = due.deadline_id AND d.escalated_at IS NULL
+    RETURNING d.*"""
+
+
 async def mark_warned(conn: DbConnection, now: datetime, limit: int) -> list[Deadline]:
-    """Mark the open deadlines whose warning time has come, not yet warned nor
-    escalated; returns them. The conditional UPDATE makes each mark happen once, also
-    with two schedulers at the same moment (SKIP LOCKED)."""
-    rows = await conn.fetch(
-        """WITH due AS (
-               SELECT deadline_id FROM review_deadlines
-               WHERE warned_at IS NULL AND escalated_at IS NULL AND closed_at IS NULL
-                 AND warn_at <= $1
-               ORDER BY warn_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-           UPDATE review_deadlines d SET warned_at = $1 FROM due
-           WHERE d.deadline_id = due.deadline_id AND d.warned_at IS NULL
-           RETURNING d.*""",
-        now,
-        limit,
-    )
-    return [_deadline(r) for r in rows]
+    """Mark the open deadlines whose warning time has come, neither warned nor
+    escalated yet; returns them."""
+    return [build(Deadline, r) for r in await conn.fetch(_MARK_WARNED, now, limit)]
 
 
 async def mark_escalated(conn: DbConnection, now: datetime, limit: int) -> list[Deadline]:
     """Mark the open deadlines that are due and not yet escalated; returns them."""
-    rows = await conn.fetch(
-        """WITH due AS (
-               SELECT deadline_id FROM review_deadlines
-               WHERE escalated_at IS NULL AND closed_at IS NULL AND due_at <= $1
-               ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-           UPDATE review_deadlines d SET escalated_at = $1 FROM due
-           WHERE d.deadline_id = due.deadline_id AND d.escalated_at IS NULL
-           RETURNING d.*""",
-        now,
-        limit,
-    )
-    return [_deadline(r) for r in rows]
+    return [build(Deadline, r) for r in await conn.fetch(_MARK_ESCALATED, now, limit)]
 
 
 async def lock_open_unescalated(conn: DbConnection) -> list[Deadline]:
@@ -129,17 +108,15 @@ async def lock_open_unescalated(conn: DbConnection) -> list[Deadline]:
            FROM review_deadlines WHERE closed_at IS NULL AND escalated_at IS NULL
            ORDER BY deadline_id FOR UPDATE"""
     )
-    return [_deadline(r) for r in rows]
+    return [build(Deadline, r) for r in rows]
 
 
-async def replan(
-    conn: DbConnection, deadline_id: int, plan: DeadlinePlan, working_days: int
-) -> None:
+async def replan(conn: DbConnection, deadline_id: int, plan: DeadlinePlan) -> None:
     await conn.execute(
         """UPDATE review_deadlines SET due_at = $2, warn_at = $3, working_days = $4
            WHERE deadline_id = $1""",
         deadline_id,
         plan.due_at,
         plan.warn_at,
-        working_days,
+        plan.working_days,
     )

@@ -9,6 +9,7 @@ from datetime import datetime
 
 import asyncpg
 
+from services.review.adapters.rows import build
 from services.review.domain.model import Task, TaskStatus
 from services.review.domain.segregation import refusal_for_constraint
 from shared.db import DbConnection
@@ -17,7 +18,6 @@ from shared.db import DbConnection
 async def insert(
     conn: DbConnection,
     claim_id: uuid.UUID,
-    *,
     department: str,
     stage: str,
     now: datetime,
@@ -52,16 +52,7 @@ async def get(conn: DbConnection, task_id: uuid.UUID) -> Task | None:
            FROM review_tasks WHERE task_id = $1""",
         task_id,
     )
-    if row is None:
-        return None
-    return Task(
-        task_id=row["task_id"],
-        claim_id=row["claim_id"],
-        department=row["department"],
-        stage=row["stage"],
-        status=TaskStatus(row["status"]),
-        created_at=row["created_at"],
-    )
+    return build(Task, row, status=TaskStatus(row["status"])) if row is not None else None
 
 
 async def departments_decided_by(

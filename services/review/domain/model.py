@@ -167,6 +167,7 @@ class DeadlinePlan:
     started_at: datetime
     warn_at: datetime
     due_at: datetime
+    working_days: int
 
 
 def plan_deadline(
@@ -183,7 +184,9 @@ def plan_deadline(
         warn = deadline_after(start, working_days - warn_working_days_before, report=False)
     else:
         warn = start + (due - start) / 2
-    return DeadlinePlan(started_at=start, warn_at=max(start, warn), due_at=due)
+    return DeadlinePlan(
+        started_at=start, warn_at=max(start, warn), due_at=due, working_days=working_days
+    )
 
 
 def escalated_to(scope: str, stage: str, department: str | None) -> str:

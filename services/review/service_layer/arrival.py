@@ -11,12 +11,16 @@ from services.review.adapters import cases
 from services.review.domain.cross_checks import ClaimFacts, CrossCheckReport, cross_check
 from services.review.domain.model import CaseStatus, Outcome
 from services.review.service_layer.policy import ReviewPolicy
-from services.review.service_layer.stages import finish, set_stage, start_department_tasks
+from services.review.service_layer.stages import (
+    finish,
+    set_stage,
+    stage_changed,
+    start_department_tasks,
+)
 from shared.contracts import (
     ClaimSubmittedV1,
     CrossCheckFinding,
     ReviewCrossCheckedV1,
-    ReviewStageChangedV1,
 )
 from shared.programs import ClaimRules
 from shared.unit_of_work import UnitOfWork
@@ -42,14 +46,8 @@ async def open_review(
         return CaseStatus.REJECTED
     await set_stage(uow, case, CaseStatus.DEPARTMENT_REVIEW)
     due = await start_department_tasks(uow, policy, claim_id, rules.departments)
-    uow.emit(
-        ReviewStageChangedV1(
-            from_stage=CaseStatus.CROSS_CHECK.value,
-            to_stage=CaseStatus.DEPARTMENT_REVIEW.value,
-            departments=list(rules.departments),
-            due_at=due,
-        ),
-        claim_id=claim_id,
+    stage_changed(
+        uow, claim_id, CaseStatus.CROSS_CHECK, CaseStatus.DEPARTMENT_REVIEW, rules.departments, due
     )
     return CaseStatus.DEPARTMENT_REVIEW
 

@@ -7,11 +7,13 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from services.review import metrics
 from services.review.adapters import deadlines, tasks
+from services.review.adapters.deadlines import Deadline
 from services.review.domain.model import escalated_to
-from shared.contracts import ReviewDeadlineWarningV1, ReviewEscalatedV1
+from shared.contracts import EventPayload, ReviewDeadlineWarningV1, ReviewEscalatedV1
 from shared.db import DbConnection
 from shared.service_app import BackgroundLoop, ServiceRuntime
 from shared.table_gauges import SingleExporter
@@ -34,36 +36,30 @@ async def scan(uow: UnitOfWork, *, limit: int = 500) -> DeadlineRun:
     """
     warned = await deadlines.mark_warned(uow.conn, uow.now, limit)
     for d in warned:
-        uow.emit(
-            ReviewDeadlineWarningV1(
-                scope=d.scope,
-                stage=d.stage,
-                department=d.department,
-                task_id=d.task_id,
-                due_at=d.due_at,
-            ),
-            claim_id=d.claim_id,
-        )
-        _count(uow, d.department or d.stage, "warning")
+        _emit(uow, d, ReviewDeadlineWarningV1(**_about(d)), "warning")
     escalated = await deadlines.mark_escalated(uow.conn, uow.now, limit)
     for d in escalated:
-        uow.emit(
-            ReviewEscalatedV1(
-                scope=d.scope,
-                stage=d.stage,
-                department=d.department,
-                task_id=d.task_id,
-                due_at=d.due_at,
-                escalated_to=escalated_to(d.scope, d.stage, d.department),
-            ),
-            claim_id=d.claim_id,
-        )
-        _count(uow, d.department or d.stage, "escalation")
+        to = escalated_to(d.scope, d.stage, d.department)
+        _emit(uow, d, ReviewEscalatedV1(**_about(d), escalated_to=to), "escalation")
     return DeadlineRun(warnings=len(warned), escalations=len(escalated))
 
 
-def _count(uow: UnitOfWork, department: str, kind: str) -> None:
-    uow.after_commit(metrics.DEADLINE_EVENTS.labels(department=department, kind=kind).inc)
+def _about(d: Deadline) -> dict[str, Any]:
+    """What a warning and an escalation both say about their deadline."""
+    return {
+        "scope": d.scope,
+        "stage": d.stage,
+        "department": d.department,
+        "task_id": d.task_id,
+        "due_at": d.due_at,
+    }
+
+
+def _emit(uow: UnitOfWork, d: Deadline, event: EventPayload, kind: str) -> None:
+    uow.emit(event, claim_id=d.claim_id)
+    # Stage deadlines count under the stage's name.
+    counter = metrics.DEADLINE_EVENTS.labels(department=d.department or d.stage, kind=kind)
+    uow.after_commit(counter.inc)
 
 
 async def run_deadlines(uows: UnitOfWorkFactory, conn: DbConnection) -> DeadlineRun:

@@ -37,7 +37,7 @@ async def recompute_review_deadlines(
             )
             if dry_run:
                 continue
-            await deadlines.replan(conn, d.deadline_id, plan, days)
+            await deadlines.replan(conn, d.deadline_id, plan)
             if d.task_id is not None:
                 await tasks.set_due(conn, d.task_id, plan.due_at, only_pending=True)
         if not dry_run:

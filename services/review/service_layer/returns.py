@@ -14,9 +14,10 @@ from services.review.service_layer.policy import ReviewPolicy
 from services.review.service_layer.stages import (
     restart_task_clock,
     set_stage,
+    stage_changed,
     start_department_tasks,
 )
-from shared.contracts import ReviewReturnedForDocumentsV1, ReviewStageChangedV1
+from shared.contracts import ReviewReturnedForDocumentsV1
 from shared.unit_of_work import UnitOfWork
 
 
@@ -59,13 +60,8 @@ async def pause_for_documents(
         ),
         claim_id=case.claim_id,
     )
-    uow.emit(
-        ReviewStageChangedV1(
-            from_stage=CaseStatus.DEPARTMENT_REVIEW.value,
-            to_stage=CaseStatus.RETURNED.value,
-            departments=[task.department],
-        ),
-        claim_id=case.claim_id,
+    stage_changed(
+        uow, case.claim_id, CaseStatus.DEPARTMENT_REVIEW, CaseStatus.RETURNED, [task.department]
     )
 
 
@@ -100,12 +96,7 @@ async def _resume(uow: UnitOfWork, policy: ReviewPolicy, case: Case) -> None:
     for task_id, department in pending:
         await restart_task_clock(uow, policy, case.claim_id, task_id, department)
     due = await start_department_tasks(uow, policy, case.claim_id, reopened)
-    uow.emit(
-        ReviewStageChangedV1(
-            from_stage=CaseStatus.RETURNED.value,
-            to_stage=CaseStatus.DEPARTMENT_REVIEW.value,
-            departments=sorted(reopened + [department for _, department in pending]),
-            due_at=due,
-        ),
-        claim_id=case.claim_id,
+    holders = sorted(reopened + [department for _, department in pending])
+    stage_changed(
+        uow, case.claim_id, CaseStatus.RETURNED, CaseStatus.DEPARTMENT_REVIEW, holders, due
     )

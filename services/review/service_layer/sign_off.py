@@ -15,8 +15,8 @@ from services.review.domain.model import (
 )
 from services.review.domain.segregation import APPROVER_ROLE, Actor
 from services.review.service_layer.policy import ReviewPolicy
-from services.review.service_layer.stages import finish, open_task, set_stage
-from shared.contracts import ReviewSignedOffV1, ReviewStageChangedV1
+from services.review.service_layer.stages import finish, open_task, set_stage, stage_changed
+from shared.contracts import ReviewSignedOffV1
 from shared.unit_of_work import UnitOfWork
 
 
@@ -27,22 +27,9 @@ async def await_sign_off(
     await set_stage(uow, case, CaseStatus.SIGN_OFF)
     await cases.set_recommended(uow.conn, case.claim_id, outcome.approved_amount_fen)
     await deadlines.close_all(uow.conn, case.claim_id, uow.now)
-    due = await open_task(
-        uow,
-        policy,
-        case.claim_id,
-        department=SIGN_OFF,
-        stage=SIGN_OFF,
-        working_days=policy.sign_off_working_days,
-    )
-    uow.emit(
-        ReviewStageChangedV1(
-            from_stage=CaseStatus.DEPARTMENT_REVIEW.value,
-            to_stage=CaseStatus.SIGN_OFF.value,
-            departments=[APPROVER_ROLE],
-            due_at=due,
-        ),
-        claim_id=case.claim_id,
+    due = await open_task(uow, policy, case.claim_id, SIGN_OFF, SIGN_OFF)
+    stage_changed(
+        uow, case.claim_id, CaseStatus.DEPARTMENT_REVIEW, CaseStatus.SIGN_OFF, [APPROVER_ROLE], due
     )
 
 

@@ -29,28 +29,13 @@ async def set_stage(
 
 
 async def open_task(
-    uow: UnitOfWork,
-    policy: ReviewPolicy,
-    claim_id: uuid.UUID,
-    *,
-    department: str,
-    stage: str,
-    working_days: int,
+    uow: UnitOfWork, policy: ReviewPolicy, claim_id: uuid.UUID, department: str, stage: str
 ) -> datetime:
-    """A pending task and its clock; returns its due time."""
-    plan = policy.plan(uow.now, working_days)
-    task_id = await tasks.insert(
-        uow.conn, claim_id, department=department, stage=stage, now=uow.now, due_at=plan.due_at
-    )
-    await deadlines.open_deadline(
-        uow.conn,
-        claim_id,
-        task_id=task_id,
-        stage=stage,
-        department=department,
-        plan=plan,
-        working_days=working_days,
-    )
+    """A pending task and its clock (the stage's time limit for a task); returns its due
+    time."""
+    plan = policy.plan(uow.now, policy.working_days("task", stage))
+    task_id = await tasks.insert(uow.conn, claim_id, department, stage, uow.now, plan.due_at)
+    await deadlines.open_deadline(uow.conn, claim_id, task_id, stage, department, plan)
     return plan.due_at
 
 
@@ -60,15 +45,7 @@ async def restart_task_clock(
     """A fresh clock for a task still pending when its case resumes."""
     plan = policy.plan(uow.now, policy.task_working_days)
     await tasks.set_due(uow.conn, task_id, plan.due_at)
-    await deadlines.open_deadline(
-        uow.conn,
-        claim_id,
-        task_id=task_id,
-        stage=DEPARTMENT_REVIEW,
-        department=department,
-        plan=plan,
-        working_days=policy.task_working_days,
-    )
+    await deadlines.open_deadline(uow.conn, claim_id, task_id, DEPARTMENT_REVIEW, department, plan)
 
 
 async def start_department_tasks(
@@ -77,25 +54,30 @@ async def start_department_tasks(
     """One pending task per department, all at the same moment, each with its deadline;
     plus the deadline of the stage. Returns the stage's due time."""
     for department in departments:
-        await open_task(
-            uow,
-            policy,
-            claim_id,
-            department=department,
-            stage=DEPARTMENT_REVIEW,
-            working_days=policy.task_working_days,
-        )
+        await open_task(uow, policy, claim_id, department, DEPARTMENT_REVIEW)
     plan = policy.plan(uow.now, policy.department_review_working_days)
-    await deadlines.open_deadline(
-        uow.conn,
-        claim_id,
-        task_id=None,
-        stage=DEPARTMENT_REVIEW,
-        department=None,
-        plan=plan,
-        working_days=policy.department_review_working_days,
-    )
+    await deadlines.open_deadline(uow.conn, claim_id, None, DEPARTMENT_REVIEW, None, plan)
     return plan.due_at
+
+
+def stage_changed(
+    uow: UnitOfWork,
+    claim_id: uuid.UUID,
+    left: CaseStatus,
+    to: CaseStatus,
+    departments: Sequence[str] = (),
+    due_at: datetime | None = None,
+) -> None:
+    """Tell everyone the claim moved: who holds it now, and by when."""
+    uow.emit(
+        ReviewStageChangedV1(
+            from_stage=left.value,
+            to_stage=to.value,
+            departments=list(departments),
+            due_at=due_at,
+        ),
+        claim_id=claim_id,
+    )
 
 
 async def stop(uow: UnitOfWork, case: Case, to: CaseStatus, decision: Outcome | None) -> None:
@@ -114,10 +96,7 @@ async def finish(uow: UnitOfWork, case: Case, outcome: Outcome) -> None:
         yuan = outcome.approved_amount_fen / 100
         # Counted once the decision has committed (not on a rollback or a re-run).
         uow.after_commit(lambda: counter.inc(yuan))
-    uow.emit(
-        ReviewStageChangedV1(from_stage=case.status.value, to_stage=outcome.status.value),
-        claim_id=case.claim_id,
-    )
+    stage_changed(uow, case.claim_id, case.status, outcome.status)
     uow.emit(
         ReviewDecidedV1(
             decision="approved" if approved else "rejected",

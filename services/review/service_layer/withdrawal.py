@@ -6,8 +6,7 @@ import uuid
 
 from services.review.adapters import cases
 from services.review.domain.model import CaseStatus
-from services.review.service_layer.stages import stop
-from shared.contracts import ReviewStageChangedV1
+from services.review.service_layer.stages import stage_changed, stop
 from shared.unit_of_work import UnitOfWork
 
 
@@ -19,7 +18,5 @@ async def end_review(uow: UnitOfWork, claim_id: uuid.UUID, to: CaseStatus, reaso
         return False
     await stop(uow, case, to, None)
     await cases.set_decision_reason(uow.conn, claim_id, reason)
-    uow.emit(
-        ReviewStageChangedV1(from_stage=case.status.value, to_stage=to.value), claim_id=claim_id
-    )
+    stage_changed(uow, claim_id, case.status, to)
     return True
