@@ -20,7 +20,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import yaml
 
+from services.payout.adapters import payouts
 from services.payout.adapters.gateway import (
     GatewayUnavailable,
     Outcome,
@@ -28,8 +30,9 @@ from services.payout.adapters.gateway import (
     SimulatedGateway,
 )
 from services.payout.bootstrap import create_app
-from services.payout.domain.model import RetryPolicy
+from services.payout.domain.model import PayoutStatus, RetryPolicy
 from services.payout.domain.statements import StatementInvalid
+from services.payout.domain.transitions import IllegalTransition, move
 from services.payout.gauges import GaugeExporter
 from services.payout.service_layer import finance, funding
 from services.payout.service_layer.dispatch import dispatch_requested
@@ -37,7 +40,7 @@ from services.payout.service_layer.notices import record_notices
 from services.payout.service_layer.payments import Payments
 from services.payout.service_layer.resolver import resolve_unknown
 from services.payout.service_layer.retry import in_unit_of_work
-from services.payout.subscriptions import subscriptions
+from services.payout.subscriptions import payout_subscriptions, subscriptions
 from services.payout.views import fund_views, report_for, stuck_payouts
 from shared.contracts import (
     BankAccount,
@@ -54,7 +57,7 @@ from shared.messaging.after_commit import after_commit_scope
 from shared.messaging.consumer import IdempotentBatchConsumer, TransientError
 from shared.metrics import REGISTRY
 from shared.problems import Conflict
-from shared.programs import load_catalogue
+from shared.programs import PROGRAMS_FILE, Catalogue, load_catalogue
 from shared.unit_of_work import UnitOfWorkFactory
 
 pytestmark = pytest.mark.integration
@@ -1371,3 +1374,78 @@ async def test_account_correction_and_close_over_http_are_idempotent(
     )
     assert late.status_code == 409
     assert late.json()["errors"][0]["rule"] == "returned_or_failed_only"
+
+
+# --- issue 10: the catalogue's rules, and status writes only from a legal move ------------
+
+
+def catalogue_with(tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Catalogue:
+    data = yaml.safe_load(PROGRAMS_FILE.read_text(encoding="utf-8"))
+    change(data)
+    path = tmp_path / "programs.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return load_catalogue(path)
+
+
+async def test_a_new_program_in_the_catalogue_gets_its_fund_and_pays_from_it(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """A new program is a YAML edit: payout seeds its fund with its budget and reserves
+    an approval under it from that fund (none of the shipped funds moves)."""
+
+    def new(data: dict[str, Any]) -> None:
+        data["programs"].append(
+            {
+                "id": "green-transition-2027",
+                "name": "绿色转型补贴",
+                "fund": "green-fund-2027",
+                "budget": "1000.00",
+                "per_enterprise_cap": "800.00",
+                "opens": "2027-01-01",
+                "closes": "2027-12-31",
+                "departments": ["finance", "ecology"],
+                "documents_due_working_days": 5,
+                "documents": [{"id": "application_form", "name": "申请表", "critical": True}],
+            }
+        )
+
+    catalogue = catalogue_with(tmp_path, new)
+    async with UOWS.acquire(pool) as uow:
+        assert await funding.seed_funds(uow, catalogue, None) == 1
+    green = await fund(pool, "green-fund-2027")
+    assert (green["budget_fen"], green["claim_kind"]) == (1000_00, "subsidy")
+    consume = payout_subscriptions(catalogue).handlers(UOWS)
+    first, second = (
+        approval(700_00, program_id="green-transition-2027"),
+        approval(500_00, program_id="green-transition-2027"),
+    )
+    for e in (first, second):
+        async with pool.acquire() as conn:
+            await consume[("review.decided", 1)](conn, e)
+    assert await status_of(pool, first.claim_id) == "requested"
+    assert await status_of(pool, second.claim_id) == "queued"  # the budget is the program's
+    assert (await fund(pool, "green-fund-2027"))["reserved_fen"] == 700_00
+    assert await pool.fetchval("SELECT sum(reserved_fen) FROM funds") == 700_00
+
+
+async def test_a_status_write_needs_the_row_in_the_moves_source_status(
+    pool: asyncpg.Pool,
+) -> None:
+    envelope = approval(40_00)
+    await apply(pool, envelope)
+    row = await one(pool, "SELECT * FROM payouts WHERE claim_id = $1", envelope.claim_id)
+    assert row["status"] == "requested"
+    # A move from another status than the row's is refused before anything changes.
+    async with pool.acquire() as conn, conn.transaction():
+        with pytest.raises(payouts.StaleStatus):
+            await payouts.release(
+                conn,
+                row["payout_id"],
+                move(PayoutStatus.QUEUED, PayoutStatus.RELEASED),
+                datetime.now(UTC),
+                "wrong source",
+            )
+    # And a move the table does not hold cannot even be made.
+    with pytest.raises(IllegalTransition):
+        move(PayoutStatus.REQUESTED, PayoutStatus.PAID)
+    assert await status_of(pool, envelope.claim_id) == "requested"
