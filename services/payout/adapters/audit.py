@@ -6,6 +6,8 @@ import json
 import uuid
 from typing import Any, Literal
 
+import asyncpg
+
 from shared.db import DbConnection
 
 Action = Literal["top_up", "account_correction", "close"]
@@ -33,4 +35,25 @@ async def record(
         amount_fen,
         reason,
         json.dumps(detail),
+    )
+
+
+async def payout_action(
+    conn: DbConnection,
+    actor: str,
+    action: Literal["account_correction", "close"],
+    row: asyncpg.Record,
+    reason: str,
+    detail: dict[str, Any],
+) -> None:
+    """The audit row of a finance action on one payout (``row``: the payout before it)."""
+    await record(
+        conn,
+        actor,
+        action,
+        fund_id=row["fund_id"],
+        payout_id=row["payout_id"],
+        amount_fen=row["amount_fen"],
+        reason=reason,
+        detail=detail,
     )

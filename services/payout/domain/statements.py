@@ -65,49 +65,57 @@ def parse_statement_csv(text: str) -> list[StatementLine]:
         raise StatementInvalid([LineError(reader.line_num + 1, "csv", f"not CSV: {exc}")]) from None
     for number, row in enumerate(rows, start=2):
         values = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
-        before = len(errors)
-        try:
-            value_date = date.fromisoformat(values["value_date"])
-        except ValueError:
-            errors.append(LineError(number, "value_date", "not an ISO date (YYYY-MM-DD)"))
-        amount_fen = 0
-        try:
-            amount = parse_yuan(values["amount"])
-            if amount <= 0:
-                raise ValueError("amount must be positive")
-            amount_fen = yuan_to_fen(amount)
-        except (InvalidOperation, ValueError):
-            errors.append(
-                LineError(
-                    number,
-                    "amount",
-                    "a positive amount in yuan: plain ASCII decimal, 2 decimals, "
-                    "at most 9999999999999.99",
-                )
-            )
-        for name in ("bank_reference", "end_to_end_id", "account_number"):
-            if not values[name]:
-                errors.append(LineError(number, name, "required"))
-        if values["bank_reference"] in seen:
-            errors.append(LineError(number, "bank_reference", "appears twice in the statement"))
-        seen.add(values["bank_reference"])
-        direction = values["direction"].lower()
-        if direction not in ("debit", "credit"):
-            errors.append(LineError(number, "direction", "debit or credit"))
-        if len(errors) == before:
-            lines.append(
-                StatementLine(
-                    value_date=value_date,
-                    bank_reference=values["bank_reference"],
-                    end_to_end_id=values["end_to_end_id"],
-                    amount_fen=amount_fen,
-                    account_number=values["account_number"],
-                    direction="debit" if direction == "debit" else "credit",
-                )
-            )
+        line = _parse_line(number, values, seen, errors)
+        if line is not None:
+            lines.append(line)
     if errors:
         raise StatementInvalid(errors)
     return lines
+
+
+def _parse_line(
+    number: int, values: dict[str, str], seen: set[str], errors: list[LineError]
+) -> StatementLine | None:
+    """One statement line, or None with its errors added to ``errors``."""
+    before = len(errors)
+    try:
+        value_date = date.fromisoformat(values["value_date"])
+    except ValueError:
+        errors.append(LineError(number, "value_date", "not an ISO date (YYYY-MM-DD)"))
+    amount_fen = 0
+    try:
+        amount = parse_yuan(values["amount"])
+        if amount <= 0:
+            raise ValueError("amount must be positive")
+        amount_fen = yuan_to_fen(amount)
+    except (InvalidOperation, ValueError):
+        errors.append(
+            LineError(
+                number,
+                "amount",
+                "a positive amount in yuan: plain ASCII decimal, 2 decimals, "
+                "at most 9999999999999.99",
+            )
+        )
+    for name in ("bank_reference", "end_to_end_id", "account_number"):
+        if not values[name]:
+            errors.append(LineError(number, name, "required"))
+    if values["bank_reference"] in seen:
+        errors.append(LineError(number, "bank_reference", "appears twice in the statement"))
+    seen.add(values["bank_reference"])
+    direction = values["direction"].lower()
+    if direction not in ("debit", "credit"):
+        errors.append(LineError(number, "direction", "debit or credit"))
+    if len(errors) > before:
+        return None
+    return StatementLine(
+        value_date=value_date,
+        bank_reference=values["bank_reference"],
+        end_to_end_id=values["end_to_end_id"],
+        amount_fen=amount_fen,
+        account_number=values["account_number"],
+        direction="debit" if direction == "debit" else "credit",
+    )
 
 
 @dataclass(frozen=True)

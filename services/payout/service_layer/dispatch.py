@@ -58,15 +58,6 @@ async def _claim(uow: UnitOfWork, r: asyncpg.Record) -> Claimed:
     await payouts.claim_for_issue(uow.conn, pid, m, attempt, uow.now)
     await hops.add(uow.conn, pid, issue_no, attempt, "issued", uow.now, number)
     funding.count(uow, r["claim_kind"], PayoutStatus.ISSUED)
-    issued = PayoutIssuedV1(
-        payout_id=pid,
-        voucher_no=number,
-        voucher_kind=kind,
-        issue_no=issue_no,
-        attempt=attempt,
-        amount_fen=amount,
-    )
-    funding.emit(uow, issued, r["claim_id"])
     instruction = PaymentInstruction(
         payout_id=pid,
         issue_no=issue_no,
@@ -78,6 +69,9 @@ async def _claim(uow: UnitOfWork, r: asyncpg.Record) -> Claimed:
         account_number=payee.account_number,
         account_name=payee.account_name,
     )
+    # payout.issued tells what went to the bank: the instruction's fields of that name.
+    issued = {name: getattr(instruction, name) for name in PayoutIssuedV1.model_fields}
+    funding.emit(uow, PayoutIssuedV1.model_validate(issued), r["claim_id"])
     return Claimed(payout_id=pid, claim_kind=r["claim_kind"], instruction=instruction)
 
 

@@ -10,7 +10,7 @@ import uuid
 
 import asyncpg
 
-from services.payout.adapters import audit, funds, hops, payouts, statements
+from services.payout.adapters import audit, funds, hops, payouts, queue, statements
 from services.payout.domain.model import CORRECTABLE, PayoutStatus
 from services.payout.domain.statements import ReconciliationReport, parse_statement_csv
 from services.payout.domain.transitions import move
@@ -82,16 +82,7 @@ async def correct_account(
     issue_no: int = row["issue_no"] + 1
     await payouts.start_new_issue(uow.conn, payout_id, payee.model_dump_json(), issue_no)
     detail = {"before": json.loads(row["payee"]), "after": payee.model_dump(), "was": status}
-    await audit.record(
-        uow.conn,
-        actor,
-        "account_correction",
-        fund_id=row["fund_id"],
-        payout_id=payout_id,
-        amount_fen=row["amount_fen"],
-        reason=reason,
-        detail=detail,
-    )
+    await audit.payout_action(uow.conn, actor, "account_correction", row, reason, detail)
     await hops.add(uow.conn, payout_id, issue_no, 0, "account_corrected", uow.now, reason)
     corrected = PayoutAccountCorrectedV1(
         payout_id=payout_id, payee=payee, next_issue_no=issue_no, corrected_by=actor
@@ -109,7 +100,7 @@ async def _reissue(uow: UnitOfWork, row: asyncpg.Record, issue_no: int) -> Payou
     if status == PayoutStatus.RETURNED:
         await payouts.wait_until(uow.conn, pid, move(status, PayoutStatus.RETRYING), uow.now)
         return PayoutStatus.RETRYING
-    if not await payouts.queued_exists(uow.conn, fund_id) and await funds.try_reserve(
+    if not await queue.queued_exists(uow.conn, fund_id) and await funds.try_reserve(
         uow.conn, fund_id, row["amount_fen"]
     ):
         await payouts.reserve_again(uow.conn, pid, move(status, PayoutStatus.REQUESTED), uow.now)
@@ -128,16 +119,7 @@ async def close_payout(
     at the failure) and the queue may move. Returns the released row."""
     row = await _correctable(uow, payout_id, "closed")
     await funding.release(uow, row, CLOSED_BY_FINANCE + reason)
-    await audit.record(
-        uow.conn,
-        actor,
-        "close",
-        fund_id=row["fund_id"],
-        payout_id=payout_id,
-        amount_fen=row["amount_fen"],
-        reason=reason,
-        detail={"was": row["status"]},
-    )
+    await audit.payout_action(uow.conn, actor, "close", row, reason, {"was": row["status"]})
     await funding.drain_queue(uow, row["fund_id"])
     closed = await payouts.get(uow.conn, payout_id)
     assert closed is not None

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import asyncpg
 
-from services.payout.adapters import claim_documents, funds, hops, payouts, vouchers
+from services.payout.adapters import claim_documents, funds, hops, payouts, queue, vouchers
 from services.payout.domain.model import COMMITTED, RESERVED, PayoutStatus, after_approval
 from services.payout.domain.transitions import move
 from services.payout.metrics import FAILURES, PAYOUTS
@@ -75,7 +75,7 @@ async def announce_queued(
 ) -> None:
     """The queued hop and ``payout.queued`` with the payout's place in its fund's queue."""
     fund_id, pid = row["fund_id"], row["payout_id"]
-    position = await payouts.queue_position(uow.conn, fund_id, queue_seq)
+    position = await queue.queue_position(uow.conn, fund_id, queue_seq)
     await hops.add(uow.conn, pid, issue_no, 0, "queued", uow.now, f"position {position}")
     count(uow, row["claim_kind"], PayoutStatus.QUEUED)
     queued = PayoutQueuedV1(
@@ -90,7 +90,7 @@ async def drain_queue(uow: UnitOfWork, fund_id: str) -> int:
     Returns how many left the queue."""
     await funds.lock(uow.conn, fund_id)
     drained = 0
-    for row in await payouts.lock_queue(uow.conn, fund_id):
+    for row in await queue.lock_queue(uow.conn, fund_id):
         if not await funds.try_reserve(uow.conn, fund_id, row["amount_fen"]):
             break
         await after_reserved(uow, row)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 
-from services.payout.adapters import claim_documents, funds, hops, payouts
+from services.payout.adapters import claim_documents, funds, hops, payouts, queue
 from services.payout.adapters.claim_documents import Ending
 from services.payout.domain.model import CANCELLABLE, PayoutStatus, fund_of, voucher_kind
 from services.payout.domain.transitions import move
@@ -57,11 +57,11 @@ async def review_decided(
         return
     # A claim that finds others waiting joins the queue behind them (first come, first
     # served), even when it would fit.
-    someone_waiting = await payouts.queued_exists(uow.conn, fund_id, other_than=new.payout_id)
+    someone_waiting = await queue.queued_exists(uow.conn, fund_id, other_than=new.payout_id)
     if not someone_waiting and await funds.try_reserve(uow.conn, fund_id, new.amount_fen):
         await funding.after_reserved(uow, row)
     else:
-        seq = await payouts.enqueue(uow.conn, new.payout_id, uow.now)
+        seq = await queue.enqueue(uow.conn, new.payout_id, uow.now)
         await funding.announce_queued(uow, row, row["issue_no"], seq)
 
 
