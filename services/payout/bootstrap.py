@@ -1,4 +1,5 @@
-"""Wires payout: settings, routes, event handlers, the gateway and its loops."""
+"""Payout's composition root: settings, catalogue, clock, unit of work, subscriptions,
+routes, the gateway and the payment loop. The only place that names the wall clock."""
 
 from __future__ import annotations
 
@@ -12,24 +13,20 @@ from fastapi import FastAPI
 from services.payout import metrics
 from services.payout.adapters.gateway import SimulatedGateway
 from services.payout.config import PayoutSettings
+from services.payout.domain.model import RetryPolicy
 from services.payout.entrypoints.http import router
-from services.payout.service_layer.handlers import (
-    SERVICE,
-    GaugeExporter,
-    RetryPolicy,
-    dispatch_requested,
-    on_claim_lapsed,
-    on_claim_withdrawn,
-    on_documents_completed,
-    on_review_decided,
-    record_notices,
-    resolve_unknown,
-    seed_funds,
-)
-from shared.contracts.topics import INTAKE_EVENTS, REVIEW_EVENTS
+from services.payout.gauges import GaugeExporter
+from services.payout.service_layer.dispatch import dispatch_requested
+from services.payout.service_layer.funding import seed_funds
+from services.payout.service_layer.notices import record_notices
+from services.payout.service_layer.payments import Payments
+from services.payout.service_layer.resolver import resolve_unknown
+from services.payout.subscriptions import SERVICE, payout_subscriptions
+from shared.contracts.topics import PAYOUT_EVENTS
 from shared.money import yuan_to_fen
-from shared.programs import load_catalogue
+from shared.programs import Catalogue, load_catalogue
 from shared.service_app import ServiceRuntime, build_service_app
+from shared.unit_of_work import Clock, UnitOfWorkFactory, system_clock
 
 GAUGE_REFRESH_S = 2.0
 
@@ -48,32 +45,46 @@ def make_gateway(runtime: ServiceRuntime, settings: PayoutSettings) -> Simulated
     )
 
 
-def create_app(settings: PayoutSettings | None = None) -> FastAPI:
-    settings = settings or PayoutSettings()
-    catalogue = load_catalogue()
-    metrics.initialise({catalogue.vat_refund.fund, *(p.fund for p in catalogue.programs)})
-    policy = RetryPolicy(
+def retry_policy(settings: PayoutSettings) -> RetryPolicy:
+    return RetryPolicy(
         base_s=settings.retry_base_s,
         max_s=settings.retry_max_s,
         max_attempts=settings.max_attempts,
         claim_lease_s=settings.payout_claim_lease_s,
     )
+
+
+def create_app(
+    settings: PayoutSettings | None = None,
+    *,
+    catalogue: Catalogue | None = None,
+    clock: Clock = system_clock,
+) -> FastAPI:
+    settings = settings or PayoutSettings()
+    catalogue = catalogue or load_catalogue()
+    metrics.initialise(catalogue.funds)
+    uows = UnitOfWorkFactory(SERVICE, PAYOUT_EVENTS, clock=clock)
+    subscriptions = payout_subscriptions(catalogue)
     cap = settings.treasury_refund_cap_yuan
 
+    async def start_payments(runtime: ServiceRuntime) -> Payments:
+        async with uows.acquire(runtime.db) as uow:
+            await seed_funds(uow, catalogue, None if cap is None else yuan_to_fen(cap))
+        await SimulatedGateway.prepare(settings.database_url)
+        gateway = make_gateway(runtime, settings)
+        return Payments(uows, runtime.db, gateway, retry_policy(settings))
+
     async def payment_loop(runtime: ServiceRuntime) -> None:
-        gateway = runtime.extras.get("gateway")
-        if gateway is None:
-            async with runtime.db.acquire() as conn:
-                await seed_funds(conn, load_catalogue(), None if cap is None else yuan_to_fen(cap))
-            await SimulatedGateway.prepare(settings.database_url)
-            gateway = runtime.extras["gateway"] = make_gateway(runtime, settings)
+        payments = runtime.extras.get("payments")
+        if payments is None:
+            payments = runtime.extras["payments"] = await start_payments(runtime)
         exporter = GaugeExporter(SERVICE)
         refreshed = 0.0
         try:
             while True:
-                sent = await dispatch_requested(runtime.db, gateway, policy)
-                noticed = await record_notices(runtime.db, gateway, policy)
-                resolved = await resolve_unknown(runtime.db, gateway, policy)
+                sent = await dispatch_requested(payments)
+                noticed = await record_notices(payments)
+                resolved = await resolve_unknown(payments)
                 if time.monotonic() - refreshed > GAUGE_REFRESH_S:
                     await exporter.refresh(runtime.db, stuck_after_s=settings.payout_stuck_after_s)
                     refreshed = time.monotonic()
@@ -82,18 +93,15 @@ def create_app(settings: PayoutSettings | None = None) -> FastAPI:
         finally:
             await exporter.release()
 
-    return build_service_app(
+    app = build_service_app(
         name=SERVICE,
         settings=settings,
         migrations=Path(__file__).parent / "migrations",
-        subscribe_to=[REVIEW_EVENTS, INTAKE_EVENTS],
-        handlers={
-            "review.decided": on_review_decided,
-            "claim.documents_completed": on_documents_completed,
-            "claim.lapsed": on_claim_lapsed,
-            "claim.withdrawn": on_claim_withdrawn,
-        },
+        subscribe_to=subscriptions.topics,
+        handlers=subscriptions.handlers(uows),
         routers=[router],
         background_loops=[payment_loop],
         description="Payout: budgets, payment vouchers to the treasury/bank, reconciliation.",
     )
+    app.state.runtime.uows = uows
+    return app

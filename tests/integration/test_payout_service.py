@@ -20,7 +20,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import yaml
 
+from services.payout.adapters import payouts
 from services.payout.adapters.gateway import (
     GatewayUnavailable,
     Outcome,
@@ -28,10 +30,18 @@ from services.payout.adapters.gateway import (
     SimulatedGateway,
 )
 from services.payout.bootstrap import create_app
-from services.payout.domain.model import StatementInvalid
-from services.payout.service_layer import handlers
-from services.payout.service_layer.handlers import RetryPolicy
-from services.payout.service_layer.reconciliation import import_statement, report_for
+from services.payout.domain.model import PayoutStatus, RetryPolicy
+from services.payout.domain.statements import StatementInvalid
+from services.payout.domain.transitions import IllegalTransition, move
+from services.payout.gauges import GaugeExporter
+from services.payout.service_layer import finance, funding
+from services.payout.service_layer.dispatch import dispatch_requested
+from services.payout.service_layer.notices import record_notices
+from services.payout.service_layer.payments import Payments
+from services.payout.service_layer.resolver import resolve_unknown
+from services.payout.service_layer.retry import in_unit_of_work
+from services.payout.subscriptions import payout_subscriptions, subscriptions
+from services.payout.views import fund_views, report_for, stuck_payouts
 from shared.contracts import (
     BankAccount,
     ClaimDocumentsCompletedV1,
@@ -40,18 +50,25 @@ from shared.contracts import (
     EventEnvelope,
     ReviewDecidedV1,
 )
+from shared.contracts.topics import PAYOUT_EVENTS
 from shared.db import DbConnection, create_pool, migrate
 from shared.devstack.stack import StackConfig
 from shared.messaging.after_commit import after_commit_scope
 from shared.messaging.consumer import IdempotentBatchConsumer, TransientError
 from shared.metrics import REGISTRY
-from shared.programs import load_catalogue
+from shared.problems import Conflict
+from shared.programs import PROGRAMS_FILE, Catalogue, load_catalogue
+from shared.unit_of_work import UnitOfWorkFactory
 
 pytestmark = pytest.mark.integration
 
-MIGRATIONS = Path(handlers.__file__).parents[1] / "migrations"
+MIGRATIONS = Path(funding.__file__).parents[1] / "migrations"
 PROGRAM = "startup-loan-interest-2026"
 POLICY = RetryPolicy(base_s=0.05, max_s=0.2, max_attempts=5, claim_lease_s=0.5)
+UOWS = UnitOfWorkFactory("payout", PAYOUT_EVENTS)
+CONSUME = subscriptions.handlers(UOWS)
+"""The consumer's handlers: each opens its unit of work on the connection it is given."""
+REVIEW_DECIDED = CONSUME[("review.decided", 1)]
 CLIENTS: dict[int, str] = {}
 """Pool → its schema, which is also its name at the simulated bank."""
 
@@ -89,8 +106,8 @@ async def pool(infra: StackConfig) -> AsyncIterator[asyncpg.Pool]:
     await SimulatedGateway.prepare(infra.dsn)
     p = await create_pool(infra.dsn, schema, min_size=2, max_size=20)
     CLIENTS[id(p)] = schema
-    async with p.acquire() as conn:
-        await handlers.seed_funds(conn, load_catalogue(), None)
+    async with UOWS.acquire(p) as uow:
+        await funding.seed_funds(uow, load_catalogue(), None)
     try:
         yield p
     finally:
@@ -109,13 +126,35 @@ def always(outcome: Outcome) -> Callable[[PaymentInstruction], Outcome]:
     return lambda _: outcome
 
 
-async def apply(
-    pool: asyncpg.Pool,
-    handler: Callable[[DbConnection, EventEnvelope], Awaitable[None]],
-    envelope: EventEnvelope,
-) -> None:
-    async with handlers.transaction(pool) as conn:
-        await handler(conn, envelope)
+def payments_of(pool: asyncpg.Pool, gw: Any, policy: RetryPolicy = POLICY) -> Payments:
+    return Payments(UOWS, pool, gw, policy)
+
+
+async def apply(pool: asyncpg.Pool, envelope: EventEnvelope) -> None:
+    """Consume one event in a transaction of its own, as the consumer would."""
+    async with pool.acquire() as conn:
+        await CONSUME[(envelope.event_type, envelope.version)](conn, envelope)
+
+
+async def top_up(pool: asyncpg.Pool, fund_id: str, amount_fen: int, actor: str, reason: str) -> Any:
+    return await in_unit_of_work(UOWS, pool, finance.top_up, fund_id, amount_fen, actor, reason)
+
+
+async def correct_account(
+    pool: asyncpg.Pool, payout_id: uuid.UUID, payee: BankAccount, actor: str, reason: str
+) -> int:
+    issue_no, _ = await in_unit_of_work(
+        UOWS, pool, finance.correct_account, payout_id, payee, actor, reason
+    )
+    return issue_no
+
+
+async def close_payout(pool: asyncpg.Pool, payout_id: uuid.UUID, actor: str, reason: str) -> Any:
+    return await in_unit_of_work(UOWS, pool, finance.close_payout, payout_id, actor, reason)
+
+
+async def import_statement(pool: asyncpg.Pool, text: str, actor: str) -> finance.Imported:
+    return await in_unit_of_work(UOWS, pool, finance.import_statement, text, actor)
 
 
 async def drive(
@@ -124,9 +163,9 @@ async def drive(
     """Run the payment loop (issue, record notices) until the condition holds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        await handlers.dispatch_requested(pool, gw, POLICY)
-        await handlers.record_notices(pool, gw, POLICY)
-        await handlers.resolve_unknown(pool, gw, POLICY)
+        await dispatch_requested(payments_of(pool, gw))
+        await record_notices(payments_of(pool, gw))
+        await resolve_unknown(payments_of(pool, gw))
         if await until():
             return
         await asyncio.sleep(0.02)
@@ -158,14 +197,14 @@ async def test_concurrent_approvals_pay_exactly_k_queue_the_rest_and_drain_on_to
         "UPDATE funds SET budget_fen = $2 WHERE fund_id = $1", PROGRAM, k * amount + 50_00
     )
     envelopes = [approval(amount) for _ in range(n)]
-    await asyncio.gather(*(apply(pool, handlers.on_review_decided, e) for e in envelopes))
+    await asyncio.gather(*(apply(pool, e) for e in envelopes))
 
     rows = await pool.fetch("SELECT status, count(*) AS c FROM payouts GROUP BY status")
     assert {r["status"]: r["c"] for r in rows} == {"requested": k, "queued": n - k}
     f = await fund(pool)
     assert f["reserved_fen"] == k * amount and f["committed_fen"] == 0
     async with pool.acquire() as conn:
-        views = {v["fund_id"]: v for v in await handlers.fund_views(conn)}
+        views = {v["fund_id"]: v for v in await fund_views(conn)}
     assert views[PROGRAM]["waiting_claims"] == n - k
     assert views[PROGRAM]["remaining_fen"] == 50_00
 
@@ -190,7 +229,7 @@ async def test_concurrent_approvals_pay_exactly_k_queue_the_rest_and_drain_on_to
     queue = await pool.fetch(
         "SELECT claim_id FROM payouts WHERE status = 'queued' ORDER BY queue_seq"
     )
-    events = await handlers.top_up(pool, PROGRAM, 3 * amount, "finance-01", "second tranche")
+    events = await top_up(pool, PROGRAM, 3 * amount, "finance-01", "second tranche")
     assert len(events) == 3
     assert [e.claim_id for e in events] == [r["claim_id"] for r in queue[:3]]  # FIFO
     audit = await one(pool, "SELECT * FROM finance_audit WHERE action = 'top_up'")
@@ -217,8 +256,8 @@ async def test_concurrent_approvals_pay_exactly_k_queue_the_rest_and_drain_on_to
 
 async def test_same_approval_twice_reserves_once(pool: asyncpg.Pool) -> None:
     envelope = approval(500_00)
-    await apply(pool, handlers.on_review_decided, envelope)
-    await apply(pool, handlers.on_review_decided, approval(500_00, claim_id=envelope.claim_id))
+    await apply(pool, envelope)
+    await apply(pool, approval(500_00, claim_id=envelope.claim_id))
     assert await pool.fetchval("SELECT count(*) FROM payouts") == 1
     assert (await fund(pool))["reserved_fen"] == 500_00
 
@@ -231,7 +270,7 @@ async def test_transient_failure_is_retried_with_the_same_key_and_paid_once(
 
     gw = gateway(pool, planner)
     envelope = approval(1_234_56, program_id=None)
-    await apply(pool, handlers.on_review_decided, envelope)
+    await apply(pool, envelope)
 
     async def paid() -> bool:
         return await status_of(pool, envelope.claim_id) == "paid"
@@ -280,7 +319,7 @@ async def test_transient_failure_is_retried_with_the_same_key_and_paid_once(
 async def test_permanent_failure_releases_the_commitment(pool: asyncpg.Pool) -> None:
     gw = gateway(pool, always("permanent"))
     envelope = approval(700_00)
-    await apply(pool, handlers.on_review_decided, envelope)
+    await apply(pool, envelope)
 
     async def failed() -> bool:
         return await status_of(pool, envelope.claim_id) == "failed"
@@ -302,7 +341,7 @@ async def test_returned_payment_is_reissued_after_correction_and_paid_the_approv
 
     gw = gateway(pool, planner)
     envelope = approval(88_888_88)
-    await apply(pool, handlers.on_review_decided, envelope)
+    await apply(pool, envelope)
 
     async def returned() -> bool:
         return await status_of(pool, envelope.claim_id) == "returned"
@@ -315,13 +354,13 @@ async def test_returned_payment_is_reissued_after_correction_and_paid_the_approv
     f = await fund(pool)
     assert f["committed_fen"] == 88_888_88 and f["paid_fen"] == 0
     await asyncio.sleep(0.1)
-    await handlers.dispatch_requested(pool, gw, POLICY)
+    await dispatch_requested(payments_of(pool, gw))
     assert await status_of(pool, envelope.claim_id) == "returned"
 
     corrected = BankAccount(
         bank_name="自贡银行", account_name="测试企业有限公司", account_number="6222020200007654321"
     )
-    issue_no = await handlers.correct_account(
+    issue_no = await correct_account(
         pool, payout_id, corrected, "finance-02", "name per business licence"
     )
     assert issue_no == 2
@@ -351,8 +390,8 @@ async def test_returned_payment_is_reissued_after_correction_and_paid_the_approv
     )
     assert audit["actor"] == "finance-02"
     # A paid payout cannot be corrected (and so never re-issued).
-    with pytest.raises(handlers.Conflict):
-        await handlers.correct_account(pool, payout_id, corrected, "finance-02", "again")
+    with pytest.raises(Conflict):
+        await correct_account(pool, payout_id, corrected, "finance-02", "again")
     # The database refuses a second live voucher and more than the approved amount.
     with pytest.raises(asyncpg.UniqueViolationError):
         await pool.execute(
@@ -371,10 +410,10 @@ async def test_returned_payment_is_reissued_after_correction_and_paid_the_approv
 async def test_pending_documents_claim_is_held_then_paid(pool: asyncpg.Pool) -> None:
     gw = gateway(pool, always("arrive"))
     envelope = approval(300_00, documents_pending=True)
-    await apply(pool, handlers.on_review_decided, envelope)
+    await apply(pool, envelope)
     assert await status_of(pool, envelope.claim_id) == "held"
     assert (await fund(pool))["reserved_fen"] == 300_00
-    await handlers.dispatch_requested(pool, gw, POLICY)
+    await dispatch_requested(payments_of(pool, gw))
     assert await status_of(pool, envelope.claim_id) == "held"  # not paid while held
 
     completed = EventEnvelope.wrap(
@@ -382,7 +421,7 @@ async def test_pending_documents_claim_is_held_then_paid(pool: asyncpg.Pool) -> 
         claim_id=envelope.claim_id,
         producer="intake",
     )
-    await apply(pool, handlers.on_documents_completed, completed)
+    await apply(pool, completed)
     assert await status_of(pool, envelope.claim_id) == "requested"
 
     async def paid() -> bool:
@@ -394,14 +433,11 @@ async def test_pending_documents_claim_is_held_then_paid(pool: asyncpg.Pool) -> 
     early = uuid.uuid4()
     await apply(
         pool,
-        handlers.on_documents_completed,
         EventEnvelope.wrap(
             ClaimDocumentsCompletedV1(completed_at=datetime.now(UTC)), claim_id=early, producer="i"
         ),
     )
-    await apply(
-        pool, handlers.on_review_decided, approval(100_00, claim_id=early, documents_pending=True)
-    )
+    await apply(pool, approval(100_00, claim_id=early, documents_pending=True))
     assert await status_of(pool, early) == "requested"
 
 
@@ -416,27 +452,27 @@ async def test_lapse_releases_a_held_claim_and_never_unpays_a_paid_one(
         )
 
     held = approval(400_00, documents_pending=True)
-    await apply(pool, handlers.on_review_decided, held)
-    await apply(pool, handlers.on_claim_lapsed, lapsed(held.claim_id))
+    await apply(pool, held)
+    await apply(pool, lapsed(held.claim_id))
     assert await status_of(pool, held.claim_id) == "released"
     assert (await fund(pool))["reserved_fen"] == 0
 
     # A lapse recorded before the approval: the approval reserves nothing.
     early = uuid.uuid4()
-    await apply(pool, handlers.on_claim_lapsed, lapsed(early))
-    await apply(pool, handlers.on_review_decided, approval(100_00, claim_id=early))
+    await apply(pool, lapsed(early))
+    await apply(pool, approval(100_00, claim_id=early))
     assert await status_of(pool, early) == "released"
     assert (await fund(pool))["reserved_fen"] == 0
 
     gw = gateway(pool, always("arrive"))
     paid = approval(200_00)
-    await apply(pool, handlers.on_review_decided, paid)
+    await apply(pool, paid)
 
     async def is_paid() -> bool:
         return await status_of(pool, paid.claim_id) == "paid"
 
     await drive(pool, gw, is_paid)
-    await apply(pool, handlers.on_claim_lapsed, lapsed(paid.claim_id))
+    await apply(pool, lapsed(paid.claim_id))
     row = await one(pool, "SELECT * FROM payouts WHERE claim_id = $1", paid.claim_id)
     assert row["status"] == "paid" and "lapsed" in row["late_cancellation"]
     assert (await fund(pool))["paid_fen"] == 200_00
@@ -446,7 +482,7 @@ async def test_reconciliation_reports_each_kind_of_mismatch(pool: asyncpg.Pool) 
     gw = gateway(pool, always("arrive"))
     claims = [approval(amount) for amount in (100_00, 200_00, 300_00)]
     for e in claims:
-        await apply(pool, handlers.on_review_decided, e)
+        await apply(pool, e)
 
     async def all_paid() -> bool:
         return bool(await pool.fetchval("SELECT count(*) = 3 FROM payouts WHERE status = 'paid'"))
@@ -522,9 +558,9 @@ async def test_crash_between_bank_and_commit_resubmits_the_same_key_and_pays_onc
 ) -> None:
     gw = CrashAfterSubmit(gateway(pool, always("arrive")))
     envelope = approval(250_00)
-    await apply(pool, handlers.on_review_decided, envelope)
+    await apply(pool, envelope)
     with pytest.raises(ConnectionResetError):
-        await handlers.dispatch_requested(pool, gw, POLICY)
+        await dispatch_requested(payments_of(pool, gw))
     # The claim committed before the bank was called (item 2): the payout is issuing,
     # committed, its voucher written; the bank has the instruction; its outcome was lost.
     assert await status_of(pool, envelope.claim_id) == "issuing"
@@ -552,17 +588,23 @@ async def test_crash_between_bank_and_commit_resubmits_the_same_key_and_pays_onc
 PAYMENT_LOOP = """
 import asyncio, random, sys
 from services.payout.adapters.gateway import SimulatedGateway
-from services.payout.service_layer import handlers
+from services.payout.domain.model import RetryPolicy
+from services.payout.service_layer.dispatch import dispatch_requested
+from services.payout.service_layer.notices import record_notices
+from services.payout.service_layer.payments import Payments
+from shared.contracts.topics import PAYOUT_EVENTS
 from shared.db import create_pool
+from shared.unit_of_work import UnitOfWorkFactory
 
 async def main(dsn, schema, seed):
     pool = await create_pool(dsn, schema)
     gw = SimulatedGateway(pool, min_delay_s=0.05, max_delay_s=0.4, transient_failure_rate=0.3,
                           permanent_failure_rate=0.1, rng=random.Random(seed), client=schema)
-    policy = handlers.RetryPolicy(base_s=0.02, max_s=0.1, max_attempts=6)
+    policy = RetryPolicy(base_s=0.02, max_s=0.1, max_attempts=6)
+    payments = Payments(UnitOfWorkFactory("payout", PAYOUT_EVENTS), pool, gw, policy)
     while True:
-        await handlers.dispatch_requested(pool, gw, policy, limit=5)
-        await handlers.record_notices(pool, gw, policy, limit=5)
+        await dispatch_requested(payments, limit=5)
+        await record_notices(payments, limit=5)
         await asyncio.sleep(0.005)
 
 asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
@@ -600,7 +642,7 @@ async def test_sigkill_of_the_payment_loop_at_any_moment_pays_each_claim_once(
     )
     envelopes = [approval(a) for a in amounts]
     for e in envelopes:
-        await apply(pool, handlers.on_review_decided, e)
+        await apply(pool, e)
     repo = Path(__file__).parents[2]
     kills = 0
     for round_no in range(6):
@@ -692,16 +734,16 @@ async def test_a_redelivered_failure_of_an_earlier_attempt_leaves_the_retry_sett
     then found no 'accepted' instruction to settle."""
     gw = LosesFirstAcknowledge(gateway(pool, lambda i: "transient" if i.attempt == 1 else "arrive"))
     envelope = approval(330_00)
-    await apply(pool, handlers.on_review_decided, envelope)
-    await handlers.dispatch_requested(pool, gw, POLICY)
+    await apply(pool, envelope)
+    await dispatch_requested(payments_of(pool, gw))
     await asyncio.sleep(0.05)
-    await handlers.record_notices(pool, gw, POLICY)
+    await record_notices(payments_of(pool, gw))
     assert await status_of(pool, envelope.claim_id) == "retrying"
     assert gw.lost  # the failure of attempt 1 is still due at the bank
     # The next loop starts late (as a restarted one does): the retry is due, so attempt 2
     # is submitted before the bank delivers attempt 1's failure again.
     await asyncio.sleep(POLICY.max_s + 0.1)
-    assert await handlers.dispatch_requested(pool, gw, POLICY) == 1
+    assert await dispatch_requested(payments_of(pool, gw)) == 1
     await asyncio.sleep(0.05)
 
     async def paid() -> bool:
@@ -731,7 +773,7 @@ async def test_withdrawal_of_a_returned_payout_releases_the_commitment(
 ) -> None:
     gw = gateway(pool, always("return"))
     envelope = approval(650_00)
-    await apply(pool, handlers.on_review_decided, envelope)
+    await apply(pool, envelope)
 
     async def returned() -> bool:
         return await status_of(pool, envelope.claim_id) == "returned"
@@ -743,7 +785,7 @@ async def test_withdrawal_of_a_returned_payout_releases_the_commitment(
         claim_id=envelope.claim_id,
         producer="intake",
     )
-    await apply(pool, handlers.on_claim_withdrawn, withdrawn)
+    await apply(pool, withdrawn)
     row = await one(pool, "SELECT * FROM payouts WHERE claim_id = $1", envelope.claim_id)
     assert row["status"] == "released" and row["paid_amount_fen"] == 0
     f = await fund(pool)
@@ -775,14 +817,14 @@ async def test_gateway_timeout_after_the_bank_took_the_voucher_is_unknown_never_
 ) -> None:
     gw = TimeoutAfterSubmit(gateway(pool, always("arrive")))
     envelope = approval(420_00)
-    await apply(pool, handlers.on_review_decided, envelope)
-    await handlers.dispatch_requested(pool, gw, POLICY)
+    await apply(pool, envelope)
+    await dispatch_requested(payments_of(pool, gw))
     # Nobody knows whether the bank has it: unknown, still committed.
     assert await status_of(pool, envelope.claim_id) == "unknown"
     assert (await fund(pool))["committed_fen"] == 420_00
     # The bank's notices about that attempt are applied, not thrown away.
     await asyncio.sleep(0.05)
-    await handlers.record_notices(pool, gw, POLICY)
+    await record_notices(payments_of(pool, gw))
     assert await status_of(pool, envelope.claim_id) in ("accepted", "sent", "paid")
     payout_id = await pool.fetchval(
         "SELECT payout_id FROM payouts WHERE claim_id = $1", envelope.claim_id
@@ -803,15 +845,15 @@ async def test_unknown_payout_is_not_released_by_a_lapse_and_is_resolved_by_aski
 ) -> None:
     gw = TimeoutAfterSubmit(gateway(pool, always("arrive")))
     envelope = approval(510_00)
-    await apply(pool, handlers.on_review_decided, envelope)
-    await handlers.dispatch_requested(pool, gw, POLICY)
+    await apply(pool, envelope)
+    await dispatch_requested(payments_of(pool, gw))
     assert await status_of(pool, envelope.claim_id) == "unknown"
     lapsed = EventEnvelope.wrap(
         ClaimLapsedV1(missing_documents=["audit_report"], due_by=datetime.now(UTC).date()),
         claim_id=envelope.claim_id,
         producer="intake",
     )
-    await apply(pool, handlers.on_claim_lapsed, lapsed)
+    await apply(pool, lapsed)
     row = await one(pool, "SELECT * FROM payouts WHERE claim_id = $1", envelope.claim_id)
     # The money may have left: never released, the commitment stays.
     assert row["status"] == "unknown" and "lapsed" in row["late_cancellation"]
@@ -819,7 +861,7 @@ async def test_unknown_payout_is_not_released_by_a_lapse_and_is_resolved_by_aski
     # After the backoff the resolver asks the bank (before any notice is read): it has
     # attempt 1 in hand.
     await asyncio.sleep(POLICY.max_s + 0.05)
-    assert await handlers.resolve_unknown(pool, gw, POLICY) == 1
+    assert await resolve_unknown(payments_of(pool, gw)) == 1
     assert await status_of(pool, envelope.claim_id) == "issued"
     hops = await pool.fetch(
         "SELECT hop, attempt FROM payout_hops WHERE payout_id = $1 ORDER BY id", row["payout_id"]
@@ -849,8 +891,8 @@ async def test_unknown_payout_the_bank_never_received_is_retried_as_the_next_att
 ) -> None:
     gw = UnreachableBank(gateway(pool, always("arrive")))
     envelope = approval(130_00)
-    await apply(pool, handlers.on_review_decided, envelope)
-    await handlers.dispatch_requested(pool, gw, POLICY)
+    await apply(pool, envelope)
+    await dispatch_requested(payments_of(pool, gw))
     assert await status_of(pool, envelope.claim_id) == "unknown"
     # The bank is asked after a backoff, not at once.
     waits = await pool.fetchval(
@@ -858,7 +900,7 @@ async def test_unknown_payout_the_bank_never_received_is_retried_as_the_next_att
     )
     assert waits is True
     await asyncio.sleep(POLICY.max_s + 0.05)
-    assert await handlers.resolve_unknown(pool, gw, POLICY) == 1
+    assert await resolve_unknown(payments_of(pool, gw)) == 1
     assert await status_of(pool, envelope.claim_id) == "retrying"
 
     async def paid() -> bool:
@@ -890,7 +932,7 @@ class LateArrival(CrashAfterSubmit):
             await self.inner.submit(self.on_its_way)  # lands now
             self.on_its_way = None
             await asyncio.sleep(0.05)  # and its notices come due
-            await handlers.record_notices(self.pool, self.inner, POLICY)
+            await record_notices(payments_of(self.pool, self.inner))
         reference: str = await self.inner.submit(instruction)
         return reference
 
@@ -900,11 +942,11 @@ async def test_an_earlier_attempt_landing_late_at_the_bank_is_followed_not_dropp
 ) -> None:
     gw = LateArrival(gateway(pool, always("arrive")), pool)
     envelope = approval(61_00)
-    await apply(pool, handlers.on_review_decided, envelope)
-    await handlers.dispatch_requested(pool, gw, POLICY)
+    await apply(pool, envelope)
+    await dispatch_requested(payments_of(pool, gw))
     assert await status_of(pool, envelope.claim_id) == "unknown"
     await asyncio.sleep(POLICY.max_s + 0.05)
-    assert await handlers.resolve_unknown(pool, gw, POLICY) == 1  # "never received"
+    assert await resolve_unknown(payments_of(pool, gw)) == 1  # "never received"
     assert await status_of(pool, envelope.claim_id) == "retrying"
 
     async def paid() -> bool:
@@ -934,7 +976,7 @@ class OtherInstanceThenCrash(CrashAfterSubmit):
             self.crashed = True
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
-                await handlers.record_notices(self.pool, self.inner, POLICY)
+                await record_notices(payments_of(self.pool, self.inner))
                 done = await self.pool.fetchval(
                     """SELECT count(*) = 0 FROM bank_sim.notices
                        WHERE payout_id = $1 AND NOT notified""",
@@ -952,9 +994,9 @@ async def test_outcome_lost_while_another_instance_records_the_notices_still_pay
 ) -> None:
     gw = OtherInstanceThenCrash(gateway(pool, always("arrive")), pool)
     envelope = approval(333_00)
-    await apply(pool, handlers.on_review_decided, envelope)
+    await apply(pool, envelope)
     with pytest.raises(ConnectionResetError):
-        await handlers.dispatch_requested(pool, gw, POLICY)
+        await dispatch_requested(payments_of(pool, gw))
 
     async def paid() -> bool:
         return await status_of(pool, envelope.claim_id) == "paid"
@@ -969,7 +1011,7 @@ async def test_a_notice_ahead_of_the_payout_row_is_kept_until_the_row_catches_up
 ) -> None:
     gw = gateway(pool, always("arrive"))
     envelope = approval(271_00)
-    await apply(pool, handlers.on_review_decided, envelope)
+    await apply(pool, envelope)
     row = await one(pool, "SELECT * FROM payouts WHERE claim_id = $1", envelope.claim_id)
     # An earlier process got the voucher to the bank and lost its own record of it.
     await gw.submit(
@@ -986,7 +1028,7 @@ async def test_a_notice_ahead_of_the_payout_row_is_kept_until_the_row_catches_up
         )
     )
     await asyncio.sleep(0.05)
-    await handlers.record_notices(pool, gw, POLICY)
+    await record_notices(payments_of(pool, gw))
     # The row (attempt 0, requested) is behind those notices: they are kept, not dropped.
     assert await status_of(pool, envelope.claim_id) == "requested"
     assert [n["notified"] for n in await notices_of(pool, row["payout_id"])] == [False] * 3
@@ -1006,7 +1048,7 @@ async def test_notices_behind_the_row_are_discarded(pool: asyncpg.Pool) -> None:
 
     gw = gateway(pool, planner)
     envelope = approval(64_00)
-    await apply(pool, handlers.on_review_decided, envelope)
+    await apply(pool, envelope)
 
     async def returned() -> bool:
         return await status_of(pool, envelope.claim_id) == "returned"
@@ -1015,7 +1057,7 @@ async def test_notices_behind_the_row_are_discarded(pool: asyncpg.Pool) -> None:
     payout_id = await pool.fetchval(
         "SELECT payout_id FROM payouts WHERE claim_id = $1", envelope.claim_id
     )
-    await handlers.correct_account(pool, payout_id, payee("6222020200007777777"), "fin", "name")
+    await correct_account(pool, payout_id, payee("6222020200007777777"), "fin", "name")
     # A late copy of issue 1's "returned" notice is behind the row (now issue 2): discarded.
     await pool.execute(
         """INSERT INTO bank_sim.notices (payout_id, issue_no, attempt, hop, due_at, reason,
@@ -1035,13 +1077,13 @@ async def test_notices_behind_the_row_are_discarded(pool: asyncpg.Pool) -> None:
 async def test_payouts_stuck_in_issued_or_unknown_are_counted(pool: asyncpg.Pool) -> None:
     gw = TimeoutAfterSubmit(gateway(pool, always("arrive")))
     envelope = approval(77_00)
-    await apply(pool, handlers.on_review_decided, envelope)
-    await handlers.dispatch_requested(pool, gw, POLICY)
+    await apply(pool, envelope)
+    await dispatch_requested(payments_of(pool, gw))
     assert await status_of(pool, envelope.claim_id) == "unknown"
     async with pool.acquire() as conn:
-        assert (await handlers.stuck_payouts(conn, stuck_after_s=3600)) == {}
+        assert (await stuck_payouts(conn, stuck_after_s=3600)) == {}
         await conn.execute("UPDATE payouts SET status_at = now() - interval '2 hours'")
-        assert (await handlers.stuck_payouts(conn, stuck_after_s=3600)) == {"unknown": 1}
+        assert (await stuck_payouts(conn, stuck_after_s=3600)) == {"unknown": 1}
 
 
 # --- issue 9 item 2: no bank call inside a database transaction -----------------------
@@ -1065,8 +1107,8 @@ class SlowBank(CrashAfterSubmit):
 async def test_a_slow_bank_holds_no_lock_on_the_payout_or_the_fund(pool: asyncpg.Pool) -> None:
     gw = SlowBank(gateway(pool, always("arrive")))
     envelope = approval(90_00)
-    await apply(pool, handlers.on_review_decided, envelope)
-    dispatch = asyncio.create_task(handlers.dispatch_requested(pool, gw, POLICY))
+    await apply(pool, envelope)
+    dispatch = asyncio.create_task(dispatch_requested(payments_of(pool, gw)))
     try:
         await asyncio.wait_for(gw.entered.wait(), 5)
         async with pool.acquire() as conn, conn.transaction():
@@ -1080,7 +1122,7 @@ async def test_a_slow_bank_holds_no_lock_on_the_payout_or_the_fund(pool: asyncpg
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SET LOCAL lock_timeout = '300ms'")
             with after_commit_scope():
-                await handlers.on_review_decided(conn, other)
+                await REVIEW_DECIDED(conn, other)
         assert await status_of(pool, other.claim_id) == "requested"
     finally:
         gw.release.set()
@@ -1100,7 +1142,7 @@ async def test_failed_payout_is_corrected_and_reissued_or_closed_by_finance(
     gw = gateway(pool, planner)
     first, second = approval(500_00), approval(700_00)
     for e in (first, second):
-        await apply(pool, handlers.on_review_decided, e)
+        await apply(pool, e)
 
     async def both_failed() -> bool:
         return bool(await pool.fetchval("SELECT count(*) = 2 FROM payouts WHERE status = 'failed'"))
@@ -1109,14 +1151,14 @@ async def test_failed_payout_is_corrected_and_reissued_or_closed_by_finance(
     assert (await fund(pool))["committed_fen"] == 0  # given back at the failure
     ids = {r["claim_id"]: r["payout_id"] for r in await pool.fetch("SELECT * FROM payouts")}
     # Correct the account of the first: it is reserved again and re-issued as issue 2.
-    issue_no = await handlers.correct_account(
+    issue_no = await correct_account(
         pool, ids[first.claim_id], payee("6222020200005555555"), "finance-02", "new account"
     )
     assert issue_no == 2
     assert await status_of(pool, first.claim_id) == "requested"
     assert (await fund(pool))["reserved_fen"] == 500_00
     # Close the second with a reason: released, the event names finance's reason.
-    await handlers.close_payout(pool, ids[second.claim_id], "finance-02", "enterprise dissolved")
+    await close_payout(pool, ids[second.claim_id], "finance-02", "enterprise dissolved")
     row = await one(pool, "SELECT * FROM payouts WHERE payout_id = $1", ids[second.claim_id])
     assert row["status"] == "released"
     assert row["release_reason"] == "closed by finance: enterprise dissolved"
@@ -1126,8 +1168,8 @@ async def test_failed_payout_is_corrected_and_reissued_or_closed_by_finance(
     ]
     audit = await pool.fetch("SELECT action FROM finance_audit ORDER BY id")
     assert [a["action"] for a in audit] == ["account_correction", "close"]
-    with pytest.raises(handlers.Conflict):
-        await handlers.close_payout(pool, ids[second.claim_id], "finance-02", "again")
+    with pytest.raises(Conflict):
+        await close_payout(pool, ids[second.claim_id], "finance-02", "again")
 
     async def paid() -> bool:
         return await status_of(pool, first.claim_id) == "paid"
@@ -1144,7 +1186,7 @@ async def test_failed_payout_is_corrected_and_reissued_or_closed_by_finance(
 async def test_closing_a_returned_payout_releases_its_commitment(pool: asyncpg.Pool) -> None:
     gw = gateway(pool, always("return"))
     envelope = approval(45_00)
-    await apply(pool, handlers.on_review_decided, envelope)
+    await apply(pool, envelope)
 
     async def returned() -> bool:
         return await status_of(pool, envelope.claim_id) == "returned"
@@ -1154,7 +1196,7 @@ async def test_closing_a_returned_payout_releases_its_commitment(pool: asyncpg.P
     payout_id = await pool.fetchval(
         "SELECT payout_id FROM payouts WHERE claim_id = $1", envelope.claim_id
     )
-    await handlers.close_payout(pool, payout_id, "finance-03", "payee refuses the subsidy")
+    await close_payout(pool, payout_id, "finance-03", "payee refuses the subsidy")
     f = await fund(pool)
     assert f["committed_fen"] == f["reserved_fen"] == 0
     assert await status_of(pool, envelope.claim_id) == "released"
@@ -1187,7 +1229,7 @@ async def test_payout_counters_move_once_per_committed_change(pool: asyncpg.Pool
         service="payout",
         schema=schema,
         pool=pool,
-        handlers={"review.decided": handlers.on_review_decided, "claim.lapsed": poison},
+        handlers={"review.decided": REVIEW_DECIDED, "claim.lapsed": poison},
         retry_backoff_s=0.01,
     )
     labels = {"claim_kind": "subsidy", "status": "requested"}
@@ -1208,7 +1250,7 @@ async def test_payout_counters_move_once_per_committed_change(pool: asyncpg.Pool
 
     # A batch rolled back (the database refuses) counts nothing.
     async def refused(conn: DbConnection, envelope: EventEnvelope) -> None:
-        await handlers.on_review_decided(conn, envelope)
+        await REVIEW_DECIDED(conn, envelope)
         raise TransientError("database busy")
 
     consumer.handlers["review.decided"] = refused
@@ -1224,8 +1266,8 @@ async def test_whole_table_gauges_are_exported_by_one_instance_only(
 ) -> None:
     schema = await pool.fetchval("SELECT current_schema()")
     # Named after the test's schema: no payout service on this database holds the lock.
-    first = handlers.GaugeExporter(f"payout.{schema}")
-    second = handlers.GaugeExporter(f"payout.{schema}")
+    first = GaugeExporter(f"payout.{schema}")
+    second = GaugeExporter(f"payout.{schema}")
     try:
         assert await first.refresh(pool, stuck_after_s=60) is True
         assert REGISTRY.get_sample_value("claimflow_fund_reserved_yuan", {"fund": PROGRAM}) == 0
@@ -1289,7 +1331,7 @@ async def test_a_failure_after_the_top_up_committed_never_claims_nothing_changed
 
     # What the route did with the database after its transaction (refresh the gauges)
     # fails; a route that does nothing after its commit is not affected.
-    monkeypatch.setattr(handlers, "refresh_gauges", database_gone, raising=False)
+    monkeypatch.setattr(finance, "refresh_gauges", database_gone, raising=False)
     budget = (await fund(pool))["budget_fen"]
     headers = {**FINANCE, "Idempotency-Key": "top-up-after-commit"}
     body = {"amount": "200.00", "reason": "tranche"}
@@ -1306,7 +1348,7 @@ async def test_account_correction_and_close_over_http_are_idempotent(
 ) -> None:
     gw = gateway(pool, always("permanent"))
     envelope = approval(88_00)
-    await apply(pool, handlers.on_review_decided, envelope)
+    await apply(pool, envelope)
 
     async def failed() -> bool:
         return await status_of(pool, envelope.claim_id) == "failed"
@@ -1332,3 +1374,78 @@ async def test_account_correction_and_close_over_http_are_idempotent(
     )
     assert late.status_code == 409
     assert late.json()["errors"][0]["rule"] == "returned_or_failed_only"
+
+
+# --- issue 10: the catalogue's rules, and status writes only from a legal move ------------
+
+
+def catalogue_with(tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Catalogue:
+    data = yaml.safe_load(PROGRAMS_FILE.read_text(encoding="utf-8"))
+    change(data)
+    path = tmp_path / "programs.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return load_catalogue(path)
+
+
+async def test_a_new_program_in_the_catalogue_gets_its_fund_and_pays_from_it(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """A new program is a YAML edit: payout seeds its fund with its budget and reserves
+    an approval under it from that fund (none of the shipped funds moves)."""
+
+    def new(data: dict[str, Any]) -> None:
+        data["programs"].append(
+            {
+                "id": "green-transition-2027",
+                "name": "绿色转型补贴",
+                "fund": "green-fund-2027",
+                "budget": "1000.00",
+                "per_enterprise_cap": "800.00",
+                "opens": "2027-01-01",
+                "closes": "2027-12-31",
+                "departments": ["finance", "ecology"],
+                "documents_due_working_days": 5,
+                "documents": [{"id": "application_form", "name": "申请表", "critical": True}],
+            }
+        )
+
+    catalogue = catalogue_with(tmp_path, new)
+    async with UOWS.acquire(pool) as uow:
+        assert await funding.seed_funds(uow, catalogue, None) == 1
+    green = await fund(pool, "green-fund-2027")
+    assert (green["budget_fen"], green["claim_kind"]) == (1000_00, "subsidy")
+    consume = payout_subscriptions(catalogue).handlers(UOWS)
+    first, second = (
+        approval(700_00, program_id="green-transition-2027"),
+        approval(500_00, program_id="green-transition-2027"),
+    )
+    for e in (first, second):
+        async with pool.acquire() as conn:
+            await consume[("review.decided", 1)](conn, e)
+    assert await status_of(pool, first.claim_id) == "requested"
+    assert await status_of(pool, second.claim_id) == "queued"  # the budget is the program's
+    assert (await fund(pool, "green-fund-2027"))["reserved_fen"] == 700_00
+    assert await pool.fetchval("SELECT sum(reserved_fen) FROM funds") == 700_00
+
+
+async def test_a_status_write_needs_the_row_in_the_moves_source_status(
+    pool: asyncpg.Pool,
+) -> None:
+    envelope = approval(40_00)
+    await apply(pool, envelope)
+    row = await one(pool, "SELECT * FROM payouts WHERE claim_id = $1", envelope.claim_id)
+    assert row["status"] == "requested"
+    # A move from another status than the row's is refused before anything changes.
+    async with pool.acquire() as conn, conn.transaction():
+        with pytest.raises(payouts.StaleStatus):
+            await payouts.release(
+                conn,
+                row["payout_id"],
+                move(PayoutStatus.QUEUED, PayoutStatus.RELEASED),
+                datetime.now(UTC),
+                "wrong source",
+            )
+    # And a move the table does not hold cannot even be made.
+    with pytest.raises(IllegalTransition):
+        move(PayoutStatus.REQUESTED, PayoutStatus.PAID)
+    assert await status_of(pool, envelope.claim_id) == "requested"

@@ -17,21 +17,22 @@ from services.payout.domain.model import (
     FINAL,
     RESERVED,
     TRANSITIONS,
-    ExpectedEntry,
     PayoutStatus,
-    StatementInvalid,
-    StatementLine,
     after_approval,
     backoff_seconds,
     fund_of,
     notice_position,
-    parse_statement_csv,
-    reconcile,
     target_of_notice,
     voucher_kind,
     voucher_no,
 )
-from services.payout.service_layer.handlers import fund_map
+from services.payout.domain.statements import (
+    ExpectedEntry,
+    StatementInvalid,
+    StatementLine,
+    parse_statement_csv,
+    reconcile,
+)
 from shared.programs import load_catalogue
 
 HEADER = "value_date,bank_reference,end_to_end_id,amount,account_number,direction\n"
@@ -146,7 +147,7 @@ def test_vouchers_by_claim_kind() -> None:
 
 
 def test_each_claim_draws_on_its_fund() -> None:
-    funds = fund_map(load_catalogue())
+    funds = load_catalogue()
     assert fund_of("vat_refund", None, funds) == "treasury-refund"
     assert fund_of("subsidy", "direct-financing-2026", funds) == "direct-financing-2026"
     with pytest.raises(LookupError):

@@ -102,6 +102,34 @@ LOST_ANSWER_SUFFIX = "0000004"
 """The bank takes the voucher (and pays it) but its answer is lost: submit times out."""
 
 
+PlannedNotice = tuple[NoticeHop, float, str | None, bool]
+"""(hop, delay in seconds, reason, permanent) of a notice the simulator will send."""
+
+
+def _planned_notices(outcome: Outcome, d1: float, d2: float, d3: float) -> list[PlannedNotice]:
+    """The notices an outcome sends, each after its delay (cumulative: hops in order)."""
+    match outcome:
+        case "transient":
+            return [("failed", d1, "treasury system busy (TIPS timeout)", False)]
+        case "permanent":
+            return [
+                ("accepted", d1, None, False),
+                ("failed", d1 + d2, "payee account closed", True),
+            ]
+        case "return":
+            return [
+                ("accepted", d1, None, False),
+                ("sent", d1 + d2, None, False),
+                ("returned", d1 + d2 + d3, "account name does not match", False),
+            ]
+        case _:
+            return [
+                ("accepted", d1, None, False),
+                ("sent", d1 + d2, None, False),
+                ("arrived", d1 + d2 + d3, None, False),
+            ]
+
+
 class SimulatedGateway:
     """A treasury + agency bank with asynchronous notices after configurable delays and
     configurable transient/permanent failure and return rates.
@@ -204,27 +232,7 @@ class SimulatedGateway:
             )
             if not taken:
                 return reference  # the same key again: already in hand, nothing new
-            notices: list[tuple[NoticeHop, float, str | None, bool]]
-            match outcome:
-                case "transient":
-                    notices = [("failed", d1, "treasury system busy (TIPS timeout)", False)]
-                case "permanent":
-                    notices = [
-                        ("accepted", d1, None, False),
-                        ("failed", d1 + d2, "payee account closed", True),
-                    ]
-                case "return":
-                    notices = [
-                        ("accepted", d1, None, False),
-                        ("sent", d1 + d2, None, False),
-                        ("returned", d1 + d2 + d3, "account name does not match", False),
-                    ]
-                case _:
-                    notices = [
-                        ("accepted", d1, None, False),
-                        ("sent", d1 + d2, None, False),
-                        ("arrived", d1 + d2 + d3, None, False),
-                    ]
+            notices = _planned_notices(outcome, d1, d2, d3)
             await conn.executemany(
                 """INSERT INTO bank_sim.notices (payout_id, issue_no, attempt, hop, due_at,
                        reason, permanent, bank_reference, client)

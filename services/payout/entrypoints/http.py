@@ -1,35 +1,54 @@
 """Routes for finance staff: funds, payouts with their hops, top-ups, account corrections,
-reconciliation. Actions need a caller of the finance or treasury department."""
+reconciliation. Reads are open; actions need a caller of the finance or treasury
+department and (money-moving ones) an Idempotency-Key. Use cases refuse with
+``shared.problems`` refusals; the app turns them into the one error body."""
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic_core import to_jsonable_python
+from pydantic import BaseModel
 
-from services.payout.domain.model import StatementInvalid
-from services.payout.service_layer import handlers
-from services.payout.service_layer.reconciliation import import_statement_in, report_for
+from services.payout import views
+from services.payout.domain.model import FINANCE_DEPARTMENTS
+from services.payout.domain.statements import StatementInvalid
+from services.payout.entrypoints.schemas import (
+    AccountCorrection,
+    ClosedOut,
+    Closing,
+    CorrectionOut,
+    FundOut,
+    HopOut,
+    PayoutDetailOut,
+    PayoutOut,
+    QueueEntry,
+    ReportOut,
+    StatementImported,
+    TopUp,
+    TopUpOut,
+    VoucherOut,
+)
+from services.payout.service_layer import finance
+from services.payout.service_layer.retry import retried_on_conflict
 from shared import idempotency
 from shared.db import DbConnection
+from shared.http_deps import ConnectionDep, RuntimeDep, UnitOfWorkFactoryDep
 from shared.identity import Caller, current_caller
-from shared.messaging.after_commit import after_commit_scope
-from shared.money import PositiveYuan, fen_to_yuan, optional_fen_to_yuan, yuan_to_fen
-from shared.problems import cap_errors, problem
-from shared.service_app import runtime_of
-from shared.validation import BankAccountInput, Instant, Offset, VisibleText
+from shared.money import yuan_to_fen
+from shared.problems import Forbidden, Invalid, NotFound, Refusal, cap_errors
+from shared.unit_of_work import UnitOfWork
+from shared.validation import Instant, Offset
 
 router = APIRouter(tags=["payouts"])
 
-FINANCE_DEPARTMENTS = frozenset({"finance", "treasury"})
+CallerDep = Annotated[Caller, Depends(current_caller)]
+"""Who calls (the one place issue 11 swaps for a token check)."""
+
 STATUSES = (
     "^(queued|held|requested|issuing|issued|unknown|accepted|sent|retrying|paid|failed"
     "|returned|released)$"
@@ -45,188 +64,125 @@ IdempotencyKey = Annotated[
         "the same key and body gets the first response and changes nothing more",
     ),
 ]
-
-
 NEEDS_KEY: dict[int | str, dict[str, Any]] = {
     428: {"description": "Idempotency-Key header missing (field header.Idempotency-Key)"}
 }
 
+Work = Callable[[UnitOfWork], Awaitable[BaseModel]]
 
-async def _idempotent(
+
+class KeyRequired(Refusal):
+    status_code = 428
+
+
+class _Stored(idempotency.Refusal):
+    """A use case's refusal, stored under the Idempotency-Key like any answer."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message)
+        self.status_code = refusal.status_code
+        self.refusal = refusal
+
+    def body(self) -> dict[str, Any]:
+        return self.refusal.body()
+
+
+def finance_only(caller: Caller) -> None:
+    if caller.department not in FINANCE_DEPARTMENTS:
+        raise Forbidden(
+            "finance staff only (X-Department: finance or treasury)",
+            field="header.X-Department",
+            rule="finance_only",
+        )
+
+
+async def idempotent(
     request: Request,
+    runtime: RuntimeDep,
+    uows: UnitOfWorkFactoryDep,
     key: str | None,
     body: Any,
-    work: idempotency.Work,
+    work: Work,
     *,
+    status_code: int = 200,
     required: bool = True,
 ) -> Response:
-    """Run ``work`` in one transaction with the Idempotency-Key's stored response
+    """Run ``work`` in one unit of work with the Idempotency-Key's stored answer
     (shared/idempotency.py), again after a deadlock; counters move after the commit.
     Nothing touches the database after the commit, so a failure there cannot turn a
     committed change into an error answer."""
     if key is None and required:
-        return problem(
-            428,
+        raise KeyRequired(
             "Idempotency-Key header required: a repeat of this request must be recognised",
-            f"header.{idempotency.HEADER}",
-            "required",
+            field=f"header.{idempotency.HEADER}",
+            rule="required",
         )
     fingerprint = idempotency.request_hash(request.method, request.url.path, body)
-    pool = runtime_of(request).db
+
+    async def stored(conn: DbConnection) -> tuple[int, dict[str, Any]]:
+        try:
+            # Joins the transaction (a savepoint) that ``respond`` opened: a refused
+            # work leaves no row and no event behind.
+            async with uows.begin(conn) as uow:
+                answer = await work(uow)
+        except Refusal as refusal:
+            raise _Stored(refusal) from None
+        return status_code, answer.model_dump(mode="json")
 
     async def once() -> Response:
-        with after_commit_scope() as pending:
-            async with pool.acquire() as conn:
-                answer = await idempotency.respond(
-                    conn, work, idempotency_key=key, fingerprint=fingerprint
-                )
-        pending.run()
+        async with uows.acquire(runtime.db) as request_uow:
+            answer = await idempotency.respond(
+                request_uow.conn, stored, idempotency_key=key, fingerprint=fingerprint
+            )
         return JSONResponse(answer.body, status_code=answer.status_code)
 
-    return await handlers.retried_on_conflict(once)
+    return await retried_on_conflict(once)
 
 
-def _forbidden(caller: Caller) -> JSONResponse | None:
-    if caller.department in FINANCE_DEPARTMENTS:
-        return None
-    return problem(
-        403,
-        "finance staff only (X-Department: finance or treasury)",
-        "header.X-Department",
-        "finance_only",
-    )
-
-
-@contextmanager
-def _refusals_of_a_failed_payout() -> Iterator[None]:
-    """The problems an action on a returned or failed payout answers with (stored with
-    its Idempotency-Key): no such payout, or one in another state."""
-    try:
-        yield
-    except handlers.NotFound as exc:
-        raise idempotency.Problem(404, str(exc), "path.payout_id", "exists") from None
-    except handlers.Conflict as exc:
-        raise idempotency.Problem(
-            409, str(exc), "path.payout_id", "returned_or_failed_only"
-        ) from None
-
-
-def _yuan(fen: int | None) -> str | None:
-    amount = optional_fen_to_yuan(fen)
-    return None if amount is None else str(amount)
-
-
-def _view(row: Any) -> dict[str, Any]:
-    out = dict(row)
-    out["amount"] = fen_to_yuan(out.pop("amount_fen"))
-    out["approved_amount"] = fen_to_yuan(out.pop("approved_amount_fen"))
-    out["paid_amount"] = fen_to_yuan(out.pop("paid_amount_fen"))
-    out["payee"] = json.loads(out["payee"])
-    end = out.get("paid_at")
-    out["time_to_payment_seconds"] = (
-        (end - out["claim_received_at"]).total_seconds() if end is not None else None
-    )
-    return out
-
-
-def _fund_view(v: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "fund_id": v["fund_id"],
-        "claim_kind": v["claim_kind"],
-        "name": v["name"],
-        "budget": _yuan(v["budget_fen"]),
-        "reserved": _yuan(v["reserved_fen"]),
-        "committed": _yuan(v["committed_fen"]),
-        "paid": _yuan(v["paid_fen"]),
-        "remaining": _yuan(v["remaining_fen"]),
-        "waiting_claims": v["waiting_claims"],
-        "waiting_amount": _yuan(v["waiting_fen"]),
-        "waiting": {
-            reason: {"claims": w["claims"], "amount": _yuan(w["amount_fen"])}
-            for reason, w in v["waiting"].items()
-        },
-        "payouts": {
-            status: {"claims": w["claims"], "amount": _yuan(w["amount_fen"])}
-            for status, w in v["payouts"].items()
-        },
-    }
-
-
-@router.get("/funds")
-async def list_funds(request: Request) -> list[dict[str, Any]]:
+@router.get("/funds", response_model=list[FundOut])
+async def list_funds(conn: ConnectionDep) -> list[FundOut]:
     """Budget, reserved, committed (sent), paid (arrived), remaining, waiting claims."""
-    async with runtime_of(request).db.acquire() as conn:
-        views = await handlers.fund_views(conn)
-    return [_fund_view(v) for v in views]
+    return [FundOut.of(v) for v in await views.fund_views(conn)]
 
 
-@router.get("/funds/{fund_id}/queue")
-async def fund_queue(request: Request, fund_id: str) -> Response:
+@router.get("/funds/{fund_id}/queue", response_model=list[QueueEntry])
+async def fund_queue(conn: ConnectionDep, fund_id: str) -> list[QueueEntry]:
     """Claims waiting for this fund's budget, in the order they will be paid."""
-    async with runtime_of(request).db.acquire() as conn:
-        if not await conn.fetchval("SELECT true FROM funds WHERE fund_id = $1", fund_id):
-            return problem(404, f"no fund {fund_id!r}", "path.fund_id", "exists")
-        rows = await conn.fetch(
-            """SELECT payout_id, claim_id, amount_fen, queued_at FROM payouts
-               WHERE fund_id = $1 AND status = 'queued' ORDER BY queue_seq""",
-            fund_id,
-        )
-    return JSONResponse(
-        [
-            {
-                "position": i,
-                "payout_id": str(r["payout_id"]),
-                "claim_id": str(r["claim_id"]),
-                "amount": _yuan(r["amount_fen"]),
-                "queued_at": r["queued_at"].isoformat(),
-            }
-            for i, r in enumerate(rows, start=1)
-        ]
-    )
+    if not await views.fund_exists(conn, fund_id):
+        raise NotFound(f"no fund {fund_id!r}", field="path.fund_id")
+    rows = await views.fund_queue(conn, fund_id)
+    return [QueueEntry.of(i, r) for i, r in enumerate(rows, start=1)]
 
 
-class TopUp(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    amount: PositiveYuan
-    reason: VisibleText = Field(min_length=1, max_length=500)
-
-
-@router.post("/funds/{fund_id}/top-ups", responses=NEEDS_KEY)
+@router.post("/funds/{fund_id}/top-ups", response_model=TopUpOut, responses=NEEDS_KEY)
 async def top_up_fund(
     request: Request,
+    runtime: RuntimeDep,
+    uows: UnitOfWorkFactoryDep,
     fund_id: str,
     body: TopUp,
-    caller: Caller = Depends(current_caller),
+    caller: CallerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Add to a fund's budget (audited); waiting claims are reserved in order at once.
     Needs an Idempotency-Key: a clerk's retry never adds the budget twice."""
-    if (refused := _forbidden(caller)) is not None:
-        return refused
+    finance_only(caller)
 
-    async def work(conn: DbConnection) -> tuple[int, dict[str, Any]]:
-        try:
-            events = await handlers.top_up_in(
-                conn, fund_id, yuan_to_fen(body.amount), caller.user_id, body.reason
-            )
-        except handlers.NotFound as exc:
-            raise idempotency.Problem(404, str(exc), "path.fund_id", "exists") from None
-        except handlers.Conflict as exc:
-            raise idempotency.Problem(409, str(exc), "path.fund_id", "capped_fund") from None
+    async def work(uow: UnitOfWork) -> TopUpOut:
+        amount = yuan_to_fen(body.amount)
+        events = await finance.top_up(uow, fund_id, amount, caller.user_id, body.reason)
         # The fund as this transaction leaves it, read before the commit.
-        fund = next(v for v in await handlers.fund_views(conn) if v["fund_id"] == fund_id)
-        return 200, {
-            "fund": _fund_view(fund),
-            "released_from_queue": sum(e.event_type != "payout.queued" for e in events),
-        }
+        fund = next(v for v in await views.fund_views(uow.conn) if v["fund_id"] == fund_id)
+        released = sum(e.event_type != "payout.queued" for e in events)
+        return TopUpOut(fund=FundOut.of(fund), released_from_queue=released)
 
-    return await _idempotent(request, idempotency_key, body.model_dump(mode="json"), work)
+    payload = body.model_dump(mode="json")
+    return await idempotent(request, runtime, uows, idempotency_key, payload, work)
 
 
-@router.get("/payouts")
+@router.get("/payouts", response_model=list[PayoutOut])
 async def list_payouts(
-    request: Request,
+    conn: ConnectionDep,
     response: Response,
     claim_id: uuid.UUID | None = None,
     status: Annotated[str | None, Query(pattern=STATUSES)] = None,
@@ -235,187 +191,137 @@ async def list_payouts(
     to: Instant | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Offset = 0,
-) -> list[dict[str, Any]]:
+) -> list[PayoutOut]:
     """Payouts, newest approval first; ``from``/``to`` bound the approval time. The total
     is in the X-Total-Count header."""
-    where = """($1::uuid IS NULL OR claim_id = $1) AND ($2::text IS NULL OR status = $2)
-               AND ($3::text IS NULL OR fund_id = $3)
-               AND ($4::timestamptz IS NULL OR requested_at >= $4)
-               AND ($5::timestamptz IS NULL OR requested_at < $5)"""
-    args = (claim_id, status, fund, from_, to)
-    async with runtime_of(request).db.acquire() as conn:
-        total = await conn.fetchval(f"SELECT count(*) FROM payouts WHERE {where}", *args)
-        rows = await conn.fetch(
-            f"""SELECT * FROM payouts WHERE {where}
-                ORDER BY requested_at DESC, payout_id LIMIT $6 OFFSET $7""",
-            *args,
-            limit,
-            offset,
-        )
+    where = views.PayoutFilter(claim_id, status, fund, from_, to)
+    total, rows = await views.payouts(conn, where, limit, offset)
     response.headers["X-Total-Count"] = str(total)
-    return [_view(r) for r in rows]
+    return [PayoutOut.of(r) for r in rows]
 
 
-@router.get("/payouts/{payout_id}")
-async def get_payout(request: Request, payout_id: uuid.UUID) -> Response:
+@router.get("/payouts/{payout_id}", response_model=PayoutDetailOut)
+async def get_payout(conn: ConnectionDep, payout_id: uuid.UUID) -> PayoutDetailOut:
     """A payout with its vouchers (one per issue) and every hop with its time."""
-    async with runtime_of(request).db.acquire() as conn:
-        row = await conn.fetchrow("SELECT * FROM payouts WHERE payout_id = $1", payout_id)
-        if row is None:
-            return problem(404, f"no payout {payout_id}", "path.payout_id", "exists")
-        vouchers = await conn.fetch(
-            "SELECT * FROM vouchers WHERE payout_id = $1 ORDER BY issue_no", payout_id
-        )
-        hops = await conn.fetch(
-            "SELECT * FROM payout_hops WHERE payout_id = $1 ORDER BY at, id", payout_id
-        )
-    view = _view(row)
-    view["vouchers"] = [
-        {**dict(v), "amount": _yuan(v["amount_fen"]), "amount_fen": None} for v in vouchers
-    ]
-    for v in view["vouchers"]:
-        v.pop("amount_fen")
-    view["hops"] = [{k: r[k] for k in ("issue_no", "attempt", "hop", "at", "detail")} for r in hops]
-    return JSONResponse(to_jsonable_python(view))
+    detail = await views.payout_detail(conn, payout_id)
+    if detail is None:
+        raise NotFound(f"no payout {payout_id}", field="path.payout_id")
+    return PayoutDetailOut(
+        **PayoutOut.of(detail.payout).model_dump(),
+        vouchers=[VoucherOut.of(v) for v in detail.vouchers],
+        hops=[HopOut.model_validate(dict(h)) for h in detail.hops],
+    )
 
 
-class AccountCorrection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    payee: BankAccountInput
-    reason: VisibleText = Field(min_length=1, max_length=500)
-
-
-@router.post("/payouts/{payout_id}/account-correction", responses=NEEDS_KEY)
+@router.post(
+    "/payouts/{payout_id}/account-correction", response_model=CorrectionOut, responses=NEEDS_KEY
+)
 async def correct_account(
     request: Request,
+    runtime: RuntimeDep,
+    uows: UnitOfWorkFactoryDep,
     payout_id: uuid.UUID,
     body: AccountCorrection,
-    caller: Caller = Depends(current_caller),
+    caller: CallerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Correct the payee of a returned or permanently failed payout (audited) and issue it
     again: a returned one at once (retrying), a failed one reserved again (requested) or
     queued when the fund cannot cover it now. Needs an Idempotency-Key."""
-    if (refused := _forbidden(caller)) is not None:
-        return refused
+    finance_only(caller)
 
-    async def work(conn: DbConnection) -> tuple[int, dict[str, Any]]:
-        with _refusals_of_a_failed_payout():
-            issue_no, status = await handlers.correct_account_in(
-                conn, payout_id, body.payee, caller.user_id, body.reason
-            )
-        return 200, {"payout_id": str(payout_id), "issue_no": issue_no, "status": status.value}
+    async def work(uow: UnitOfWork) -> CorrectionOut:
+        issue_no, status = await finance.correct_account(
+            uow, payout_id, body.payee, caller.user_id, body.reason
+        )
+        return CorrectionOut(payout_id=str(payout_id), issue_no=issue_no, status=status.value)
 
-    return await _idempotent(request, idempotency_key, body.model_dump(mode="json"), work)
-
-
-class Closing(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: VisibleText = Field(min_length=1, max_length=500)
+    payload = body.model_dump(mode="json")
+    return await idempotent(request, runtime, uows, idempotency_key, payload, work)
 
 
-@router.post("/payouts/{payout_id}/close", responses=NEEDS_KEY)
+@router.post("/payouts/{payout_id}/close", response_model=ClosedOut, responses=NEEDS_KEY)
 async def close_payout(
     request: Request,
+    runtime: RuntimeDep,
+    uows: UnitOfWorkFactoryDep,
     payout_id: uuid.UUID,
     body: Closing,
-    caller: Caller = Depends(current_caller),
+    caller: CallerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Close a returned or permanently failed payout with a reason (audited): nothing
     will be paid; its commitment goes back to the fund; ``payout.released`` carries the
     reason as "closed by finance: …". Needs an Idempotency-Key."""
-    if (refused := _forbidden(caller)) is not None:
-        return refused
+    finance_only(caller)
 
-    async def work(conn: DbConnection) -> tuple[int, dict[str, Any]]:
-        with _refusals_of_a_failed_payout():
-            row = await handlers.close_payout_in(conn, payout_id, caller.user_id, body.reason)
-        return 200, {
-            "payout_id": str(payout_id),
-            "status": row["status"],
-            "release_reason": row["release_reason"],
-        }
+    async def work(uow: UnitOfWork) -> ClosedOut:
+        row = await finance.close_payout(uow, payout_id, caller.user_id, body.reason)
+        return ClosedOut(
+            payout_id=str(payout_id), status=row["status"], release_reason=row["release_reason"]
+        )
 
-    return await _idempotent(request, idempotency_key, body.model_dump(mode="json"), work)
+    payload = body.model_dump(mode="json")
+    return await idempotent(request, runtime, uows, idempotency_key, payload, work)
 
 
-def _report_json(report: Any) -> dict[str, Any]:
-    return {
-        "date": report.day.isoformat(),
-        "summary": {"matched": len(report.matched), **report.mismatch_counts()},
-        "matched": report.matched,
-        "missing_statement_line": report.missing_statement_line,
-        "unknown_statement_line": report.unknown_statement_line,
-        "amount_mismatch": report.amount_mismatch,
-    }
+class InvalidStatement(Invalid):
+    """422 with one entry per broken line and field."""
+
+    def __init__(self, invalid: StatementInvalid) -> None:
+        super().__init__(str(invalid), field="body", rule="statement")
+        self.errors = invalid.errors
+
+    def body(self) -> dict[str, Any]:
+        errors = [
+            {"field": f"line {e.line}.{e.field}", "rule": "statement", "message": e.message}
+            for e in self.errors
+        ]
+        return {"detail": "statement invalid", "errors": cap_errors(errors)}
 
 
 @router.post(
     "/reconciliation/statements",
+    response_model=StatementImported,
+    status_code=201,
     openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}}},
 )
 async def import_bank_statement(
     request: Request,
-    caller: Caller = Depends(current_caller),
+    runtime: RuntimeDep,
+    uows: UnitOfWorkFactoryDep,
+    caller: CallerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Import a bank statement (CSV body, UTF-8, format in docs/payout.md) and reconcile
     the dates it covers. Repeating an import is harmless (lines are keyed by the bank's
     reference); with an Idempotency-Key a repeat also gets the first answer."""
-    if (refused := _forbidden(caller)) is not None:
-        return refused
+    finance_only(caller)
     try:
-        body = (await request.body()).decode("utf-8")
+        text = (await request.body()).decode("utf-8")
     except UnicodeDecodeError:
-        return problem(422, "the statement is not UTF-8 text", "body", "utf8")
+        raise Invalid("the statement is not UTF-8 text", field="body", rule="utf8") from None
 
-    async def work(conn: DbConnection) -> tuple[int, dict[str, Any]]:
+    async def work(uow: UnitOfWork) -> StatementImported:
         try:
-            statement_id, lines, duplicates, reports = await import_statement_in(
-                conn, body, caller.user_id
+            statement_id, lines, duplicates, reports = await finance.import_statement(
+                uow, text, caller.user_id
             )
         except StatementInvalid as exc:
             raise InvalidStatement(exc) from None
-        return 201, {
-            "statement_id": str(statement_id),
-            "lines_imported": lines,
-            "duplicates_skipped": duplicates,
-            "reports": [_report_json(r) for r in reports],
-        }
+        return StatementImported(
+            statement_id=str(statement_id),
+            lines_imported=lines,
+            duplicates_skipped=duplicates,
+            reports=[ReportOut.of(r) for r in reports],
+        )
 
-    return await _idempotent(request, idempotency_key, body, work, required=False)
-
-
-class InvalidStatement(idempotency.Refusal):
-    """422 with one entry per broken line and field."""
-
-    status_code = 422
-
-    def __init__(self, invalid: StatementInvalid) -> None:
-        super().__init__(str(invalid))
-        self.errors = invalid.errors
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "detail": "statement invalid",
-            "errors": cap_errors(
-                [
-                    {
-                        "field": f"line {e.line}.{e.field}",
-                        "rule": "statement",
-                        "message": e.message,
-                    }
-                    for e in self.errors
-                ]
-            ),
-        }
+    return await idempotent(
+        request, runtime, uows, idempotency_key, text, work, status_code=201, required=False
+    )
 
 
-@router.get("/reconciliation/{day}")
-async def reconciliation(request: Request, day: date) -> dict[str, Any]:
-    async with runtime_of(request).db.acquire() as conn:
-        report = await report_for(conn, day)
-    return _report_json(report)
+@router.get("/reconciliation/{day}", response_model=ReportOut)
+async def reconciliation(conn: ConnectionDep, day: date) -> ReportOut:
+    """The reconciliation report of one value date (Beijing time)."""
+    return ReportOut.of(await views.report_for(conn, day))

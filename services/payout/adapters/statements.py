@@ -1,48 +1,27 @@
-"""Bank statement import and the reconciliation report for one value date.
-
-What payout expects on the statement of day D (dates in Beijing time, the bank's):
-a debit line per voucher the agency bank sent on D (money left the treasury account),
-and a credit line per voucher returned on D (money came back). The end-to-end id of a
-line is the voucher number.
-"""
+"""Imported bank statements, and what payout expects on the statement of a day."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import date
 
-import asyncpg
-
-from services.payout.domain.model import (
+from services.payout.domain.statements import (
     ExpectedEntry,
     ReconciliationReport,
     StatementLine,
-    parse_statement_csv,
     reconcile,
 )
-from services.payout.metrics import RECONCILIATION_MISMATCHES
-from services.payout.service_layer.handlers import transaction
 from shared.db import DbConnection
-from shared.messaging.after_commit import after_commit
 
 BANK_TIMEZONE = "Asia/Shanghai"
+"""Value dates are the bank's (Beijing time)."""
 
 
-Imported = tuple[uuid.UUID, int, int, list[ReconciliationReport]]
-
-
-async def import_statement(pool: asyncpg.Pool, text: str, actor: str) -> Imported:
-    """import_statement_in in a transaction of its own."""
-    async with transaction(pool) as conn:
-        return await import_statement_in(conn, text, actor)
-
-
-async def import_statement_in(conn: DbConnection, text: str, actor: str) -> Imported:
-    """Store the statement's lines (a line already imported, same bank reference, is
-    skipped) and return the reports of the dates it covers. Mismatches of those reports
-    are counted in ``claimflow_reconciliation_mismatches_total`` once committed."""
-    lines = parse_statement_csv(text)
-    statement_id = uuid.uuid4()
+async def store(
+    conn: DbConnection, statement_id: uuid.UUID, actor: str, lines: list[StatementLine]
+) -> int:
+    """Store a statement and its lines; a line imported before (same bank reference) is
+    skipped. Returns how many lines were new."""
     await conn.execute(
         """INSERT INTO statements (statement_id, imported_by, lines, duplicates)
            VALUES ($1, $2, 0, 0)""",
@@ -66,28 +45,17 @@ async def import_statement_in(conn: DbConnection, text: str, actor: str) -> Impo
                 line.direction,
             )
         )
-    duplicates = len(lines) - inserted
     await conn.execute(
         "UPDATE statements SET lines = $2, duplicates = $3 WHERE statement_id = $1",
         statement_id,
         inserted,
-        duplicates,
+        len(lines) - inserted,
     )
-    days = sorted({line.value_date for line in lines})
-    reports = [await report_for(conn, day) for day in days]
-    mismatches = [report.mismatch_counts() for report in reports]
-
-    def count() -> None:
-        for counts in mismatches:
-            for kind, n in counts.items():
-                if n:
-                    RECONCILIATION_MISMATCHES.labels(kind).inc(n)
-
-    after_commit(count)
-    return statement_id, inserted, duplicates, reports
+    return inserted
 
 
-async def report_for(conn: DbConnection, day: date) -> ReconciliationReport:
+async def expected_on(conn: DbConnection, day: date) -> list[ExpectedEntry]:
+    """A debit per voucher the agency bank sent on ``day``, a credit per one returned."""
     vouchers = await conn.fetch(
         f"""SELECT voucher_no, payout_id, amount_fen, account_number,
                    (sent_at AT TIME ZONE '{BANK_TIMEZONE}')::date AS sent_day,
@@ -110,8 +78,12 @@ async def report_for(conn: DbConnection, day: date) -> ReconciliationReport:
                         account_number=v["account_number"],
                     )
                 )
+    return expected
+
+
+async def lines_on(conn: DbConnection, day: date) -> list[StatementLine]:
     rows = await conn.fetch("SELECT * FROM statement_lines WHERE value_date = $1", day)
-    lines = [
+    return [
         StatementLine(
             value_date=r["value_date"],
             bank_reference=r["bank_reference"],
@@ -122,4 +94,8 @@ async def report_for(conn: DbConnection, day: date) -> ReconciliationReport:
         )
         for r in rows
     ]
-    return reconcile(day, expected, lines)
+
+
+async def report_for(conn: DbConnection, day: date) -> ReconciliationReport:
+    """The reconciliation report of one value date, from what is stored now."""
+    return reconcile(day, await expected_on(conn, day), await lines_on(conn, day))
