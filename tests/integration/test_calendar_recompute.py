@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 
 import services.review
-from services.intake.service_layer import handlers as intake
 from services.review.service_layer import handlers as review
 from shared.contracts import ClaimSubmittedV1
 from shared.db import create_pool, migrate
 from shared.devstack.calendar_cmd import recompute
 from shared.devstack.stack import StackConfig
 from tests.integration.test_intake_rules_on_postgres import MIGRATIONS as INTAKE_MIGRATIONS
-from tests.integration.test_intake_rules_on_postgres import PAYEE, refund
+from tests.integration.test_intake_rules_on_postgres import PAYEE, refund, register_at
 
 pytestmark = pytest.mark.integration
 
@@ -51,9 +50,7 @@ async def test_recompute_after_the_calendar_file_changed(
     try:
         cmd = refund(promised=("input_invoice_list",))
         async with intake_pool.acquire() as conn:
-            done = await intake.register_claim(
-                conn, cmd, intake.default_policy(), now=MONDAY_1_FEB_2027
-            )
+            done = await register_at(conn, cmd, MONDAY_1_FEB_2027)
         # The fallback: 5 working days from Monday 1 Feb 2027 skip the whole festival.
         assert done.documents_due_by == date(2027, 2, 18)
         async with review_pool.acquire() as conn, conn.transaction():

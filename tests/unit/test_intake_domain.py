@@ -14,6 +14,9 @@ from services.intake.domain.model import (
     PAYOUT_STARTED,
     WITHDRAWABLE,
     ClaimStatus,
+    holders_for,
+)
+from services.intake.domain.rules import (
     Violation,
     amount_note,
     check_documents,
@@ -21,13 +24,12 @@ from services.intake.domain.model import (
     check_vat_amounts,
     compute_vat_refund,
     documents_deadline,
-    holders_for,
 )
 from shared.programs import load_catalogue
 from tests.unit.tracker_histories import status_after
 
 CATALOGUE = load_catalogue()
-VAT = CATALOGUE.vat_refund
+VAT = CATALOGUE.rules_for("vat_refund")
 
 
 # --- refund computation (hand-worked) --------------------------------------------------
