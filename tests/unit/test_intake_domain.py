@@ -325,3 +325,25 @@ def test_review_resuming_after_a_return_puts_the_claim_back_in_review() -> None:
         )
         is None
     )
+
+
+def test_review_departments_are_the_last_ones_review_named() -> None:
+    """Issue 10 item 3: who holds a claim in review is what review's events say."""
+    from services.intake.domain.model import TrackedEvent, review_departments
+
+    def stage(to: str, departments: list[str]) -> TrackedEvent:
+        payload = {"from_stage": None, "to_stage": to, "departments": departments}
+        return TrackedEvent("review", "review.stage_changed", payload)
+
+    assert review_departments([]) is None
+    assert review_departments([stage("department_review", ["tax", "treasury"])]) == [
+        "tax",
+        "treasury",
+    ]
+    resumed = [
+        stage("department_review", ["tax", "treasury"]),
+        stage("returned", ["tax"]),
+        stage("department_review", ["tax"]),
+        stage("sign_off", ["approver"]),
+    ]
+    assert review_departments(resumed) == ["tax"]
