@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -20,13 +19,11 @@ from services.intake.service_layer.policy import IntakePolicy
 from services.intake.service_layer.refusals import Invalid
 from shared.contracts import EventEnvelope, ReviewStageChangedV1, ReviewTaskDecidedV1
 from shared.contracts.topics import INTAKE_EVENTS
-from shared.db import create_pool, migrate
 from shared.devstack.demo_claims import make_uscc
-from shared.devstack.stack import StackConfig
 from shared.programs import load_catalogue
 from shared.unit_of_work import UnitOfWorkFactory
+from tests.integration import test_intake_rules_on_postgres as rules_tests
 from tests.integration.test_intake_rules_on_postgres import (
-    MIGRATIONS,
     PAYEE,
     POLICY,
     refund,
@@ -41,15 +38,7 @@ MONDAY_1_MARCH_2027 = datetime(2027, 3, 1, 2, 0, tzinfo=UTC)  # 10:00 in Beijing
 JUNE_2026 = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-async def pool(infra: StackConfig) -> AsyncIterator[asyncpg.Pool]:
-    name = f"intake_y_{uuid.uuid4().hex[:8]}"
-    await migrate(infra.dsn, name, MIGRATIONS)
-    p = await create_pool(infra.dsn, name, min_size=1, max_size=4)
-    try:
-        yield p
-    finally:
-        await p.close()
+pool = rules_tests.pool  # the same fixture: a freshly migrated intake schema
 
 
 async def holders(pool: asyncpg.Pool, claim_id: uuid.UUID) -> list[str]:
@@ -134,23 +123,23 @@ async def test_a_fourth_department_is_quoted_at_the_window(
 
 async def test_a_new_program_is_a_yaml_edit(pool: asyncpg.Pool, tmp_path: Path) -> None:
     def new(data: dict) -> None:  # type: ignore[type-arg]
-        data["programs"].append(
-            {
-                "id": "green-transition-2027",
-                "name": "绿色转型补贴",
-                "fund": "green-transition-2027",
-                "budget": "5000000.00",
-                "per_enterprise_cap": "250000.00",
-                "opens": "2027-01-01",
-                "closes": "2027-12-31",
-                "departments": ["finance", "ecology"],
-                "documents_due_working_days": 3,
-                "documents": [
-                    {"id": "application_form", "name": "申请表", "critical": True},
-                    {"id": "emission_audit", "name": "排放审计", "critical": False},
-                ],
-            }
-        )
+        # Another program like the loan-interest one, with its own window, fund,
+        # departments (one of them new), checklist and deadline.
+        program = {
+            **data["programs"][1],
+            "id": "green-transition-2027",
+            "fund": "green-transition-2027",
+            "per_enterprise_cap": "250000.00",
+            "opens": "2027-01-01",
+            "closes": "2027-12-31",
+            "departments": ["finance", "ecology"],
+            "documents_due_working_days": 3,
+        }
+        program["documents"] = [
+            {"id": "application_form", "name": "申请表", "critical": True},
+            {"id": "emission_audit", "name": "排放审计", "critical": False},
+        ]
+        data["programs"].append(program)
 
     policy = replace(POLICY, catalogue=load_catalogue(edited(tmp_path, new)))
     cmd = subsidy_claim("green-transition-2027", ("application_form",), ("emission_audit",))
