@@ -59,20 +59,13 @@ class _Assessment:
     violations: list[Violation]
 
 
-def _kind_of(cmd: RegisterClaim) -> tuple[str, str | None]:
-    if isinstance(cmd, RegisterVatRefund):
-        return "vat_refund", None
-    return "subsidy", cmd.program_id
-
-
 def _rules(cmd: RegisterClaim, policy: IntakePolicy) -> ClaimRules:
     try:
-        return policy.catalogue.rules_for(*_kind_of(cmd))
+        return policy.catalogue.rules_for(cmd.kind, cmd.program_id)
     except UnknownProgram:
         known = ", ".join(p.id for p in policy.catalogue.programs)
-        program_id = _kind_of(cmd)[1]
         raise invalid(
-            Violation("program_id", "unknown_program", f"no program {program_id!r} ({known})")
+            Violation("program_id", "unknown_program", f"no program {cmd.program_id!r} ({known})")
         ) from None
 
 
