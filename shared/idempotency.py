@@ -13,10 +13,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+
+from shared import problems
 from shared.db import DbConnection
+from shared.messaging.after_commit import after_commit_scope
 from shared.problems import problem_body
+from shared.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 Work = Callable[[DbConnection], Awaitable[tuple[int, dict[str, Any]]]]
+UnitOfWorkWork = Callable[[UnitOfWork], Awaitable[tuple[int, dict[str, Any]]]]
 
 HEADER = "Idempotency-Key"
 
@@ -98,7 +104,7 @@ async def respond(
         try:
             async with conn.transaction():
                 status_code, body = await work(conn)
-        except Refusal as refusal:
+        except (Refusal, problems.Refusal) as refusal:
             status_code, body = refusal.status_code, refusal.body()
         if idempotency_key is not None:
             await conn.execute(
@@ -109,3 +115,34 @@ async def respond(
                 json.dumps(body, default=str),
             )
     return Response(status_code, body)
+
+
+async def respond_in_unit_of_work(
+    uows: UnitOfWorkFactory,
+    pool: asyncpg.Pool,
+    work: UnitOfWorkWork,
+    *,
+    idempotency_key: str | None,
+    fingerprint: str,
+) -> Response:
+    """``respond`` with ``work`` run in a unit of work of ``uows``: it joins the key's
+    transaction (the stored answer and the change commit together), its events are
+    staged there, and its after-commit callbacks run once that transaction committed —
+    never for a refusal, never for a replayed answer."""
+    with after_commit_scope() as pending:
+
+        async def run(conn: DbConnection) -> tuple[int, dict[str, Any]]:
+            mark = pending.mark()
+            try:
+                async with uows.begin(conn) as uow:
+                    return await work(uow)
+            except BaseException:
+                pending.rollback_to(mark)  # its savepoint is rolled back: so are they
+                raise
+
+        async with pool.acquire() as conn:
+            response = await respond(
+                conn, run, idempotency_key=idempotency_key, fingerprint=fingerprint
+            )
+    pending.run()
+    return response

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 import services.review
-from services.intake.service_layer import handlers as intake
 from services.review.service_layer import arrival
 from services.review.service_layer.policy import ReviewPolicy
 from shared.contracts import ClaimSubmittedV1
@@ -21,7 +20,7 @@ from shared.devstack.calendar_cmd import recompute
 from shared.devstack.stack import StackConfig
 from shared.unit_of_work import UnitOfWorkFactory
 from tests.integration.test_intake_rules_on_postgres import MIGRATIONS as INTAKE_MIGRATIONS
-from tests.integration.test_intake_rules_on_postgres import PAYEE, refund
+from tests.integration.test_intake_rules_on_postgres import PAYEE, refund, register_at
 
 pytestmark = pytest.mark.integration
 
@@ -54,9 +53,7 @@ async def test_recompute_after_the_calendar_file_changed(
     try:
         cmd = refund(promised=("input_invoice_list",))
         async with intake_pool.acquire() as conn:
-            done = await intake.register_claim(
-                conn, cmd, intake.default_policy(), now=MONDAY_1_FEB_2027
-            )
+            done = await register_at(conn, cmd, MONDAY_1_FEB_2027)
         # The fallback: 5 working days from Monday 1 Feb 2027 skip the whole festival.
         assert done.documents_due_by == date(2027, 2, 18)
         review_uows = UnitOfWorkFactory("review", REVIEW_EVENTS, clock=lambda: MONDAY_1_FEB_2027)

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from services.intake import subscriptions
 from services.intake.domain.commands import (
     RegisterClaim,
     RegisterSubsidy,
@@ -23,12 +24,16 @@ from services.intake.domain.commands import (
     SupplyDocument,
     WithdrawClaim,
 )
-from services.intake.service_layer import handlers
-from services.intake.service_layer.handlers import Response
+from services.intake.service_layer import documents, lapse, registration, tracker, withdrawal
+from services.intake.service_layer.policy import default_policy
+from services.intake.service_layer.refusals import Invalid, Refusal
 from shared.contracts import BankAccount, EventEnvelope, ReviewReturnedForDocumentsV1
+from shared.contracts.topics import INTAKE_EVENTS
 from shared.db import DbConnection, create_pool, migrate
 from shared.devstack.demo_claims import make_uscc
 from shared.devstack.stack import StackConfig
+from shared.idempotency import Response, respond_in_unit_of_work
+from shared.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +41,9 @@ MIGRATIONS = Path(__file__).parents[2] / "services" / "intake" / "migrations"
 PAYEE = BankAccount(
     bank_name="自贡银行", account_name="测试企业", account_number="6222020200001234567"
 )
-POLICY = handlers.default_policy()
+POLICY = default_policy()
+UOWS = UnitOfWorkFactory("intake", INTAKE_EVENTS)
+HANDLERS = subscriptions.build(POLICY).handlers(UOWS)
 _rng = random.Random()
 
 
@@ -83,18 +90,56 @@ def subsidy(uscc: str, program_id: str = "startup-loan-interest-2026") -> Regist
     )
 
 
+def uows_at(now: datetime | None) -> UnitOfWorkFactory:
+    """The unit-of-work factory, its clock stopped at ``now`` (the real clock: None)."""
+    return UOWS if now is None else UnitOfWorkFactory("intake", INTAKE_EVENTS, clock=lambda: now)
+
+
 async def register(
     pool: asyncpg.Pool, cmd: RegisterClaim, key: str | None = None, fingerprint: str = "f"
 ) -> Response:
-    async def work(conn: DbConnection) -> tuple[int, dict[str, Any]]:
-        done = await handlers.register_claim(conn, cmd, POLICY)
+    async def work(uow: UnitOfWork) -> tuple[int, dict[str, Any]]:
+        done = await registration.register_claim(uow, cmd, POLICY)
         return 201, {"claim_id": str(done.claim_id), "status": done.status.value}
 
-    async with pool.acquire() as conn:
-        try:
-            return await handlers.respond(conn, work, idempotency_key=key, fingerprint=fingerprint)
-        except handlers.Refusal as refusal:
-            return Response(refusal.status_code, refusal.body())
+    return await respond_in_unit_of_work(
+        UOWS, pool, work, idempotency_key=key, fingerprint=fingerprint
+    )
+
+
+async def register_at(
+    conn: DbConnection, cmd: RegisterClaim, now: datetime | None = None
+) -> registration.Registered:
+    async with uows_at(now).begin(conn) as uow:
+        return await registration.register_claim(uow, cmd, POLICY)
+
+
+async def supply(
+    conn: DbConnection, cmd: SupplyDocument, now: datetime | None = None
+) -> dict[str, Any]:
+    async with uows_at(now).begin(conn) as uow:
+        return await documents.supply_document(uow, cmd, POLICY)
+
+
+async def withdraw(conn: DbConnection, cmd: WithdrawClaim) -> dict[str, Any]:
+    async with UOWS.begin(conn) as uow:
+        return await withdrawal.withdraw_claim(uow, cmd, POLICY)
+
+
+async def lapse_overdue(conn: DbConnection, *, as_of: datetime) -> list[uuid.UUID]:
+    async with UOWS.begin(conn) as uow:
+        return await lapse.lapse_overdue(uow, as_of=as_of)
+
+
+async def track_event(conn: DbConnection, envelope: EventEnvelope) -> None:
+    """As the consumer applies an event (intake's subscriptions); a type no contract
+    names goes through the tracker itself (the timeline records it)."""
+    handler = HANDLERS.get((envelope.event_type, envelope.version))
+    if handler is not None:
+        await handler(conn, envelope)
+        return
+    async with UOWS.begin(conn, cause=envelope) as uow:
+        await tracker.track(uow, envelope, POLICY)
 
 
 async def outbox_types(pool: asyncpg.Pool, claim_id: str | uuid.UUID) -> list[str]:
@@ -148,11 +193,11 @@ async def test_new_claim_allowed_after_withdrawal_and_per_program(pool: asyncpg.
     created = await register(pool, refund(uscc))
     claim_id = uuid.UUID(created.body["claim_id"])
     async with pool.acquire() as conn:
-        await handlers.withdraw_claim(
+        await withdraw(
             conn, WithdrawClaim(claim_id=claim_id, reason="企业申请撤回", withdrawn_by="window-01")
         )
-        with pytest.raises(handlers.Refusal) as twice:
-            await handlers.withdraw_claim(
+        with pytest.raises(Refusal) as twice:
+            await withdraw(
                 conn, WithdrawClaim(claim_id=claim_id, reason="again", withdrawn_by="window-01")
             )
         assert twice.value.errors[0].rule == "claim_closed"
@@ -190,25 +235,17 @@ async def test_promised_documents_complete_the_claim(pool: asyncpg.Pool) -> None
         assert row is not None
         assert list(row["pending_documents"]) == ["input_invoice_list", "bank_account_proof"]
         assert row["documents_due_by"] is not None
-        with pytest.raises(handlers.Invalid):  # not pending: nothing to record
-            await handlers.supply_document(conn, SupplyDocument(claim_id, "photo", "window-01"))
-        with pytest.raises(handlers.Refusal) as handed_in:  # handed in at the window
-            await handlers.supply_document(
-                conn, SupplyDocument(claim_id, "vat_returns", "window-01")
-            )
+        with pytest.raises(Invalid):  # not pending: nothing to record
+            await supply(conn, SupplyDocument(claim_id, "photo", "window-01"))
+        with pytest.raises(Refusal) as handed_in:  # handed in at the window
+            await supply(conn, SupplyDocument(claim_id, "vat_returns", "window-01"))
         assert handed_in.value.errors[0].rule == "already_supplied"
-        first = await handlers.supply_document(
-            conn, SupplyDocument(claim_id, "input_invoice_list", "window-01")
-        )
+        first = await supply(conn, SupplyDocument(claim_id, "input_invoice_list", "window-01"))
         assert first["pending_documents"] == ["bank_account_proof"]
-        with pytest.raises(handlers.Refusal) as again:
-            await handlers.supply_document(
-                conn, SupplyDocument(claim_id, "input_invoice_list", "window-01")
-            )
+        with pytest.raises(Refusal) as again:
+            await supply(conn, SupplyDocument(claim_id, "input_invoice_list", "window-01"))
         assert again.value.errors[0].rule == "already_supplied"
-        last = await handlers.supply_document(
-            conn, SupplyDocument(claim_id, "bank_account_proof", "window-01")
-        )
+        last = await supply(conn, SupplyDocument(claim_id, "bank_account_proof", "window-01"))
         assert last["documents_completed"] is True
         row = await conn.fetchrow("SELECT * FROM claims WHERE claim_id = $1", claim_id)
         assert row is not None
@@ -218,9 +255,7 @@ async def test_promised_documents_complete_the_claim(pool: asyncpg.Pool) -> None
             None,
         )
         # Completed claims never lapse.
-        assert (
-            await handlers.lapse_overdue(conn, as_of=datetime.now(UTC) + timedelta(days=60)) == []
-        )
+        assert await lapse_overdue(conn, as_of=datetime.now(UTC) + timedelta(days=60)) == []
     assert await outbox_types(pool, claim_id) == [
         "claim.submitted",
         "claim.document_supplied",
@@ -237,11 +272,11 @@ async def test_overdue_claim_lapses_exactly_once(pool: asyncpg.Pool) -> None:
             "SELECT documents_due_at FROM claims WHERE claim_id = $1", claim_id
         )
         # Not yet due: nothing happens.
-        assert claim_id not in await handlers.lapse_overdue(conn, as_of=due_at)
+        assert claim_id not in await lapse_overdue(conn, as_of=due_at)
 
     async def lapse() -> list[uuid.UUID]:
         async with pool.acquire() as conn:
-            return await handlers.lapse_overdue(conn, as_of=due_at + timedelta(seconds=1))
+            return await lapse_overdue(conn, as_of=due_at + timedelta(seconds=1))
 
     # Three lapse loops (three intake processes) at once: one lapse, one event.
     results = await asyncio.gather(lapse(), lapse(), lapse())
@@ -259,13 +294,11 @@ async def test_overdue_claim_lapses_exactly_once(pool: asyncpg.Pool) -> None:
             )
         )
         assert payload["payload"]["missing_documents"] == ["input_invoice_list"]
-        with pytest.raises(handlers.Refusal) as late:
-            await handlers.supply_document(
-                conn, SupplyDocument(claim_id, "input_invoice_list", "window-01")
-            )
+        with pytest.raises(Refusal) as late:
+            await supply(conn, SupplyDocument(claim_id, "input_invoice_list", "window-01"))
         assert late.value.errors[0].rule == "claim_closed"
-        with pytest.raises(handlers.Refusal):
-            await handlers.withdraw_claim(conn, WithdrawClaim(claim_id, "too late", "window-01"))
+        with pytest.raises(Refusal):
+            await withdraw(conn, WithdrawClaim(claim_id, "too late", "window-01"))
 
 
 async def test_tracker_records_unknown_events_and_returned_documents(pool: asyncpg.Pool) -> None:
@@ -287,9 +320,9 @@ async def test_tracker_records_unknown_events_and_returned_documents(pool: async
         producer="review",
     )
     async with pool.acquire() as conn:
-        await handlers.track_event(conn, unknown)
-        await handlers.track_event(conn, returned)
-        await handlers.track_event(conn, returned)  # a redelivery changes nothing
+        await track_event(conn, unknown)
+        await track_event(conn, returned)
+        await track_event(conn, returned)  # a redelivery changes nothing
         row = await conn.fetchrow("SELECT * FROM claims WHERE claim_id = $1", claim_id)
         assert row is not None
         assert row["status"] == "returned_for_documents"
@@ -308,9 +341,7 @@ async def test_tracker_records_unknown_events_and_returned_documents(pool: async
             "review.reopened",
             "review.returned_for_documents",
         ]
-        done = await handlers.supply_document(
-            conn, SupplyDocument(claim_id, "sales_contracts", "window-01")
-        )
+        done = await supply(conn, SupplyDocument(claim_id, "sales_contracts", "window-01"))
         assert done["documents_completed"] is True
         assert await conn.fetchval("SELECT status FROM claims WHERE claim_id = $1", claim_id) == (
             "in_review"
@@ -350,8 +381,8 @@ async def test_domain_refusals_store_nothing(pool: asyncpg.Pool) -> None:
     ]
     async with pool.acquire() as conn:
         for cmd, now, expected in cases:
-            with pytest.raises(handlers.Invalid) as info:
-                await handlers.register_claim(conn, cmd, POLICY, now=now)
+            with pytest.raises(Invalid) as info:
+                await register_at(conn, cmd, now)
             assert {(e.field, e.rule) for e in info.value.errors} == expected
             assert info.value.status_code == 422
         assert await conn.fetchval("SELECT count(*) FROM claims WHERE uscc = $1", uscc) == 0

@@ -16,7 +16,6 @@ import pytest
 
 from services.intake.domain.commands import SupplyDocument
 from services.intake.metrics import CLAIMS_OUTCOME
-from services.intake.service_layer import handlers
 from shared.contracts import (
     EventEnvelope,
     PayoutAccountCorrectedV1,
@@ -32,7 +31,15 @@ from shared.db import create_pool, migrate
 from shared.devstack.stack import StackConfig
 from shared.messaging.after_commit import after_commit_scope
 from shared.messaging.consumer import IdempotentBatchConsumer
-from tests.integration.test_intake_rules_on_postgres import MIGRATIONS, PAYEE, refund, register
+from tests.integration.test_intake_rules_on_postgres import (
+    HANDLERS,
+    MIGRATIONS,
+    PAYEE,
+    refund,
+    register,
+    supply,
+    track_event,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +60,7 @@ async def track(pool: asyncpg.Pool, *envelopes: EventEnvelope) -> None:
     with after_commit_scope() as pending:
         async with pool.acquire() as conn, conn.transaction():
             for envelope in envelopes:
-                await handlers.track_event(conn, envelope)
+                await track_event(conn, envelope)
     pending.run()
 
 
@@ -115,9 +122,7 @@ async def test_a_department_can_ask_again_for_a_critical_document(pool: asyncpg.
         )
         assert doc is not None
         assert (doc["state"], doc["critical"], doc["requested_by"]) == ("requested", True, "tax")
-        done = await handlers.supply_document(
-            conn, SupplyDocument(claim_id, "vat_returns", "window-01")
-        )
+        done = await supply(conn, SupplyDocument(claim_id, "vat_returns", "window-01"))
     assert done["documents_completed"] is True
     row = await _row(pool, claim_id)
     assert row["status"] == "in_review" and row["documents_due_at"] is None
@@ -131,10 +136,10 @@ async def test_a_rejection_older_than_a_recorded_document_is_not_lost(
     claim_id = await _claim(pool, promised=("input_invoice_list",))
     t1 = datetime.now(UTC)
     async with pool.acquire() as conn:
-        await handlers.supply_document(
+        await supply(
             conn,
             SupplyDocument(claim_id, "input_invoice_list", "window-01"),
-            now=t1 + timedelta(milliseconds=50),
+            t1 + timedelta(milliseconds=50),
         )
     assert (await _row(pool, claim_id))["status"] == "in_review"
     await track(pool, _decided("rejected", claim_id, t1))
@@ -215,12 +220,8 @@ async def test_outcome_counter_moves_once_after_commit(pool: asyncpg.Pool) -> No
     the rejection in it is counted once, after the commit."""
     claim_id = await _claim(pool)
     schema = await pool.fetchval("SELECT current_schema()")
-    tracker = handlers.make_tracker(handlers.default_policy())
     consumer = IdempotentBatchConsumer(
-        service="intake",
-        schema=schema,
-        pool=pool,
-        handlers={"review.decided": tracker, "review.returned_for_documents": tracker},
+        service="intake", schema=schema, pool=pool, handlers=HANDLERS
     )
     poison = _review(
         ReviewReturnedForDocumentsV1(department="tax", documents=["x"]), uuid.uuid4()

@@ -14,6 +14,9 @@ from services.intake.domain.model import (
     PAYOUT_STARTED,
     WITHDRAWABLE,
     ClaimStatus,
+    holders_for,
+)
+from services.intake.domain.rules import (
     Violation,
     amount_note,
     check_documents,
@@ -21,13 +24,12 @@ from services.intake.domain.model import (
     check_vat_amounts,
     compute_vat_refund,
     documents_deadline,
-    holders_for,
 )
 from shared.programs import load_catalogue
 from tests.unit.tracker_histories import status_after
 
 CATALOGUE = load_catalogue()
-VAT = CATALOGUE.vat_refund
+VAT = CATALOGUE.rules_for("vat_refund")
 
 
 # --- refund computation (hand-worked) --------------------------------------------------
@@ -323,3 +325,25 @@ def test_review_resuming_after_a_return_puts_the_claim_back_in_review() -> None:
         )
         is None
     )
+
+
+def test_review_departments_are_the_last_ones_review_named() -> None:
+    """Issue 10 item 3: who holds a claim in review is what review's events say."""
+    from services.intake.domain.model import TrackedEvent, review_departments
+
+    def stage(to: str, departments: list[str]) -> TrackedEvent:
+        payload = {"from_stage": None, "to_stage": to, "departments": departments}
+        return TrackedEvent("review", "review.stage_changed", payload)
+
+    assert review_departments([]) is None
+    assert review_departments([stage("department_review", ["tax", "treasury"])]) == [
+        "tax",
+        "treasury",
+    ]
+    resumed = [
+        stage("department_review", ["tax", "treasury"]),
+        stage("returned", ["tax"]),
+        stage("department_review", ["tax"]),
+        stage("sign_off", ["approver"]),
+    ]
+    assert review_departments(resumed) == ["tax"]

@@ -10,7 +10,7 @@ import pytest
 
 from services.intake.entrypoints.http import _parse_claim
 from services.intake.entrypoints.schemas import SubsidyRequest, VatRefundRequest
-from services.intake.service_layer.handlers import Invalid
+from services.intake.service_layer.refusals import Invalid
 from shared.devstack.demo_claims import make_claim, make_subsidy_claim
 
 # Codes published in the national enterprise credit register (and python-stdnum's own

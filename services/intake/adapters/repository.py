@@ -1,4 +1,5 @@
-"""SQL for intake's own schema."""
+"""SQL of intake's write paths (the window's use cases, the tracker, the lapse loop and
+the deadline recomputation); the HTTP API's reads are in ``services/intake/views.py``."""
 
 from __future__ import annotations
 
@@ -134,13 +135,13 @@ class ClaimRepository:
             recorded_by,
         )
 
-    async def documents(self, claim_id: uuid.UUID) -> list[asyncpg.Record]:
-        return await self.conn.fetch(
-            """SELECT document_id, critical, state, requested_by, supplied_at, title,
-                      requested_at
-               FROM claim_documents WHERE claim_id = $1 ORDER BY recorded_at, document_id""",
+    async def supplied_documents(self, claim_id: uuid.UUID) -> set[str]:
+        rows = await self.conn.fetch(
+            """SELECT document_id FROM claim_documents
+               WHERE claim_id = $1 AND state = 'supplied'""",
             claim_id,
         )
+        return {r["document_id"] for r in rows}
 
     async def find_live(self, uscc: str, kind: str, period_or_program: str) -> uuid.UUID | None:
         found: uuid.UUID | None = await self.conn.fetchval(
@@ -168,39 +169,6 @@ class ClaimRepository:
             f"UPDATE claims SET {assignments} WHERE claim_id = $1",
             claim_id,
             *(fields[n] for n in names),
-        )
-
-    async def search(
-        self,
-        *,
-        uscc: str | None,
-        status: str | None,
-        kind: str | None,
-        program_id: str | None,
-        limit: int,
-        offset: int,
-    ) -> tuple[list[asyncpg.Record], int]:
-        where = """($1::text IS NULL OR uscc = $1) AND ($2::text IS NULL OR status = $2)
-                   AND ($3::text IS NULL OR kind = $3) AND ($4::text IS NULL OR program_id = $4)"""
-        args = (uscc, status, kind, program_id)
-        total: int = await self.conn.fetchval(
-            f"SELECT count(*) FROM claims WHERE {where}",
-            *args,
-        )
-        rows = await self.conn.fetch(
-            f"""SELECT * FROM claims WHERE {where}
-                ORDER BY received_at DESC, claim_id LIMIT $5 OFFSET $6""",
-            *args,
-            limit,
-            offset,
-        )
-        return rows, total
-
-    async def timeline(self, claim_id: uuid.UUID) -> list[asyncpg.Record]:
-        return await self.conn.fetch(
-            """SELECT event_id, event_type, producer, occurred_at, payload
-               FROM claim_timeline WHERE claim_id = $1 ORDER BY occurred_at, recorded_at""",
-            claim_id,
         )
 
     async def folded_events(self, claim_id: uuid.UUID) -> list[asyncpg.Record]:
@@ -257,3 +225,18 @@ class ClaimRepository:
             list(live),
         )
         return {r["kind"]: r["n"] for r in rows}
+
+    async def documents_deadlines(self, lapsable: Sequence[str]) -> list[asyncpg.Record]:
+        """Live claims with documents outstanding and the start and length of their
+        deadline, locked (the calendar recomputation moves them)."""
+        return await self.conn.fetch(
+            """SELECT claim_id, documents_due_from, documents_due_days, documents_due_at
+               FROM claims
+               WHERE cardinality(pending_documents) > 0 AND documents_due_from IS NOT NULL
+                 AND status = ANY($1::text[])
+               ORDER BY documents_due_at FOR UPDATE""",
+            list(lapsable),
+        )
+
+    async def move_documents_deadline(self, claim_id: uuid.UUID, due_at: datetime) -> None:
+        await self.update(claim_id, documents_due_at=due_at, documents_due_by=due_at.date())

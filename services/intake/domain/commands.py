@@ -3,12 +3,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import ClassVar
 
 from shared.contracts import BankAccount
 
 
 @dataclass(frozen=True)
 class RegisterVatRefund:
+    kind: ClassVar[str] = "vat_refund"
+    program_id: ClassVar[None] = None
+
     uscc: str
     enterprise_name: str
     tax_period: str
@@ -25,6 +29,8 @@ class RegisterVatRefund:
 
 @dataclass(frozen=True)
 class RegisterSubsidy:
+    kind: ClassVar[str] = "subsidy"
+
     uscc: str
     enterprise_name: str
     program_id: str

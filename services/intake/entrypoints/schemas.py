@@ -1,6 +1,6 @@
 """The HTTP contract for window staff. Every rule is a validator with a clear message;
 rules that need reference data (the checklist, the program's window and cap) live in the
-domain (``services/intake/domain/model.py``) and answer in the same error shape.
+domain (``services/intake/domain/rules.py``) and answer in the same error shape.
 """
 
 from __future__ import annotations
@@ -129,6 +129,19 @@ class ClaimCreated(BaseModel):
     amount_note: str | None
     pending_documents: list[str]
     documents_due_by: date | None
+
+
+class DocumentRecorded(BaseModel):
+    claim_id: uuid.UUID
+    document_id: str
+    pending_documents: list[str]
+    documents_completed: bool
+    """The last outstanding document is in: the claim is complete."""
+
+
+class ClaimWithdrawn(BaseModel):
+    claim_id: uuid.UUID
+    status: Literal["withdrawn"]
 
 
 class TimelineEntry(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from services.intake.adapters.repository import ClaimRepository
 from services.intake.domain.model import LAPSABLE
 from shared.db import DbConnection
 from shared.deadline_audit import DeadlineChange, record_changes
@@ -21,16 +22,9 @@ async def recompute_documents_deadlines(
     deadline is applied; an earlier one is only recorded (a lapse is final, and the
     window told the enterprise the date it has). Every difference is audited."""
     changes: list[DeadlineChange] = []
+    repo = ClaimRepository(conn)
     async with conn.transaction():
-        rows = await conn.fetch(
-            """SELECT claim_id, documents_due_from, documents_due_days, documents_due_at
-               FROM claims
-               WHERE cardinality(pending_documents) > 0 AND documents_due_from IS NOT NULL
-                 AND status = ANY($1::text[])
-               ORDER BY documents_due_at FOR UPDATE""",
-            [s.value for s in LAPSABLE],
-        )
-        for r in rows:
+        for r in await repo.documents_deadlines([s.value for s in LAPSABLE]):
             new = deadline_after(r["documents_due_from"], r["documents_due_days"])
             old: datetime = r["documents_due_at"]
             if new == old:
@@ -42,13 +36,7 @@ async def recompute_documents_deadlines(
                 )
             )
             if later and not dry_run:
-                await conn.execute(
-                    """UPDATE claims SET documents_due_at = $2, documents_due_by = $3
-                       WHERE claim_id = $1""",
-                    r["claim_id"],
-                    new,
-                    new.date(),
-                )
+                await repo.move_documents_deadline(r["claim_id"], new)
         if not dry_run:
             await record_changes(conn, changes, by=by, at=at, calendar_file=calendar_file())
     return changes
