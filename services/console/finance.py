@@ -290,7 +290,7 @@ def install_finance(app: FastAPI, kit: Kit) -> None:
             context = await funds_context(request)
             context["top_up_errors"] = {
                 "fund_id": fund_id,
-                "values": {"amount": amount, "reason": reason},
+                "entered": {"amount": amount, "reason": reason},
                 "fields": answer.field_errors(session_of(request).lang) or {"": answer.detail},
             }
             return kit.render(request, "funds.html", context, status=answer.status)
