@@ -22,6 +22,8 @@ from services.console.web import ConsoleError, Kit, with_role
 
 Auditor = Annotated[Session, Depends(with_role("auditor"))]
 
+ACTOR_FIELDS = ("registered_by", "recorded_by", "withdrawn_by", "decided_by", "corrected_by")
+"""The person an event names (shared/contracts), shown as "who" rather than the service."""
 VERIFICATION_PENDING = "not_verified_yet"
 """The only verification state until issue 12 gives entries a chain to check against."""
 
@@ -67,12 +69,14 @@ def merge_history(
             for k in ("department", "decision", "status", "reason", "document_id", "stage")
             if payload.get(k) not in (None, "", [])
         )
+        actor = next((str(payload[k]) for k in ACTOR_FIELDS if payload.get(k)), "")
+        producer = str(event.get("producer", ""))
         entries.append(
             HistoryEntry(
                 at=at,
                 source="intake",
                 what=str(event.get("event_type", "")),
-                who=str(event.get("producer", "")),
+                who=f"{actor} ({producer})" if actor else producer,
                 detail=detail,
                 ref=str(event.get("event_id", "")),
             )

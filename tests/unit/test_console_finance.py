@@ -109,7 +109,7 @@ def test_the_merged_history_is_ordered_by_time_and_never_claims_verification() -
                 "event_type": "claim.submitted",
                 "producer": "intake",
                 "occurred_at": "2026-11-26T01:00:00Z",
-                "payload": {},
+                "payload": {"registered_by": "window-01"},
             },
             {
                 "event_id": "e2",
@@ -156,6 +156,8 @@ def test_the_merged_history_is_ordered_by_time_and_never_claims_verification() -
         "payout.confirmed",
     ]
     assert history[2].who == "tax-reviewer-1 (reviewer)"
+    assert history[0].who == "window-01 (intake)"
+    assert history[-1].who == "payout"
     assert all(e.verification == VERIFICATION_PENDING for e in history)
     assert history[0].at == datetime(2026, 11, 26, 1, tzinfo=UTC)
 
