@@ -721,7 +721,9 @@ def console_popen(cfg: StackConfig) -> subprocess.Popen[bytes]:
         )
 
 
-def wait_http_ok(url: str, what: str, cfg: StackConfig, timeout: float = 60.0) -> None:
+def wait_http_ok(url: str, what: str, cfg: StackConfig, timeout: float = 120.0) -> None:
+    """Generous: on the shared two-core machine under load a Python web process has
+    taken more than 60 s to import and bind."""
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
@@ -826,7 +828,8 @@ def up(
         cfg.service_env = {**FAST_REJOIN_ENV, **cfg.service_env}
         pids["supervisor"] = start_supervisor(cfg)
         _write_info(cfg, info)
-        wait_supervisor_ready(cfg, pids["supervisor"])
+        # The issuer and the console add two more processes to start one after another.
+        wait_supervisor_ready(cfg, pids["supervisor"], timeout=240.0 if cfg.console else 120.0)
         wait_healthy(cfg)
         if with_prometheus:
             from shared.devstack import prometheus
