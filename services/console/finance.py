@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -197,6 +198,12 @@ class PayoutFilter:
             )
             if v
         }
+
+
+def export_name(chosen: PayoutFilter) -> str:
+    """The filter names the file, in safe characters only: the fund comes from the URL and
+    ends up in a header."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", "-".join(["payouts", *chosen.query().values()])) + ".csv"
 
 
 def _iso_day(value: str) -> str:
@@ -382,7 +389,7 @@ def install_finance(app: FastAPI, kit: Kit) -> None:
         else:
             raise ConsoleError(409, "finance.export_moving", "")
         text = payouts_csv(rows, full_accounts=sees_full_accounts(session))
-        name = "payouts-" + "-".join(chosen.query().values()).replace("/", "_") + ".csv"
+        name = export_name(chosen)
         return Response(
             text.encode("utf-8"),
             media_type="text/csv; charset=utf-8",

@@ -18,6 +18,7 @@ from services.console.finance import (
     CSV_COLUMNS,
     PayoutFilter,
     action,
+    export_name,
     mask_account,
     payouts_csv,
 )
@@ -225,3 +226,10 @@ def _csrf(client: TestClient) -> str:
     match = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert match
     return match.group(1)
+
+
+def test_the_export_file_name_cannot_carry_a_header() -> None:
+    chosen = PayoutFilter.parse("paid", 'x"\r\nSet-Cookie: a=b', "2026-11-01", "")
+    name = export_name(chosen)
+    assert re.fullmatch(r"[A-Za-z0-9._-]+", name), name
+    assert name.startswith("payouts-paid-x") and name.endswith("-2026-11-01.csv")
