@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -26,6 +27,8 @@ Service = str  # "intake" | "review" | "payout"
 class ApiAnswer:
     status: int
     body: Any
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """The answer's headers (e.g. payout's ``X-Total-Count`` of a filtered list)."""
 
     @property
     def ok(self) -> bool:
@@ -101,11 +104,17 @@ class ApiClient:
         caller: Caller | None,
         token: str | None,
         json: Any = None,
+        content: bytes | None = None,
+        content_type: str | None = None,
         params: dict[str, Any] | None = None,
         acting_department: str | None = None,
         idempotency_key: str | None = None,
     ) -> ApiAnswer:
+        """``json`` for the APIs' JSON bodies; ``content`` with its ``content_type`` for
+        the few that take a file (payout's bank statement, text/csv)."""
         headers: dict[str, str] = {"Accept": "application/json"}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         if caller is not None:
@@ -114,7 +123,9 @@ class ApiClient:
             headers["Idempotency-Key"] = idempotency_key
         url = f"{self._base[service]}{path}"
         try:
-            r = await self._http.request(method, url, headers=headers, json=json, params=params)
+            r = await self._http.request(
+                method, url, headers=headers, json=json, content=content, params=params
+            )
         except httpx.HTTPError as exc:
             # Path only: no query (a USCC search) and never a body (bank account).
             log.warning("%s %s %s failed: %s", method, service, path, type(exc).__name__)
@@ -125,7 +136,7 @@ class ApiClient:
             body = r.text
         if r.status_code >= 500:
             log.warning("%s %s %s answered %d", method, service, path, r.status_code)
-        return ApiAnswer(r.status_code, body)
+        return ApiAnswer(r.status_code, body, dict(r.headers))
 
 
 def new_idempotency_key() -> str:

@@ -5,13 +5,31 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import HTMLResponse
 from starlette.datastructures import FormData
 
+from services.console.api import ApiAnswer
 from services.console.session import CSRF_FIELD, CSRF_HEADER, Session, csrf_ok
+
+FINANCE_ROLES = frozenset({"finance_clerk", "finance_supervisor"})
+"""Finance staff: the finance screens, full bank account numbers in their CSV exports."""
+DASHBOARD_ROLES = FINANCE_ROLES | {"admin"}
+"""Who gets the header's link to the Grafana dashboards (finance, and operations)."""
+
+
+@dataclass(frozen=True)
+class Kit:
+    """What the screens of services/console/finance.py and audit.py need from the app
+    (created in app.create_app): render a template, call a service, GET or fail."""
+
+    render: Callable[..., HTMLResponse]
+    call: Callable[..., Awaitable[ApiAnswer]]
+    need: Callable[..., Awaitable[Any]]
 
 
 class ConsoleError(Exception):

@@ -36,9 +36,13 @@ DataDir = Annotated[
 
 
 def _config(
-    data_dir: Path, port_base: int | None, broker_storage: str | None = None
+    data_dir: Path,
+    port_base: int | None,
+    broker_storage: str | None = None,
+    *,
+    with_console: bool = True,
 ) -> stack.StackConfig:
-    cfg = stack.StackConfig(data_dir=data_dir.resolve())
+    cfg = stack.StackConfig(data_dir=data_dir.resolve(), console=with_console)
     if port_base is not None:
         cfg.ports = stack.StackPorts.from_base(port_base)
     broker_storage = broker_storage or stack.DEFAULT_BROKER_STORAGE
@@ -66,14 +70,37 @@ PortBase = Annotated[
     int | None,
     typer.Option(
         envvar="CLAIMFLOW_PORT_BASE",
-        help="Move all ports to BASE..BASE+13: postgres, broker, intake, review, payout, "
-        "prometheus, S3, the S3 server's own",
+        help="Move all ports to BASE..BASE+15: postgres, broker, intake, review, payout, "
+        "prometheus, S3, the S3 server's own, the OIDC issuer (+14), the console (+15)",
     ),
 ]
 
 
 def _print_urls(info: dict[str, Any]) -> None:
     console.print_json(json.dumps(info["urls"]))
+
+
+WithConsole = Annotated[
+    bool,
+    typer.Option(
+        "--console/--no-console",
+        help="Also run the embedded OIDC issuer and the staff console (docs/console.md)",
+    ),
+]
+
+
+def _print_console(info: dict[str, Any]) -> None:
+    """The console's address and who can sign in (one click on the issuer's page)."""
+    url = info["urls"].get("console")
+    if not url:
+        return
+    console.print(f"Console: [bold]{url}[/bold] (sign in as one of the demo users below)")
+    table = Table("user", "name", "roles", "departments")
+    for user in info.get("demo_users", []):
+        table.add_row(
+            user["id"], user["name"], ", ".join(user["roles"]), ", ".join(user["departments"])
+        )
+    console.print(table)
 
 
 def _print_prometheus(info: dict[str, Any]) -> None:
@@ -105,14 +132,16 @@ def stack_up(
         ),
     ] = False,
     broker_storage: BrokerStorage = None,
+    with_console: WithConsole = True,
 ) -> None:
     """Start the stack in the background, supervised (a process that exits is restarted);
-    print the URLs (also in <data>/stack.json)."""
-    cfg = _config(data_dir, port_base, broker_storage)
+    print the URLs (also in <data>/stack.json), the console's and its demo users."""
+    cfg = _config(data_dir, port_base, broker_storage, with_console=with_console)
     cfg.partitions = partitions
     with console.status("starting PostgreSQL, S3, tansu, topics, intake, review, payout…"):
         info = stack.up(cfg, keep_data=keep_data)
     _print_urls(info)
+    _print_console(info)
     console.print(f"stack.json: {cfg.info_file}")
 
 
@@ -127,8 +156,8 @@ def stack_down(data_dir: DataDir = stack.REPO_ROOT / ".stack", port_base: PortBa
 def stack_status(
     data_dir: DataDir = stack.REPO_ROOT / ".stack", port_base: PortBase = None
 ) -> None:
-    """Print stack.json with the supervisor's view (pids, restarts), or exit 1 when no
-    stack is up."""
+    """Print stack.json with the supervisor's view (pids, restarts) — the console's URL
+    and its demo users among it —, or exit 1 when no stack is up."""
     cfg = _config(data_dir, port_base)
     info = stack.read_info(cfg)
     if info is None:
@@ -170,6 +199,7 @@ def demo(
             help="A simulated finance clerk corrects returned payments and tops up budgets"
         ),
     ] = True,
+    with_console: WithConsole = True,
 ) -> None:
     """Start the stack if needed, push claims through it, print a summary.
 
@@ -184,7 +214,7 @@ def demo(
             "[red]--intake-url, --review-url, --payout-url and --database-url go together"
         )
         raise typer.Exit(2)
-    cfg = _config(data_dir, port_base, broker_storage)
+    cfg = _config(data_dir, port_base, broker_storage, with_console=with_console)
     info: dict[str, Any] | None
     if all(external):
         info = {
@@ -204,6 +234,7 @@ def demo(
         console.print("services:")
         _print_urls(info)
         _print_prometheus(info)
+        _print_console(info)
         result = asyncio.run(
             run_demo(
                 info,
@@ -237,6 +268,7 @@ def demo(
         )
         _print_urls(info)
         _print_prometheus(info)
+        _print_console(info)
         _wait_for_interrupt()
     finally:
         if started_here:

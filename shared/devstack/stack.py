@@ -13,6 +13,7 @@ import concurrent.futures
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -51,12 +52,28 @@ class StackPorts:
     object_store: int = 19334
     """The first of the S3 server's OBJECT_STORE_PORTS internal ports (master, volume,
     filer, their gRPC ports)."""
+    issuer: int = 8109
+    """The embedded OIDC issuer (shared/auth/issuer.py), when the stack runs the console."""
+    console: int = 8108
+    """The staff console (services/console), when the stack runs it."""
 
     @classmethod
     def from_base(cls, base: int) -> StackPorts:
         """Consecutive ports: postgres, broker, intake, review, payout, prometheus, the S3
-        endpoint, then the S3 server's internal ports up to BASE+13."""
-        return cls(base, base + 1, base + 2, base + 3, base + 4, base + 5, base + 6, base + 7)
+        endpoint, the S3 server's internal ports up to BASE+13, then the issuer (BASE+14)
+        and the console (BASE+15)."""
+        return cls(
+            base,
+            base + 1,
+            base + 2,
+            base + 3,
+            base + 4,
+            base + 5,
+            base + 6,
+            base + 7,
+            issuer=base + 14,
+            console=base + 15,
+        )
 
     def service(self, name: str) -> int:
         port: int = getattr(self, name)
@@ -77,6 +94,10 @@ class StackConfig:
     restart; ``memory``: faster, forgets everything when it stops. The CLI (`stack up`,
     `demo`) defaults to DEFAULT_BROKER_STORAGE; code that builds a StackConfig itself
     (tests, benches) gets memory unless it asks, as it starts no S3 server otherwise."""
+    console: bool = False
+    """Also run the embedded OIDC issuer and the staff console (supervised, after the
+    services). The CLI (`stack up`, `demo`) turns it on; code that builds a StackConfig
+    itself (tests, benches) gets these two processes only when it asks."""
 
     @property
     def dsn(self) -> str:
@@ -100,6 +121,14 @@ class StackConfig:
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports.service(service)}"
+
+    @property
+    def issuer_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.issuer}"
+
+    @property
+    def console_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.console}"
 
     def save(self, path: Path) -> None:
         """For the supervisor process, which rebuilds the same configuration."""
@@ -618,6 +647,113 @@ def wait_healthy(cfg: StackConfig, names: tuple[str, ...] = SERVICES, timeout: f
         )
 
 
+# --- the issuer and the console -------------------------------------------------------
+
+CONSOLE_SECRET_FILE = "console-session-secret"
+
+
+def console_session_secret(cfg: StackConfig) -> str:
+    """Made once per data folder (mode 0600) and kept: a restarted console then still
+    accepts the cookies it signed (its sessions themselves live in its memory)."""
+    path = cfg.data_dir / CONSOLE_SECRET_FILE
+    if path.exists():
+        return path.read_text(encoding="ascii").strip()
+    secret = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(secret)
+    return secret
+
+
+def issuer_popen(cfg: StackConfig) -> subprocess.Popen[bytes]:
+    """The embedded OIDC issuer: its ES256 key and dev-client secret in the data folder."""
+    with open(_log_file(cfg, "issuer"), "ab") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "shared.auth.issuer",
+                "--data-dir",
+                str(cfg.data_dir),
+                "--port",
+                str(cfg.ports.issuer),
+            ],
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def console_environment(cfg: StackConfig) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "CLAIMFLOW_CONSOLE_PORT": str(cfg.ports.console),
+            "CLAIMFLOW_CONSOLE_INTAKE_URL": cfg.url("intake"),
+            "CLAIMFLOW_CONSOLE_REVIEW_URL": cfg.url("review"),
+            "CLAIMFLOW_CONSOLE_PAYOUT_URL": cfg.url("payout"),
+            "CLAIMFLOW_CONSOLE_ISSUER_URL": cfg.issuer_url,
+            "CLAIMFLOW_CONSOLE_SESSION_SECRET": console_session_secret(cfg),
+            # Plain http on loopback: a Secure cookie would never come back.
+            "CLAIMFLOW_CONSOLE_SECURE_COOKIES": "false",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    # CLAIMFLOW_CONSOLE_* of the caller's environment (a Grafana URL, a rate limit) win.
+    env.update({k: v for k, v in os.environ.items() if k.startswith("CLAIMFLOW_CONSOLE_")})
+    env.update({k: v for k, v in cfg.service_env.items() if k.startswith("CLAIMFLOW_CONSOLE_")})
+    return env
+
+
+def console_popen(cfg: StackConfig) -> subprocess.Popen[bytes]:
+    with open(_log_file(cfg, "console"), "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.console"],
+            cwd=REPO_ROOT,
+            env=console_environment(cfg),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def wait_http_ok(url: str, what: str, cfg: StackConfig, timeout: float = 120.0) -> None:
+    """Generous: on the shared two-core machine under load a Python web process has
+    taken more than 60 s to import and bind."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=3).status_code == 200:
+                return
+        except httpx.HTTPError as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise StackError(f"{what} not up after {timeout:.0f}s: {last} (logs in {cfg.data_dir})")
+
+
+def wait_issuer(cfg: StackConfig) -> None:
+    wait_http_ok(f"{cfg.issuer_url}/.well-known/openid-configuration", "issuer", cfg)
+
+
+def wait_console(cfg: StackConfig) -> None:
+    wait_http_ok(f"{cfg.console_url}/status", "console", cfg)
+
+
+def demo_users() -> list[dict[str, Any]]:
+    """Who can sign in to the console of a demo stack (shared/auth/demo_users.yaml)."""
+    from shared.auth.demo_users import load_demo_users
+
+    return [
+        {"id": u.id, "name": u.name, "roles": list(u.roles), "departments": list(u.departments)}
+        for u in load_demo_users().users
+    ]
+
+
 # --- the whole stack -----------------------------------------------------------------
 
 
@@ -680,13 +816,20 @@ def up(
         )
     pids: dict[str, int] = {}
     info: dict[str, Any] = {"pids": pids}
+    if cfg.console:
+        for port, what in ((cfg.ports.issuer, "issuer"), (cfg.ports.console, "console")):
+            # Checked here: the supervisor's readiness probe would take another stack's
+            # issuer or console for its own.
+            if _port_open(port):
+                raise StackError(f"port {port} for the {what} is taken; is a stack already up?")
     try:
         start_postgres(cfg)
         info["postgres_started"] = True
         cfg.service_env = {**FAST_REJOIN_ENV, **cfg.service_env}
         pids["supervisor"] = start_supervisor(cfg)
         _write_info(cfg, info)
-        wait_supervisor_ready(cfg, pids["supervisor"])
+        # The issuer and the console add two more processes to start one after another.
+        wait_supervisor_ready(cfg, pids["supervisor"], timeout=240.0 if cfg.console else 120.0)
         wait_healthy(cfg)
         if with_prometheus:
             from shared.devstack import prometheus
@@ -745,6 +888,11 @@ def describe(cfg: StackConfig, info: dict[str, Any]) -> dict[str, Any]:
     urls = {name: cfg.url(name) for name in SERVICES}
     if "prometheus" in info.get("pids", {}):
         urls["prometheus"] = f"http://127.0.0.1:{cfg.ports.prometheus}"
+    extra: dict[str, Any] = {}
+    if cfg.console:
+        urls["issuer"] = cfg.issuer_url
+        urls["console"] = cfg.console_url
+        extra["demo_users"] = demo_users()
     return {
         "urls": urls,
         "openapi": {name: f"{cfg.url(name)}/docs" for name in SERVICES},
@@ -756,6 +904,7 @@ def describe(cfg: StackConfig, info: dict[str, Any]) -> dict[str, Any]:
         "partitions": cfg.partitions,
         "broker_storage": cfg.broker_storage,
         "supervisor_state": str(cfg.supervisor_state),
+        **extra,
     }
 
 

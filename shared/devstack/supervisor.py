@@ -2,8 +2,9 @@
 
 ``claimflow stack up`` starts one supervisor process per stack (``python -m
 shared.devstack.supervisor <data>/stack-config.json``). It starts the S3 server (s3
-broker storage), the tansu broker (and creates the topics), then the three services, each
-only once the one before is ready; then it watches them. A process that exits, for
+broker storage), the tansu broker (and creates the topics), then the three services, then
+(``StackConfig.console``) the embedded OIDC issuer and the staff console, each only once
+the one before is ready; then it watches them. A process that exits, for
 whatever reason — a crash, a SIGKILL, a service that exits because its consumer is
 stuck — is started again after a back-off that doubles with each quick failure
 (``BACKOFF_INITIAL_S`` up to ``BACKOFF_MAX_S``) and is forgotten once the process has run
@@ -274,6 +275,22 @@ def stack_programs(cfg: stack.StackConfig, *, warm_spares: bool = True) -> list[
                     else None
                 ),
                 stop_timeout_s=stack.SERVICE_STOP_S,
+            )
+        )
+    if cfg.console:
+        # After the services: the console talks to them; the issuer signs its users in.
+        programs.append(
+            Program(
+                "issuer",
+                start=functools.partial(stack.issuer_popen, cfg),
+                ready=functools.partial(stack.wait_issuer, cfg),
+            )
+        )
+        programs.append(
+            Program(
+                "console",
+                start=functools.partial(stack.console_popen, cfg),
+                ready=functools.partial(stack.wait_console, cfg),
             )
         )
     return programs

@@ -3,22 +3,19 @@ next to the e2e stack (PostgreSQL, tansu, intake, review, payout — the fixture
 tests/e2e/conftest.py), and Debian's Chromium driven by Playwright.
 
 Ports: the issuer on CLAIMFLOW_TEST_PORT_BASE + 6, the console on + 7 (the stack's own
-parts use + 0 … + 5). Until shared/devstack/stack.py starts the issuer and the console
-itself (docs/console.md), this fixture does what ``stack up`` will do.
+parts use + 0 … + 5 on the memory broker). Both are started by the same functions of
+shared/devstack/stack.py as under `claimflow stack up`'s supervisor.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import secrets
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
@@ -48,81 +45,32 @@ class ConsoleStack:
     issuer_url: str
 
 
-def _spawn(cfg: stack.StackConfig, name: str, args: list[str], env: dict[str, str]) -> int:
-    logs = cfg.data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / f"{name}.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=stack.REPO_ROOT,
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return proc.pid
-
-
-def _wait(url: str, what: str, cfg: stack.StackConfig, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError as exc:
-            last = str(exc)
-        time.sleep(0.2)
-    raise stack.StackError(f"{what} not up after {timeout}s: {last} (logs in {cfg.data_dir})")
-
-
 @pytest.fixture(scope="session")
 def console_stack(services: stack.StackConfig) -> Iterator[ConsoleStack]:
-    cfg = services
-    issuer_port, console_port = PORT_BASE + 6, PORT_BASE + 7
-    issuer_url = f"http://127.0.0.1:{issuer_port}"
-    console_url = f"http://127.0.0.1:{console_port}"
-    pids: list[int] = []
+    """The issuer and the console started by the stack's own code (what the supervisor of
+    `claimflow stack up` runs), next to the e2e fixtures' unsupervised services. Ports
+    BASE+6 and BASE+7 (free on the tests' memory broker) rather than the stack's BASE+14
+    and BASE+15, which tests/e2e/test_supervision.py's stack uses while this one is up."""
+    cfg = dataclasses.replace(
+        services,
+        ports=dataclasses.replace(services.ports, issuer=PORT_BASE + 6, console=PORT_BASE + 7),
+        service_env={
+            **services.service_env,
+            "CLAIMFLOW_CONSOLE_STATUS_RATE_PER_MINUTE": str(STATUS_RATE_PER_MINUTE),
+        },
+        console=True,
+    )
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        pids.append(
-            _spawn(
-                cfg,
-                "issuer",
-                [
-                    "-m",
-                    "shared.auth.issuer",
-                    "--data-dir",
-                    str(cfg.data_dir),
-                    "--port",
-                    str(issuer_port),
-                ],
-                {},
-            )
-        )
-        _wait(f"{issuer_url}/.well-known/openid-configuration", "issuer", cfg)
-        pids.append(
-            _spawn(
-                cfg,
-                "console",
-                ["-m", "services.console"],
-                {
-                    "CLAIMFLOW_CONSOLE_PORT": str(console_port),
-                    "CLAIMFLOW_CONSOLE_INTAKE_URL": cfg.url("intake"),
-                    "CLAIMFLOW_CONSOLE_REVIEW_URL": cfg.url("review"),
-                    "CLAIMFLOW_CONSOLE_PAYOUT_URL": cfg.url("payout"),
-                    "CLAIMFLOW_CONSOLE_ISSUER_URL": issuer_url,
-                    "CLAIMFLOW_CONSOLE_SESSION_SECRET": secrets.token_urlsafe(32),
-                    # Plain http on loopback: a Secure cookie would never come back.
-                    "CLAIMFLOW_CONSOLE_SECURE_COOKIES": "false",
-                    "CLAIMFLOW_CONSOLE_STATUS_RATE_PER_MINUTE": str(STATUS_RATE_PER_MINUTE),
-                },
-            )
-        )
-        _wait(f"{console_url}/status", "console", cfg)
-        yield ConsoleStack(cfg=cfg, url=console_url, issuer_url=issuer_url)
+        procs.append(stack.issuer_popen(cfg))
+        stack.wait_issuer(cfg)
+        procs.append(stack.console_popen(cfg))
+        stack.wait_console(cfg)
+        yield ConsoleStack(cfg=cfg, url=cfg.console_url, issuer_url=cfg.issuer_url)
     finally:
-        for pid in reversed(pids):
-            stack.stop_pid(pid)
+        for proc in reversed(procs):
+            stack.stop_pid(proc.pid)
+            proc.poll()
 
 
 def _chromium_installed() -> bool:
