@@ -27,6 +27,7 @@ from services.payout.service_layer.handlers import (
     seed_funds,
 )
 from shared.contracts.topics import INTAKE_EVENTS, REVIEW_EVENTS
+from shared.db import create_pool
 from shared.money import yuan_to_fen
 from shared.programs import load_catalogue
 from shared.service_app import ServiceRuntime, build_service_app
@@ -34,9 +35,15 @@ from shared.service_app import ServiceRuntime, build_service_app
 GAUGE_REFRESH_S = 2.0
 
 
-def make_gateway(runtime: ServiceRuntime, settings: PayoutSettings) -> SimulatedGateway:
+async def make_gateway(runtime: ServiceRuntime, settings: PayoutSettings) -> SimulatedGateway:
+    # The bank's books are not payout's: their own pool, as the bank's own role.
+    dsn = settings.gateway_database_url or settings.database_url
+    await SimulatedGateway.prepare(dsn)
+    runtime.extras["gateway_pool"] = pool = await create_pool(
+        dsn, SimulatedGateway.SCHEMA, min_size=1, max_size=4
+    )
     return SimulatedGateway(
-        runtime.db,
+        pool,
         min_delay_s=settings.gateway_min_delay_s,
         max_delay_s=settings.gateway_max_delay_s,
         transient_failure_rate=settings.gateway_transient_failure_rate,
@@ -65,8 +72,7 @@ def create_app(settings: PayoutSettings | None = None) -> FastAPI:
         if gateway is None:
             async with runtime.db.acquire() as conn:
                 await seed_funds(conn, load_catalogue(), None if cap is None else yuan_to_fen(cap))
-            await SimulatedGateway.prepare(settings.database_url)
-            gateway = runtime.extras["gateway"] = make_gateway(runtime, settings)
+            gateway = runtime.extras["gateway"] = await make_gateway(runtime, settings)
         exporter = GaugeExporter(SERVICE)
         refreshed = 0.0
         try:
