@@ -1,4 +1,4 @@
-"""``claimflow db``: migrations as the schema owners, password rotation (docs/operations.md)."""
+"""``claimflow db``: migrations as the schema owners, password rotation (docs/database-roles.md)."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def db_rotate_password(
     data_dir: DataDir = stack.REPO_ROOT / ".stack",
     port_base: PortBase = None,
 ) -> None:
-    """New password for one role of the embedded stack (docs/operations.md): then restart
+    """New password for one role of the embedded stack (docs/database-roles.md): then restart
     the service that uses it."""
     cfg = _stack_config(data_dir, port_base)
     asyncio.run(rotate_password(cfg, role))

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The postgres image runs this once, on an empty data volume (/docker-entrypoint-initdb.d),
 # as the administrator (POSTGRES_USER): the claimflow roles and schemas of
-# deploy/postgres/roles.sql, which shared/db_roles.py generates (docs/operations.md).
+# deploy/postgres/roles.sql, which shared/db_roles.py generates (docs/database-roles.md).
 # Each password comes from the container's environment (docker-compose.yml); a missing
 # one stops the initialisation.
 set -eu
