@@ -172,6 +172,10 @@ async def test_roles_are_not_superusers_and_owners_own_only_their_schema(
             await refused(owner, "CREATE SCHEMA planted")
         finally:
             await owner.close()
+    # CONNECT only where granted: not to the cluster's other database.
+    for role in (db_roles.runtime_role("payout"), db_roles.owner_role("review")):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await asyncpg.connect(infra.role_dsn(role, "postgres"))
 
 
 async def test_a_wrong_or_missing_password_is_refused(infra: stack.StackConfig) -> None:
@@ -256,3 +260,25 @@ async def test_rotating_a_password_refuses_the_old_one(infra: stack.StackConfig)
         await conn.close()
     path = infra.data_dir / db_roles.PASSWORDS_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_claimflow_db_migrate_runs_as_the_owners_only(infra: stack.StackConfig) -> None:
+    """docker-compose's db-migrate job: `claimflow db migrate --owner SCHEMA=URL …`."""
+    from typer.testing import CliRunner
+
+    from shared.devstack.cli import app
+
+    owners = [a for s in SCHEMAS for a in ("--owner", f"{s}={infra.owner_dsn(s)}")]
+    done = CliRunner().invoke(app, ["db", "migrate", *owners])
+    assert done.exit_code == 0, done.output
+    assert all(f"{s}: up to date" in done.output for s in SCHEMAS), done.output
+    # With the service's own role nothing is pending, so nothing is refused either; its
+    # migrations need the owner (test_a_service_role_cannot_migrate_its_schema_the_owner_can).
+    as_service = CliRunner().invoke(
+        app, ["db", "migrate", "--owner", f"payout={infra.service_dsn('payout')}"]
+    )
+    assert as_service.exit_code == 0 and "payout: up to date" in as_service.output
+    wrong = CliRunner().invoke(
+        app, ["db", "migrate", "--owner", f"intake={infra.service_dsn('payout')}"]
+    )
+    assert isinstance(wrong.exception, asyncpg.InsufficientPrivilegeError)
