@@ -51,11 +51,22 @@ def migration_files(directories: Sequence[tuple[str, Path]]) -> list[tuple[str, 
     return result
 
 
+class MigrationError(RuntimeError):
+    """Migrations are pending and this connection's role may not apply them."""
+
+
 async def migrate(dsn: str, schema: str, service_migrations: Path) -> list[str]:
     """Apply the shared messaging migrations, then the service's own, exactly once each.
 
     Several processes may start at the same moment; the advisory lock makes the
     second wait for the first and then find nothing left to do.
+
+    Migrations run as the schema's owner (shared/db_roles.py). A service connecting as its
+    runtime role calls this too: with nothing pending it changes nothing and needs no
+    privilege beyond reading ``schema_migrations``; with something pending it raises
+    MigrationError naming the versions, instead of failing half-way on "permission
+    denied". A schema that does not exist yet is created (the administrator's case:
+    tests, a single-role database); with roles, the administrator created it already.
     """
     _check_schema(schema)
     files = migration_files([("shared", SHARED_MIGRATIONS), (schema, service_migrations)])
@@ -66,17 +77,32 @@ async def migrate(dsn: str, schema: str, service_migrations: Path) -> list[str]:
             "SELECT pg_advisory_lock(hashtext('claimflow.migrate.' || $1::text))", schema
         )
         try:
-            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            done = await _applied_versions(conn, schema)
+            pending = [(version, path) for version, path in files if version not in (done or ())]
+            if not pending:
+                return applied
+            if not await _may_migrate(conn, schema):
+                user = await conn.fetchval("SELECT current_user")
+                raise MigrationError(
+                    f"schema {schema!r} has pending migrations "
+                    f"{', '.join(v for v, _ in pending)}; they run as the schema's owner "
+                    f"(claimflow db migrate), not as {user!r}"
+                )
+            if done is None:
+                # IF NOT EXISTS would still check CREATE on the database, which the
+                # schema's owner does not have: only create what is missing.
+                exists = await conn.fetchval(
+                    "SELECT true FROM pg_namespace WHERE nspname = $1", schema
+                )
+                if not exists:
+                    await conn.execute(f'CREATE SCHEMA "{schema}"')
             await conn.execute(f'SET search_path TO "{schema}"')
             await conn.execute(
                 """CREATE TABLE IF NOT EXISTS schema_migrations (
                        version text PRIMARY KEY,
                        applied_at timestamptz NOT NULL DEFAULT now())"""
             )
-            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-            for version, path in files:
-                if version in done:
-                    continue
+            for version, path in pending:
                 async with conn.transaction():
                     await conn.execute(path.read_text(encoding="utf-8"))
                     await conn.execute(
@@ -91,3 +117,27 @@ async def migrate(dsn: str, schema: str, service_migrations: Path) -> list[str]:
     finally:
         await conn.close()
     return applied
+
+
+async def _applied_versions(conn: asyncpg.Connection, schema: str) -> set[str] | None:
+    """The versions recorded in the schema, None when it has no schema_migrations yet."""
+    table = await conn.fetchval("SELECT to_regclass($1)", f'"{schema}".schema_migrations')
+    if table is None:
+        return None
+    rows = await conn.fetch(f'SELECT version FROM "{schema}".schema_migrations')
+    return {r["version"] for r in rows}
+
+
+async def _may_migrate(conn: asyncpg.Connection, schema: str) -> bool:
+    """The schema's owner (or a member of it), or a superuser; or, for a schema not
+    created yet, a role that may create schemas."""
+    owner_ok: bool | None = await conn.fetchval(
+        """SELECT pg_has_role(n.nspowner, 'USAGE') FROM pg_namespace n WHERE n.nspname = $1""",
+        schema,
+    )
+    if owner_ok is not None:
+        return owner_ok
+    may_create: bool = await conn.fetchval(
+        "SELECT has_database_privilege(current_database(), 'CREATE')"
+    )
+    return may_create

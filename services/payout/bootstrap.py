@@ -23,6 +23,7 @@ from services.payout.service_layer.payments import Payments
 from services.payout.service_layer.resolver import resolve_unknown
 from services.payout.subscriptions import SERVICE, payout_subscriptions
 from shared.contracts.topics import PAYOUT_EVENTS
+from shared.db import create_pool
 from shared.money import yuan_to_fen
 from shared.programs import Catalogue, load_catalogue
 from shared.service_app import ServiceRuntime, build_service_app
@@ -31,9 +32,15 @@ from shared.unit_of_work import Clock, UnitOfWorkFactory, system_clock
 GAUGE_REFRESH_S = 2.0
 
 
-def make_gateway(runtime: ServiceRuntime, settings: PayoutSettings) -> SimulatedGateway:
+async def make_gateway(runtime: ServiceRuntime, settings: PayoutSettings) -> SimulatedGateway:
+    # The bank's books are not payout's: their own pool, as the bank's own role.
+    dsn = settings.gateway_database_url or settings.database_url
+    await SimulatedGateway.prepare(dsn)
+    runtime.extras["gateway_pool"] = pool = await create_pool(
+        dsn, SimulatedGateway.SCHEMA, min_size=1, max_size=4
+    )
     return SimulatedGateway(
-        runtime.db,
+        pool,
         min_delay_s=settings.gateway_min_delay_s,
         max_delay_s=settings.gateway_max_delay_s,
         transient_failure_rate=settings.gateway_transient_failure_rate,
@@ -70,8 +77,7 @@ def create_app(
     async def start_payments(runtime: ServiceRuntime) -> Payments:
         async with uows.acquire(runtime.db) as uow:
             await seed_funds(uow, catalogue, None if cap is None else yuan_to_fen(cap))
-        await SimulatedGateway.prepare(settings.database_url)
-        gateway = make_gateway(runtime, settings)
+        gateway = await make_gateway(runtime, settings)
         return Payments(uows, runtime.db, gateway, retry_policy(settings))
 
     async def payment_loop(runtime: ServiceRuntime) -> None:

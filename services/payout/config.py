@@ -16,6 +16,9 @@ class PayoutSettings(ServiceSettings):
     Applied only when the fund is first created (later changes: top-ups)."""
 
     # The simulated treasury/bank (CLAIMFLOW_GATEWAY_*).
+    gateway_database_url: str | None = None
+    """The simulated bank's own role (schema bank_sim, docs/database-roles.md); None: the
+    service's database_url (a single-role database)."""
     gateway_min_delay_s: float = Field(default=0.05, ge=0)
     """Each hop (accepted, sent, arrived) comes after a delay drawn in [min, max]."""
     gateway_max_delay_s: float = Field(default=0.3, ge=0)

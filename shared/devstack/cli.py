@@ -16,6 +16,7 @@ from rich.table import Table
 
 from shared.auth.cli_token import TokenRequestInvalid, token_for
 from shared.devstack import stack
+from shared.devstack.db_cmd import db_app
 from shared.devstack.demo import run_demo, summary_table
 from shared.devstack.demo_finance import BANK_TROUBLE
 from shared.money import fen_to_yuan
@@ -28,6 +29,7 @@ letters_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(letters_app, name="dead-letters")
+app.add_typer(db_app, name="db")
 console = Console(stderr=True)
 
 DataDir = Annotated[

@@ -28,7 +28,9 @@ import asyncpg
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from shared import db_roles
 from shared.contracts.topics import ALL_TOPICS
+from shared.db import migrate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("intake", "review", "payout")
@@ -100,8 +102,35 @@ class StackConfig:
     itself (tests, benches) gets these two processes only when it asks."""
 
     @property
+    def admin_dsn(self) -> str:
+        """The database administrator's URL (a superuser): for the stack itself, operators'
+        tools and tests that look across schemas; never handed to a service."""
+        return self.role_dsn(self.db_user)
+
+    @property
     def dsn(self) -> str:
-        return f"postgresql://{self.db_user}@127.0.0.1:{self.ports.postgres}/{self.database}"
+        """The administrator's URL (admin_dsn), under the name scripts have used."""
+        return self.admin_dsn
+
+    def role_dsn(self, role: str, database: str | None = None) -> str:
+        """The URL of one role, with its password from the data folder."""
+        passwords = db_roles.read_passwords(self.data_dir)
+        if passwords is None:
+            raise StackError(
+                f"no database passwords in {self.data_dir / db_roles.PASSWORDS_FILE}: "
+                "the stack's PostgreSQL has not been set up in this data folder"
+            )
+        server = db_roles.Server("127.0.0.1", self.ports.postgres, database or self.database)
+        return server.url(role, passwords[role])
+
+    def service_dsn(self, schema: str) -> str:
+        """What a service (or the simulated bank: ``bank_sim``) connects as: its runtime
+        role, DML on its own schema only."""
+        return self.role_dsn(db_roles.runtime_role(schema))
+
+    def owner_dsn(self, schema: str) -> str:
+        """The schema owner's URL: migrations only."""
+        return self.role_dsn(db_roles.owner_role(schema))
 
     @property
     def bootstrap(self) -> str:
@@ -235,28 +264,18 @@ def start_postgres(cfg: StackConfig) -> None:
         if user:
             shutil.chown(pgdata, user)
             _ensure_traversable(pgdata, user)
-        subprocess.run(
-            _as_pg_user(
-                [
-                    _pg_bin("initdb"),
-                    "-D",
-                    str(pgdata),
-                    "-U",
-                    cfg.db_user,
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--no-locale",
-                    "--no-sync",
-                ],
-                user,
-            ),
-            check=True,
-            stdout=subprocess.DEVNULL,
+        passwords = db_roles.generate_passwords(cfg.db_user)
+        _initdb(cfg, pgdata, user, passwords[cfg.db_user])
+        db_roles.write_passwords(cfg.data_dir, passwords)
+    elif db_roles.read_passwords(cfg.data_dir) is None:
+        raise StackError(
+            f"{pgdata} was made before the stack used passwords (trust authentication) "
+            f"or {cfg.data_dir / db_roles.PASSWORDS_FILE} was lost: start without "
+            "--keep-data (or delete the folder) to set it up again"
         )
     options = (
         f"-p {cfg.ports.postgres} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
-        "-c max_connections=200 -c shared_buffers=128MB"
+        "-c max_connections=200 -c shared_buffers=128MB -c password_encryption=scram-sha-256"
     )
     subprocess.run(
         _as_pg_user(
@@ -278,7 +297,43 @@ def start_postgres(cfg: StackConfig) -> None:
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    asyncio.run(_create_database(cfg))
+    asyncio.run(prepare_database(cfg))
+
+
+def _initdb(cfg: StackConfig, pgdata: Path, user: str | None, admin_password: str) -> None:
+    """A cluster whose every connection authenticates with scram-sha-256 (no trust, not
+    even for the server's own OS user: it has no Unix socket anyway). initdb reads the
+    administrator's password from a file the server user can read, removed afterwards."""
+    pwfile = cfg.data_dir / "initdb-password"
+    pwfile.unlink(missing_ok=True)
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(admin_password + "\n")
+    try:
+        if user:
+            shutil.chown(pwfile, user)
+        subprocess.run(
+            _as_pg_user(
+                [
+                    _pg_bin("initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    cfg.db_user,
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                    "--no-sync",
+                ],
+                user,
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
 
 
 def _ensure_traversable(path: Path, user: str) -> None:
@@ -292,16 +347,40 @@ def _ensure_traversable(path: Path, user: str) -> None:
             )
 
 
-async def _create_database(cfg: StackConfig) -> None:
-    conn = await asyncpg.connect(
-        f"postgresql://{cfg.db_user}@127.0.0.1:{cfg.ports.postgres}/postgres"
-    )
+async def prepare_database(cfg: StackConfig) -> None:
+    """The database; the roles and schemas when they are missing (shared/db_roles.py); then
+    every schema's pending migrations, each applied as that schema's owner. The services
+    start afterwards and connect as their runtime roles, which could not migrate."""
+    conn = await asyncpg.connect(cfg.role_dsn(cfg.db_user, "postgres"))
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", cfg.database)
         if not exists:
             await conn.execute(f'CREATE DATABASE "{cfg.database}"')
     finally:
         await conn.close()
+    conn = await asyncpg.connect(cfg.admin_dsn)
+    try:
+        have_roles = await conn.fetchval(
+            "SELECT count(*) FROM pg_roles WHERE rolname = ANY($1::text[])",
+            db_roles.schema_roles(),
+        )
+        if not have_roles:  # a fresh cluster
+            passwords = db_roles.read_passwords(cfg.data_dir)
+            assert passwords is not None
+            # One transaction: the roles and schemas are all there or none is.
+            async with conn.transaction():
+                await conn.execute(db_roles.roles_sql(cfg.database, passwords))
+    finally:
+        await conn.close()
+    await migrate_all(cfg)
+
+
+async def migrate_all(cfg: StackConfig) -> dict[str, list[str]]:
+    """Pending migrations of every schema, as its owner: schema -> versions applied."""
+    return {
+        schema: await migrate(cfg.owner_dsn(schema), schema, db_roles.migration_dirs(schema))
+        for schema in db_roles.SCHEMAS
+    }
 
 
 def stop_postgres(cfg: StackConfig, mode: str = "fast") -> None:
@@ -575,12 +654,16 @@ def service_environment(cfg: StackConfig, name: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
-            "CLAIMFLOW_DATABASE_URL": cfg.dsn,
+            # Its own runtime role: DML on its own schema, nothing on the others'.
+            "CLAIMFLOW_DATABASE_URL": cfg.service_dsn(name),
             "CLAIMFLOW_KAFKA_BOOTSTRAP": cfg.bootstrap,
             "CLAIMFLOW_HTTP_PORT": str(cfg.ports.service(name)),
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if name == "payout":
+        # The simulated bank runs inside payout but keeps its books as a role of its own.
+        env["CLAIMFLOW_GATEWAY_DATABASE_URL"] = cfg.service_dsn("bank_sim")
     env.update(cfg.service_env)
     return env
 
@@ -897,7 +980,10 @@ def describe(cfg: StackConfig, info: dict[str, Any]) -> dict[str, Any]:
         "urls": urls,
         "openapi": {name: f"{cfg.url(name)}/docs" for name in SERVICES},
         "broker": cfg.bootstrap,
-        "database_url": cfg.dsn,
+        "admin_database_url": cfg.admin_dsn,
+        # The same administrator's URL, under the name scripts used before the roles.
+        "database_url": cfg.admin_dsn,
+        "service_database_urls": {schema: cfg.service_dsn(schema) for schema in db_roles.SCHEMAS},
         "data_dir": str(cfg.data_dir),
         "pids": info.get("pids", {}),
         "ports": asdict(cfg.ports),
@@ -909,7 +995,13 @@ def describe(cfg: StackConfig, info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_info(cfg: StackConfig, info: dict[str, Any]) -> None:
-    cfg.info_file.write_text(json.dumps(describe(cfg, info), indent=2))
+    """stack.json holds passwords (the administrator's among them): mode 0600."""
+    tmp = cfg.info_file.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(describe(cfg, info), indent=2))
+    tmp.replace(cfg.info_file)
 
 
 def down(cfg: StackConfig, *, info: dict[str, Any] | None = None) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from shared import db_roles
 from shared.contracts.topics import ALL_TOPICS
 from shared.devstack import prometheus
 from shared.devstack.stack import StackConfig, StackPorts
@@ -59,6 +60,7 @@ def test_docker_compose_config_is_valid() -> None:
         "kafka-2",
         "kafka-3",
         "kafka-topics",
+        "db-migrate",
         "intake",
         "review",
         "payout",
@@ -114,6 +116,34 @@ def test_compose_file_wires_the_parts() -> None:
         services["grafana"]
     )
     assert "/etc/prometheus" in mounts(services["prometheus"])
+
+
+def test_compose_gives_each_service_its_own_database_role() -> None:
+    """The same roles as the embedded stack (shared/db_roles.py): created by the init
+    script on an empty volume, migrations as the owners, services as runtime roles."""
+    compose = require_binary("docker-compose")
+    doc = yaml.safe_load(run(compose, "-f", "docker-compose.yml", "config").stdout)
+    services = doc["services"]
+    postgres = services["postgres"]
+    assert {"/docker-entrypoint-initdb.d", "/claimflow/roles.sql"} <= mounts(postgres)
+    env = postgres["environment"]
+    assert env["POSTGRES_HOST_AUTH_METHOD"] == "scram-sha-256"
+    for role in db_roles.schema_roles():
+        assert env["DB_PASSWORD_" + role.removeprefix("claimflow_").upper()]
+    migrate_job = services["db-migrate"]
+    assert migrate_job["command"][:3] == ["claimflow", "db", "migrate"]
+    owners = [a for a in migrate_job["command"] if "=postgresql://" in a]
+    assert [o.split("=")[0] for o in owners] == list(db_roles.SCHEMAS)
+    for owner in owners:
+        schema, url = owner.split("=", 1)
+        assert url.startswith(f"postgresql://{db_roles.owner_role(schema)}:")
+    for name in ("intake", "review", "payout"):
+        svc = services[name]
+        url = svc["environment"]["CLAIMFLOW_DATABASE_URL"]
+        assert url.startswith(f"postgresql://{db_roles.runtime_role(name)}:"), url
+        assert svc["depends_on"]["db-migrate"]["condition"] == "service_completed_successfully"
+    bank = services["payout"]["environment"]["CLAIMFLOW_GATEWAY_DATABASE_URL"]
+    assert bank.startswith(f"postgresql://{db_roles.runtime_role('bank_sim')}:")
 
 
 def mounts(service: dict[str, Any]) -> set[str]:

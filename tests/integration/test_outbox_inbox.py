@@ -634,7 +634,7 @@ async def test_an_unsendable_row_is_quarantined_and_the_rows_behind_it_flow(
 
 
 async def test_a_broker_outage_shows_no_progress_and_the_gauges_still_move(
-    schema: tuple[str, asyncpg.Pool], tmp_path: Path
+    infra: StackConfig, schema: tuple[str, asyncpg.Pool], tmp_path: Path
 ) -> None:
     """A broker of its own (the shared one must stay up), stopped under the relay."""
     name, pool = schema
@@ -644,7 +644,8 @@ async def test_a_broker_outage_shows_no_progress_and_the_gauges_still_move(
         await create_topics(cfg.bootstrap, 1)
         relay = OutboxRelay(
             pool=pool,
-            dsn=cfg.dsn,
+            # The shared PostgreSQL's (this config has a broker only, no database).
+            dsn=infra.dsn,
             schema=name,
             bootstrap_servers=cfg.bootstrap,
             poll_interval_s=0.2,
