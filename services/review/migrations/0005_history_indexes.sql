@@ -8,5 +8,7 @@
 --   query that does not say status <> 'returned' cannot use;
 -- * review_deadlines by task_id (closing a decided task's deadline, the worklist's
 --   "escalated" flag for every task it lists): no index at all.
-CREATE INDEX review_tasks_by_claim ON review_tasks (claim_id);
-CREATE INDEX review_deadlines_by_task ON review_deadlines (task_id) WHERE task_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS review_tasks_by_claim ON review_tasks (claim_id);
+CREATE INDEX IF NOT EXISTS review_deadlines_by_task ON review_deadlines (task_id) WHERE task_id IS NOT NULL;
+-- IF NOT EXISTS: on a large live database build them first by hand with CREATE INDEX
+-- CONCURRENTLY (same names); this migration then only records itself.
