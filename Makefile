@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?= --events 20000 --rounds 3
+BENCH_E2E_ARGS ?=
 
-.PHONY: demo test lint unit integration e2e bench stack-up stack-down clean
+.PHONY: demo test lint unit integration e2e bench bench-e2e stack-up stack-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +43,11 @@ e2e: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.relay_pipeline $(BENCH_ARGS)
+
+# The whole stack, claims end to end, with the raw relay baseline of the same run
+# (docs/performance.md). BENCH_E2E_ARGS='--quick' for a smoke run.
+bench-e2e: $(STAMP)
+	$(BIN)/python -m bench.e2e $(BENCH_E2E_ARGS)
 
 stack-up: $(STAMP)
 	$(BIN)/claimflow stack up

@@ -18,7 +18,13 @@ class ServiceSettings(BaseSettings):
     # so the default Kafka 500 ms would cost half a second per hop.
     fetch_max_wait_ms: int = Field(default=10, ge=0)
     consumer_batch_max_records: int = Field(default=500, ge=1)
-    consumer_batch_timeout_ms: int = Field(default=50, ge=0)
+    consumer_batch_timeout_ms: int = Field(default=5, ge=1)
+    """FastStream's pause after a fetch wait that brought nothing. With the wait made
+    long (consumer_idle_wait_ms) the pause comes once per idle wait, and an event that
+    arrives during it waits this long at most (shared/messaging/fetch.py)."""
+    consumer_idle_wait_ms: int = Field(default=1000, ge=1)
+    """How long one fetch call waits for records; it returns as soon as records come,
+    so this costs no latency, and an idle consumer wakes up once per this long."""
     consumer_retry_backoff_s: float = Field(default=1.0, gt=0)
     consumer_session_timeout_ms: int = Field(default=10_000, ge=1000)
     """How long the group coordinator waits for a silent (killed) member before handing

@@ -26,6 +26,28 @@ def _check_schema(schema: str) -> str:
     return schema
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing beyond asyncpg's own ROLLBACK of a transaction
+    left open and its dropping of the connection's listener callbacks.
+
+    asyncpg's default reset sends four statements on every release (``SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``): a round trip and four
+    statements per checkout, 4 of every 10 statements a claim cost (docs/performance.md).
+    They undo session state, which code on pool connections does not create:
+
+    * settings: only ``SET LOCAL`` (ends with the transaction); the search path and the
+      application name are connection parameters, which ``RESET ALL`` would keep anyway;
+    * LISTEN: only the outbox relay, on a connection of its own, not the pool's;
+    * cursors: asyncpg's cursors live in a transaction, none is declared ``WITH HOLD``;
+    * advisory locks: transaction-scoped ones end with the transaction; the one
+      session-scoped lock (shared/table_gauges.py) is unlocked before its connection goes
+      back, and a connection whose unlock failed is closed instead of reused.
+
+    tests/unit/test_pool_session_state.py keeps it that way: it fails when code under
+    shared/ or services/ starts to create session state on a pooled connection.
+    """
+
+
 async def create_pool(
     dsn: str, schema: str, *, min_size: int = 2, max_size: int = 10
 ) -> asyncpg.Pool:
@@ -35,6 +57,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         server_settings={"search_path": _check_schema(schema), "application_name": schema},
+        reset=keep_session,
     )
     assert pool is not None
     return pool

@@ -29,6 +29,7 @@ from shared.db import create_pool, migrate
 from shared.docs_pages import install_docs_pages
 from shared.http_guard import RequestGuard, refuse_bad_path_text
 from shared.messaging.consumer import Handlers, IdempotentBatchConsumer
+from shared.messaging.fetch import wait_for_data_when_idle
 from shared.messaging.outbox import OutboxRelay
 from shared.messaging.watch import ConsumerWatch, exit_process
 from shared.metrics import REGISTRY
@@ -138,6 +139,10 @@ def build_service_app(
         middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY, app_name=name)],
         lifespan=lifespan,
         client_id=f"claimflow-{name}",
+        # FastStream logs "Received" and "Processed" for every fetched batch at this level:
+        # at INFO that was two formatted, written log lines per batch on the claim path.
+        # Start-up and rebalance messages keep their own level (INFO).
+        log_level=logging.DEBUG,
         # /asyncapi is served by shared.docs_pages (offline assets, no try-it-out).
         schema_url=None,
         include_in_schema=True,
@@ -175,6 +180,12 @@ def build_service_app(
 
     @kafka.after_startup
     async def _watch_consumer(app: FastAPI) -> None:
+        if subscriber is not None:
+            # No fixed sleep between an idle fetch and the next (shared/messaging/fetch.py).
+            wait_for_data_when_idle(subscriber.consumer, settings.consumer_idle_wait_ms)
+            # FastStream's own "waiting for messages" is at DEBUG now (log_level above);
+            # bench.service_startup and people reading the log look for this line.
+            log.info("%s: consumer subscribed to %s, waiting for messages", name, subscribe_to)
         if subscriber is not None and runtime.watch is not None:
             runtime.watch.start(subscriber)
         if subscriber is not None:

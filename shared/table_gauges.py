@@ -11,6 +11,7 @@ over. The others clear their copies of the gauges, so no stale series remains.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import asyncpg
@@ -75,9 +76,10 @@ class SingleExporter:
         if self._conn is not None and self._pool is not None:
             conn, pool = self._conn, self._pool
             self._conn = self._pool = None
+            unlocked = False
             try:
                 if not conn.is_closed():
-                    await conn.execute(
+                    unlocked = await conn.fetchval(
                         "SELECT pg_advisory_unlock(hashtext('claimflow_table_gauges:' || $1))",
                         self.name,
                     )
@@ -85,9 +87,16 @@ class SingleExporter:
                 # A broken session took its lock with it (and a lost connection is
                 # already back in the pool).
                 log.warning("could not release the %s gauge lock cleanly", self.name)
+            finally:
+                if not unlocked:
+                    # The pool does not reset sessions (shared/db.py keep_session): a
+                    # session that may still hold the lock must not serve anyone else.
+                    # (A lost one is back in the pool already, as a dead connection.)
+                    with contextlib.suppress(asyncpg.InterfaceError):
+                        conn.terminate()
             try:
-                # Always handed back, so the pool never leaks it (its close would wait):
-                # the pool's reset unlocks all, or ends the connection if that fails.
+                # Always handed back, so the pool never leaks it (its close would wait);
+                # a terminated connection is replaced by a new one.
                 await pool.release(conn)
             except _LOST:
                 log.warning("could not return the %s gauge connection cleanly", self.name)

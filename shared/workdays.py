@@ -30,13 +30,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from pathlib import Path
+from time import monotonic
 from zoneinfo import ZoneInfo
 
 import chinese_calendar
@@ -148,11 +150,25 @@ def _package_knows(year: int) -> bool:
     return True
 
 
+_CACHE_LIMIT = 100_000
+"""Entries per cache of one Calendar before it starts afresh (dates and counts of a
+few years: never reached in practice, but bounded)."""
+
+
 @dataclass(frozen=True)
 class Calendar:
-    """The working-day calendar from one version of the overrides file."""
+    """The working-day calendar from one version of the overrides file.
+
+    Its answers are cached: a deadline is computed for every review task and every
+    claim with promised documents, each walking day by day through the package's or
+    the fallback's tables. A changed file makes a new Calendar, with empty caches.
+    """
 
     overrides: CalendarOverrides
+    _working: dict[date, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _added: dict[tuple[date, int], date] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def source(self, year: int) -> Source:
         if year in self.overrides.years:
@@ -160,6 +176,14 @@ class Calendar:
         return Source.PACKAGE if _package_knows(year) else Source.FALLBACK
 
     def is_working_day(self, day: date) -> bool:
+        known = self._working.get(day)
+        if known is None:
+            if len(self._working) >= _CACHE_LIMIT:
+                self._working.clear()
+            known = self._working[day] = self._is_working_day(day)
+        return known
+
+    def _is_working_day(self, day: date) -> bool:
         arrangement = self.overrides.years.get(day.year)
         if arrangement is not None:
             if day in arrangement.workdays:
@@ -174,6 +198,14 @@ class Calendar:
         """The date ``days`` working days after ``start`` (``start`` itself not counted)."""
         if days < 0:
             raise ValueError("days must not be negative")
+        known = self._added.get((start, days))
+        if known is None:
+            if len(self._added) >= _CACHE_LIMIT:
+                self._added.clear()
+            known = self._added[(start, days)] = self._add_working_days(start, days)
+        return known
+
+    def _add_working_days(self, start: date, days: int) -> date:
         current = start
         remaining = days
         while remaining:
@@ -219,15 +251,29 @@ def calendar_file() -> Path:
 
 _lock = threading.Lock()
 _loaded: tuple[Path, float, Calendar] | None = None
+_checked_at = -math.inf
+CHECK_INTERVAL_S = 1.0
+"""How often the overrides file is looked at for a change: a service computes a
+deadline per event, and a stat per deadline was a system call on the claim path."""
 
 
-def current_calendar() -> Calendar:
-    """The calendar of the overrides file as it is now: a changed file is read again
-    (the deadlines it changes are recomputed by ``claimflow calendar recompute``)."""
-    global _loaded
+def current_calendar(*, fresh: bool = False) -> Calendar:
+    """The calendar of the overrides file: a changed file is read again, noticed within
+    CHECK_INTERVAL_S (at once with ``fresh``, as `claimflow calendar recompute` asks,
+    which also recomputes the deadlines the change moves)."""
+    global _loaded, _checked_at
     path = calendar_file()
-    mtime = path.stat().st_mtime if path.exists() else 0.0
     with _lock:
+        now = monotonic()
+        if (
+            not fresh
+            and _loaded is not None
+            and _loaded[0] == path
+            and now - _checked_at < CHECK_INTERVAL_S
+        ):
+            return _loaded[2]
+        mtime = path.stat().st_mtime if path.exists() else 0.0
+        _checked_at = now
         if _loaded is None or _loaded[0] != path or _loaded[1] != mtime:
             _loaded = (path, mtime, Calendar(load_overrides(path)))
         return _loaded[2]

@@ -14,7 +14,7 @@ from services.review.service_layer.policy import ReviewPolicy
 from services.review.service_layer.recompute import recompute_review_deadlines
 from shared.db import create_pool
 from shared.deadline_audit import DeadlineChange, calendar_digest
-from shared.workdays import calendar_file
+from shared.workdays import calendar_file, current_calendar
 
 
 def _summary(changes: list[DeadlineChange]) -> dict[str, Any]:
@@ -43,6 +43,7 @@ async def recompute(
     review_schema: str = "review",
 ) -> dict[str, Any]:
     at = datetime.now(UTC)
+    current_calendar(fresh=True)  # the file as it is now, not as a second ago
     result: dict[str, Any] = {
         "calendar_file": str(calendar_file()),
         "calendar_digest": calendar_digest(calendar_file()),
