@@ -27,6 +27,7 @@ import asyncpg
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from shared.auth.keys import load_or_create_key
 from shared.contracts.topics import ALL_TOPICS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -51,12 +52,16 @@ class StackPorts:
     object_store: int = 19334
     """The first of the S3 server's OBJECT_STORE_PORTS internal ports (master, volume,
     filer, their gRPC ports)."""
+    issuer: int = 8109
+    """The embedded OIDC issuer (its URL is the ``iss`` of the stack's tokens)."""
 
     @classmethod
     def from_base(cls, base: int) -> StackPorts:
         """Consecutive ports: postgres, broker, intake, review, payout, prometheus, the S3
         endpoint, then the S3 server's internal ports up to BASE+13."""
-        return cls(base, base + 1, base + 2, base + 3, base + 4, base + 5, base + 6, base + 7)
+        return cls(
+            base, base + 1, base + 2, base + 3, base + 4, base + 5, base + 6, base + 7, base + 49
+        )
 
     def service(self, name: str) -> int:
         port: int = getattr(self, name)
@@ -100,6 +105,14 @@ class StackConfig:
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports.service(service)}"
+
+    @property
+    def issuer_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.issuer}"
+
+    @property
+    def jwks_file(self) -> Path:
+        return self.data_dir / "auth" / "jwks.json"
 
     def save(self, path: Path) -> None:
         """For the supervisor process, which rebuilds the same configuration."""
@@ -542,8 +555,32 @@ async def create_topics_named(bootstrap: str, names: list[str], partitions: int)
 # --- services ------------------------------------------------------------------------
 
 
+def prepare_auth(cfg: StackConfig) -> None:
+    """The embedded issuer's signing key (created once, in the data folder) and its public
+    JWKS next to it, which the services read as configuration: they verify tokens
+    without depending on the issuer process being up (it serves logins)."""
+    key = load_or_create_key(cfg.data_dir)
+    document = json.dumps({"keys": [key.public_jwk]}, indent=2)
+    if not cfg.jwks_file.exists() or cfg.jwks_file.read_text() != document:
+        tmp = cfg.jwks_file.with_suffix(".tmp")
+        tmp.write_text(document)
+        tmp.replace(cfg.jwks_file)
+    info = cfg.data_dir / "auth" / "issuer.json"
+    if not info.exists():  # `claimflow token` reads the issuer from here
+        info.write_text(json.dumps({"issuer": cfg.issuer_url, "jwks_uri": str(cfg.jwks_file)}))
+
+
+def auth_environment(cfg: StackConfig) -> dict[str, str]:
+    prepare_auth(cfg)
+    return {
+        "CLAIMFLOW_AUTH_ISSUERS": cfg.issuer_url,
+        "CLAIMFLOW_AUTH_JWKS_URLS": json.dumps({cfg.issuer_url: f"file://{cfg.jwks_file}"}),
+    }
+
+
 def service_environment(cfg: StackConfig, name: str) -> dict[str, str]:
     env = dict(os.environ)
+    env.update(auth_environment(cfg))
     env.update(
         {
             "CLAIMFLOW_DATABASE_URL": cfg.dsn,
