@@ -157,6 +157,19 @@ def demo(
     review_url: ExternalUrl = None,
     payout_url: ExternalUrl = None,
     database_url: ExternalUrl = None,
+    issuer_url: Annotated[
+        str | None,
+        typer.Option(
+            help="With the external URLs: the OIDC issuer (Keycloak realm) whose "
+            "claimflow-demo client gives the demo users' tokens (password grant)"
+        ),
+    ] = None,
+    issuer_client_id: Annotated[
+        str | None, typer.Option(help="Client of the password grant (default claimflow-demo)")
+    ] = None,
+    issuer_client_secret: Annotated[
+        str | None, typer.Option(help="Its secret (default: the realm export's demo secret)")
+    ] = None,
     bank_trouble: Annotated[
         bool,
         typer.Option(
@@ -190,6 +203,9 @@ def demo(
         info = {
             "urls": {"intake": intake_url, "review": review_url, "payout": payout_url},
             "database_url": database_url,
+            "issuer_url": issuer_url,
+            "issuer_client_id": issuer_client_id,
+            "issuer_client_secret": issuer_client_secret,
         }
         started_here = False
     else:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.auth.keys import SigningKey
+from shared.auth.keys import SigningKey, load_key
 from shared.auth.mint import mint_token, token_claims
 from shared.auth.permissions import ROLES, load_policy
 from shared.devstack.stack import StackConfig
@@ -45,13 +45,20 @@ def url_of(cfg: StackConfig, service: str, route: str) -> tuple[str, str]:
     return method, cfg.url(service) + path
 
 
-def a_role_without(wanted: list[str]) -> str:
+def a_role_without(wanted: list[str]) -> str | None:
+    """A claimflow role holding none of ``wanted``; None when every role holds one."""
     return next(
-        role for role in ROLES if not any(p in POLICY.roles[role].permissions for p in wanted)
+        (role for role in ROLES if not any(p in POLICY.roles[role].permissions for p in wanted)),
+        None,
     )
 
 
-def headers_of_role(cfg: StackConfig, role: str) -> dict[str, str]:
+def headers_of_role(cfg: StackConfig, role: str | None) -> dict[str, str]:
+    if role is None:
+        # Every role may use the route: a valid token with no claimflow role may not.
+        key = load_key(cfg.data_dir / "auth" / "issuer-es256.pem")
+        raw = mint_token(key, issuer=cfg.issuer_url, subject="nobody", roles=["offline_access"])
+        return {"Authorization": f"Bearer {raw}"}
     departments = ["tax"] if POLICY.roles[role].scope == "department" else []
     return bearer(cfg, f"someone-{role}", role, departments=departments)
 
@@ -75,8 +82,6 @@ def b64(data: bytes) -> str:
 
 def bad_tokens(cfg: StackConfig) -> dict[str, str]:
     """Tokens a service must refuse with 401, each for one reason."""
-    from shared.auth.keys import load_key
-
     key = load_key(cfg.data_dir / "auth" / "issuer-es256.pem")
     iss, sub, roles = cfg.issuer_url, "auditor-zhou", ["auditor"]
     expired = mint_token(key, issuer=iss, subject=sub, roles=roles, ttl_s=60, now=0)

@@ -18,13 +18,14 @@ import pytest
 from shared.devstack.demo_claims import make_claim
 from shared.devstack.stack import StackConfig
 from tests.conftest import ServiceProcesses
-from tests.tokens import finance_clerk, finance_supervisor, window
+from tests.tokens import finance_clerk, finance_supervisor, reviewer, window
 
 pytestmark = pytest.mark.e2e
 
 WINDOW = window("window-guard")
 FINANCE = finance_clerk("finance-guard")
 SUPERVISOR = finance_supervisor("finance-guard-supervisor")
+REVIEWER = reviewer("tax", "tax-guard")
 STATEMENT_HEADER = "value_date,bank_reference,end_to_end_id,amount,account_number,direction"
 
 
@@ -223,7 +224,7 @@ async def test_echoed_errors_are_capped(client: httpx.AsyncClient, services: Sta
     r = await client.post(
         f"{services.url('review')}/tasks/00000000-0000-4000-8000-000000000001/decision",
         json={"decision": "return", "documents": [""] * 20, "comment": 5, "x": 1, "y": 2},
-        headers=WINDOW,
+        headers=REVIEWER,
     )
     assert r.status_code == 422
     assert len(r.json()["errors"]) <= 21

@@ -78,7 +78,8 @@ async def test_returned_payment_is_corrected_by_finance_and_paid_once(
     }
 
     refused = await client.post(url, json=corrected, headers=window())
-    assert refused.status_code == 403 and refused.json()["errors"][0]["rule"] == "finance_only"
+    # A window clerk's token lacks the permission (issue 11: roles, not a department header).
+    assert refused.status_code == 403 and refused.json()["errors"][0]["rule"] == "permission"
     invalid = await client.post(
         url,
         json={"payee": {**corrected["payee"], "account_number": "12ab"}, "reason": "x"},
@@ -254,6 +255,9 @@ async def test_demo_figures_add_up_against_the_payout_database(services: StackCo
     info = {
         "urls": {name: services.url(name) for name in ("intake", "review", "payout")},
         "database_url": services.dsn,
+        # Where the demo's people get their tokens: the stack's issuer key.
+        "data_dir": str(services.data_dir),
+        "ports": {"issuer": services.ports.issuer},
     }
     result = await run_demo(
         info, claims=6, seed=7, timeout_s=120, console=Console(file=io.StringIO())

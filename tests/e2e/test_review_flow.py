@@ -84,7 +84,9 @@ async def test_three_departments_decide_concurrently_then_sign_off(
     # Each department sees its task on its worklist with the cross-check findings.
     for department in ("finance", "industry", "tax"):
         r = await client.get(
-            f"{services.url('review')}/worklist", params={"department": department}
+            f"{services.url('review')}/worklist",
+            params={"department": department},
+            headers=dict(reviewer(department)),
         )
         item = next(i for i in r.json() if i["claim_id"] == str(claim_id))
         assert {f["check"] for f in item["findings"]} >= {"blacklist", "duplicate", "amount"}
