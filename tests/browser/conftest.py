@@ -79,8 +79,9 @@ def _wait(url: str, what: str, cfg: stack.StackConfig, timeout: float = 30) -> N
 @pytest.fixture(scope="session")
 def console_stack(services: stack.StackConfig) -> Iterator[ConsoleStack]:
     cfg = services
-    issuer_port, console_port = PORT_BASE + 6, PORT_BASE + 7
-    issuer_url = f"http://127.0.0.1:{issuer_port}"
+    # The issuer on the stack's own issuer port and key: the services trust exactly it.
+    issuer_port, console_port = cfg.ports.issuer, PORT_BASE + 7
+    issuer_url = cfg.issuer_url
     console_url = f"http://127.0.0.1:{console_port}"
     pids: list[int] = []
     try:
