@@ -1,13 +1,22 @@
-"""Who is calling. Until real authentication arrives, callers name themselves in headers;
-this is the one place to swap for a token check.
+"""Who is calling, for the routes: the caller the bearer token proved.
+
+``shared.auth.enforce`` verifies the token and checks the route's permission before any
+route code runs and leaves the verified ``shared.auth.caller.Caller`` on the request.
+The routes take it through ``current_caller`` in the shape the use cases have always
+received: ``user_id`` is the token's subject (exact: no case folding — people are
+compared on it), ``department`` the token's one department (a token naming several
+acts for none of them in a department task: the use cases decide per department),
+``role`` ``approver`` for an approver, else the token's first role.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import Header, HTTPException
+from fastapi import Request
+
+from shared.auth.caller import Caller as VerifiedCaller
+from shared.auth.errors import unauthenticated
 
 
 @dataclass(frozen=True)
@@ -15,16 +24,23 @@ class Caller:
     user_id: str
     department: str | None
     role: str | None
+    verified: VerifiedCaller | None = None
 
-
-def current_caller(
-    x_user_id: Annotated[str | None, Header(description="Caller's user id")] = None,
-    x_department: Annotated[str | None, Header(description="Caller's department")] = None,
-    x_role: Annotated[str | None, Header(description="Caller's role")] = None,
-) -> Caller:
-    if not x_user_id or not x_user_id.strip():
-        raise HTTPException(
-            status_code=401,
-            detail={"field": "header.X-User-Id", "rule": "required", "message": "name the caller"},
+    @classmethod
+    def of(cls, caller: VerifiedCaller) -> Caller:
+        departments = sorted(caller.departments)
+        roles = sorted(caller.roles)
+        return cls(
+            user_id=caller.subject,
+            department=departments[0] if len(departments) == 1 else None,
+            role="approver" if "approver" in caller.roles else (roles[0] if roles else None),
+            verified=caller,
         )
-    return Caller(user_id=x_user_id.strip(), department=x_department, role=x_role)
+
+
+def current_caller(request: Request) -> Caller:
+    verified: VerifiedCaller | None = getattr(request.state, "caller", None)
+    if verified is None:
+        # Only a route the permission table calls open could get here.
+        raise unauthenticated("required", "send Authorization: Bearer <token>")
+    return Caller.of(verified)

@@ -16,7 +16,6 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
 
-CALLER_HEADER = "x-user-id"
 _METHODS = ("get", "put", "post", "delete", "patch")
 
 
@@ -42,8 +41,8 @@ class HealthBody(BaseModel):
 
 _STATUS_TEXT = {
     400: "the body could not be read",
-    401: "no caller named (X-User-Id)",
-    403: "the caller may not do this",
+    401: "no valid bearer token",
+    403: "the token lacks the route's permission (named in the answer)",
     404: "no such resource",
     409: "conflicts with the current state (or an Idempotency-Key used for another body)",
     413: "the body is larger than the service accepts",
@@ -92,12 +91,10 @@ def document_real_answers(schema: dict[str, Any]) -> dict[str, Any]:
                 statuses.add(404)
             if method != "get":
                 statuses |= {404, 409}
-            for p in params:
-                if p["in"] == "header" and p["name"].lower() == CALLER_HEADER:
-                    p["required"] = True
-                    # The caller check strips the value: it must have a visible character.
-                    p["schema"] = {"type": "string", "minLength": 1, "pattern": r"\S"}
-                    statuses |= {401, 403}
+            if op.get("security"):
+                # A bearer token is required (shared.auth.enforce): none or a bad one is
+                # 401, one without the route's permission 403.
+                statuses |= {401, 403}
             for status in sorted(statuses):
                 existing = responses.get(str(status))
                 if existing is None or _is_fastapi_validation_error(existing):

@@ -24,6 +24,8 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.auth.dependency import build_authenticator
+from shared.auth.enforce import enforce_route_permission, guard_service
 from shared.config import ServiceSettings
 from shared.db import create_pool, migrate
 from shared.docs_pages import install_docs_pages
@@ -84,6 +86,9 @@ def build_service_app(
     description: str = "",
 ) -> FastAPI:
     runtime = ServiceRuntime(name=name, settings=settings)
+    # Every route needs a verified bearer token holding the permission the table in
+    # shared/auth/permissions.yaml names (checked against the routes below, at start).
+    authenticator = build_authenticator(name, http_host=settings.http_host)
     consumer = IdempotentBatchConsumer(
         service=name,
         schema=name,
@@ -133,6 +138,7 @@ def build_service_app(
                 await runtime.watch.stop()
             await runtime.relay.stop()
             await runtime.pool.close()
+            await authenticator.aclose()
 
     kafka = KafkaRouter(
         settings.kafka_bootstrap,
@@ -196,7 +202,7 @@ def build_service_app(
         title=f"claimflow {name}",
         description=description,
         version="0.1.0",
-        dependencies=[Depends(refuse_bad_path_text)],
+        dependencies=[Depends(refuse_bad_path_text), Depends(enforce_route_permission)],
         docs_url=None,
         redoc_url=None,
     )
@@ -252,6 +258,7 @@ def build_service_app(
 
     for router in routers:
         app.include_router(router)
+    guard_service(app, name, authenticator)
     return app
 
 

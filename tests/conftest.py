@@ -20,8 +20,12 @@ import asyncpg
 import pytest
 
 from shared.devstack import stack
+from tests import tokens
 
 PORT_BASE = int(os.environ.get("CLAIMFLOW_TEST_PORT_BASE", "25400"))
+# Apps built in-process by unit tests need a trusted issuer to start; nothing is fetched
+# from it unless a request carries a token. The infra fixture points this at its stack.
+os.environ.setdefault("CLAIMFLOW_AUTH_ISSUERS", "http://127.0.0.1:9")
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +50,9 @@ def infra() -> Iterator[stack.StackConfig]:
         # With s3 storage, the S3 server first.
         broker_pids = stack.start_broker_stack(cfg)
         asyncio.run(stack.create_topics(cfg.bootstrap, cfg.partitions))
+        tokens.use_stack(cfg)
+        # In-process apps (integration tests) verify the stack's tokens too.
+        os.environ.update(stack.auth_environment(cfg))
         yield cfg
     finally:
         stack.stop_broker_stack(broker_pids)

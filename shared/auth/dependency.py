@@ -8,7 +8,7 @@ on every route.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Protocol
 
 from fastapi import Depends, FastAPI, Request
@@ -131,6 +131,43 @@ def install_auth(app: FastAPI, authenticator: Authenticator) -> None:
     add_auth_error_handler(app)
 
 
+async def authorize(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None,
+    wanted: Sequence[str],
+    policy: Policy,
+) -> Caller:
+    """The verified caller holding one of ``wanted``; else 401 / 403 naming the permission.
+
+    The verified caller is kept on the request (``request.state.caller``) for the
+    route's own checks (segregation of duties, department scope)."""
+    authenticator: Authenticator | None = getattr(request.app.state, "auth", None)
+    if authenticator is None:
+        raise RuntimeError("install_auth(app, ...) was not called for this app")
+    caller = await authenticator.authenticate(request, credentials)
+    conflicts = policy.conflicts(caller.roles)
+    if conflicts:
+        pairs = ", ".join(f"{a}+{b}" for a, b in conflicts)
+        raise forbidden(
+            "role_conflict",
+            f"the token holds mutually exclusive roles ({pairs}); ask for one of them",
+        )
+    if not any(caller.can(name) for name in wanted):
+        granting = sorted({role for name in wanted for role in policy.roles_granting(name)})
+        scoped = [
+            r for r in caller.roles if policy.roles[r].scope == "department"
+        ] and not caller.departments
+        hint = " (a reviewer needs a department claim)" if scoped else ""
+        raise forbidden(
+            "permission",
+            f"missing permission {' or '.join(wanted)}: granted to {', '.join(granting)}; "
+            f"the token's roles are [{', '.join(sorted(caller.roles))}]{hint}",
+            field=f"permission.{wanted[0]}",
+        )
+    request.state.caller = caller
+    return caller
+
+
 def require(permission: str, *alternatives: str) -> Callable[..., Awaitable[Caller]]:
     """A dependency: the verified caller, who holds ``permission`` (or one of the
     ``alternatives``: a route serving two kinds of object, e.g. a review task that is a
@@ -142,36 +179,12 @@ def require(permission: str, *alternatives: str) -> Callable[..., Awaitable[Call
         if name not in policy.permissions:
             # A typo in a route must fail at import, not grant or refuse at random.
             raise ValueError(f"unknown permission {name!r} (see shared/auth/permissions.yaml)")
-    granting = sorted({role for name in wanted for role in policy.roles_granting(name)})
-    spelled = " or ".join(wanted)
 
     async def caller_with_permission(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Caller:
-        authenticator: Authenticator | None = getattr(request.app.state, "auth", None)
-        if authenticator is None:
-            raise RuntimeError("install_auth(app, ...) was not called for this app")
-        caller = await authenticator.authenticate(request, credentials)
-        conflicts = policy.conflicts(caller.roles)
-        if conflicts:
-            pairs = ", ".join(f"{a}+{b}" for a, b in conflicts)
-            raise forbidden(
-                "role_conflict",
-                f"the token holds mutually exclusive roles ({pairs}); ask for one of them",
-            )
-        if not any(caller.can(name) for name in wanted):
-            scoped = [
-                r for r in caller.roles if policy.roles[r].scope == "department"
-            ] and not caller.departments
-            hint = " (a reviewer needs a department claim)" if scoped else ""
-            raise forbidden(
-                "permission",
-                f"missing permission {spelled}: granted to {', '.join(granting)}; "
-                f"the token's roles are [{', '.join(sorted(caller.roles))}]{hint}",
-                field=f"permission.{permission}",
-            )
-        return caller
+        return await authorize(request, credentials, wanted, policy)
 
     caller_with_permission.__name__ = "require_" + "_or_".join(
         name.replace(".", "_") for name in wanted

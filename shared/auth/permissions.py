@@ -40,6 +40,10 @@ class Policy(BaseModel):
     permissions: dict[str, str]
     roles: dict[str, RoleRule]
     mutually_exclusive: list[tuple[str, str]] = Field(default_factory=list)
+    endpoints: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
+    """service → "METHOD /path/{template}" → the permissions of which one is required."""
+    open: list[str] = Field(default_factory=list)
+    """"METHOD /path" of routes every caller may use (no claim data in them)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
@@ -51,6 +55,11 @@ class Policy(BaseModel):
             undeclared = [p for p in rule.permissions if p not in self.permissions]
             if undeclared:
                 raise ValueError(f"role {role} grants undeclared permissions {undeclared}")
+        for service, routes in self.endpoints.items():
+            for route, wanted in routes.items():
+                undeclared = [p for p in wanted if p not in self.permissions]
+                if undeclared or not wanted:
+                    raise ValueError(f"{service} {route}: undeclared permissions {undeclared}")
         for pair in self.mutually_exclusive:
             unknown = [r for r in pair if r not in self.roles]
             if unknown or pair[0] == pair[1]:

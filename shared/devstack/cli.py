@@ -72,8 +72,8 @@ PortBase = Annotated[
     int | None,
     typer.Option(
         envvar="CLAIMFLOW_PORT_BASE",
-        help="Move all ports to BASE..BASE+15: postgres, broker, intake, review, payout, "
-        "prometheus, S3, the S3 server's own, the OIDC issuer (+14), the console (+15)",
+        help="Move all ports to BASE..BASE+49: postgres, broker, intake, review, payout, "
+        "prometheus, S3, the S3 server's own, the OIDC issuer (+48), the console (+49)",
     ),
 ]
 
@@ -188,6 +188,19 @@ def demo(
     review_url: ExternalUrl = None,
     payout_url: ExternalUrl = None,
     database_url: ExternalUrl = None,
+    issuer_url: Annotated[
+        str | None,
+        typer.Option(
+            help="With the external URLs: the OIDC issuer (Keycloak realm) whose "
+            "claimflow-demo client gives the demo users' tokens (password grant)"
+        ),
+    ] = None,
+    issuer_client_id: Annotated[
+        str | None, typer.Option(help="Client of the password grant (default claimflow-demo)")
+    ] = None,
+    issuer_client_secret: Annotated[
+        str | None, typer.Option(help="Its secret (default: the realm export's demo secret)")
+    ] = None,
     bank_trouble: Annotated[
         bool,
         typer.Option(
@@ -222,6 +235,9 @@ def demo(
         info = {
             "urls": {"intake": intake_url, "review": review_url, "payout": payout_url},
             "database_url": database_url,
+            "issuer_url": issuer_url,
+            "issuer_client_id": issuer_client_id,
+            "issuer_client_secret": issuer_client_secret,
         }
         started_here = False
     else:

@@ -14,6 +14,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from shared.devstack import people
 from shared.devstack.demo_claims import make_mixed_claim, supply_promised_documents
 from shared.devstack.demo_figures import (
     FINAL,
@@ -49,7 +50,10 @@ async def run_demo(
     started = time.monotonic()
     ids: list[str] = []
     stop = asyncio.Event()
-    async with httpx.AsyncClient(timeout=30) as client:
+    people.use(people.People.of_stack(info))
+    # Reads go as the auditor (reads everything, changes nothing); each action as its person.
+    reader = people.headers("auditor-zhou")
+    async with httpx.AsyncClient(timeout=30, headers=reader) as client:
         reviewers = asyncio.create_task(play_reviewers(client, urls["review"], rng, stop))
         clerk = (
             asyncio.create_task(play_finance(client, urls["payout"], stop))
@@ -73,7 +77,7 @@ async def run_demo(
                 r = await client.post(
                     f"{urls['intake']}/claims",
                     json=body,
-                    headers={"X-User-Id": f"window-{rng.randint(1, 3):02d}"},
+                    headers=people.headers(f"window-{rng.randint(1, 3):02d}"),
                 )
                 if r.status_code == 201:
                     ids.append(r.json()["claim_id"])

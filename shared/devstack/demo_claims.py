@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from stdnum.cn import uscc as stdnum_uscc
 
+from shared.devstack import people
 from shared.programs import ClaimKindRules, load_catalogue
 
 ORG_CODE_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
@@ -134,7 +135,10 @@ async def supply_promised_documents(
         r = await client.post(
             f"{intake_url}/claims/{claim_id}/documents",
             json={"document_id": document_id},
-            headers={"X-User-Id": user, "Idempotency-Key": f"doc-{claim_id}-{document_id}"},
+            headers={
+                **people.headers(user, "window_clerk"),
+                "Idempotency-Key": f"doc-{claim_id}-{document_id}",
+            },
         )
         if r.status_code == 200:
             supplied += 1

@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 
-FINANCE = {"X-User-Id": "finance-wang", "X-Department": "finance", "X-Role": "finance"}
+from shared.devstack import people
+
 # What `make demo` asks of the simulated bank: some trouble, so the finance side shows.
 BANK_TROUBLE = {
     "CLAIMFLOW_GATEWAY_TRANSIENT_FAILURE_RATE": "0.05",
@@ -42,7 +43,7 @@ async def _correct_returned(client: httpx.AsyncClient, payout_url: str) -> int:
             json={"payee": corrected, "reason": "核对营业执照后更正户名"},
             # One correction per issue: a repeat (a lost answer) changes nothing more.
             headers={
-                **FINANCE,
+                **people.headers("finance-wang"),
                 "Idempotency-Key": f"demo-correct-{payout['payout_id']}-{payout['issue_no']}",
             },
         )
@@ -61,8 +62,9 @@ async def _top_up_waiting(client: httpx.AsyncClient, payout_url: str) -> int:
                 f"{payout_url}/funds/{fund['fund_id']}/top-ups",
                 json={"amount": str(waiting), "reason": "追加预算 (demo)"},
                 # The decision is made on this budget: repeating it adds nothing twice.
+                # Budgets are the finance supervisor's to decide.
                 headers={
-                    **FINANCE,
+                    **people.headers("finance-chen"),
                     "Idempotency-Key": f"demo-top-up-{fund['fund_id']}-{fund['budget']}-{waiting}",
                 },
             )

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from shared.devstack import people
 from shared.programs import load_catalogue
 
 SIGN_OFF = "sign_off"
@@ -54,6 +55,12 @@ def _decide(task: dict[str, Any], rng: random.Random, return_rate: float) -> dic
     return {"decision": "approve", "comment": "同意"}
 
 
+def _worklist_reader(department: str) -> dict[str, str]:
+    if department == SIGN_OFF:
+        return people.headers(APPROVERS[0], "approver")
+    return people.headers(f"{department}-reviewer-1", "reviewer", departments=[department])
+
+
 async def play_reviewers(
     client: httpx.AsyncClient,
     review_url: str,
@@ -69,18 +76,26 @@ async def play_reviewers(
     while not stop.is_set():
         busy = False
         for department in queues:
-            r = await client.get(f"{review_url}/worklist", params={"department": department})
+            r = await client.get(
+                f"{review_url}/worklist",
+                params={"department": department},
+                headers=people.headers(APPROVERS[0])
+                if department == SIGN_OFF
+                else people.headers(
+                    f"{department}-reviewer-1", "reviewer", departments=[department]
+                ),
+            )
             r.raise_for_status()
             for task in r.json():
                 busy = True
                 if department == SIGN_OFF:
-                    headers = {"X-User-Id": rng.choice(APPROVERS), "X-Role": "approver"}
+                    headers = people.headers(rng.choice(APPROVERS), "approver")
                 else:
-                    headers = {
-                        "X-User-Id": f"{department}-reviewer-{rng.randint(1, 2)}",
-                        "X-Department": department,
-                        "X-Role": "reviewer",
-                    }
+                    headers = people.headers(
+                        f"{department}-reviewer-{rng.randint(1, 2)}",
+                        "reviewer",
+                        departments=[department],
+                    )
                 resp = await client.post(
                     f"{review_url}/tasks/{task['task_id']}/decision",
                     json=_decide(task, rng, return_rate),

@@ -29,6 +29,7 @@ import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared import db_roles
+from shared.auth.keys import load_or_create_key
 from shared.contracts.topics import ALL_TOPICS
 from shared.db import migrate
 
@@ -55,15 +56,17 @@ class StackPorts:
     """The first of the S3 server's OBJECT_STORE_PORTS internal ports (master, volume,
     filer, their gRPC ports)."""
     issuer: int = 8109
-    """The embedded OIDC issuer (shared/auth/issuer.py), when the stack runs the console."""
+    """The embedded OIDC issuer (shared/auth/issuer.py): its URL is the ``iss`` of the
+    stack's tokens; the process runs when the stack runs the console."""
     console: int = 8108
     """The staff console (services/console), when the stack runs it."""
 
     @classmethod
     def from_base(cls, base: int) -> StackPorts:
         """Consecutive ports: postgres, broker, intake, review, payout, prometheus, the S3
-        endpoint, the S3 server's internal ports up to BASE+13, then the issuer (BASE+14)
-        and the console (BASE+15)."""
+        endpoint, the S3 server's internal ports up to BASE+13; the issuer and the console
+        at the end of the block of 50 (BASE+48, BASE+49), clear of the stacks that tests
+        start at BASE+10 … BASE+45 while a session's console may be running."""
         return cls(
             base,
             base + 1,
@@ -73,8 +76,8 @@ class StackPorts:
             base + 5,
             base + 6,
             base + 7,
-            issuer=base + 14,
-            console=base + 15,
+            issuer=base + 48,
+            console=base + 49,
         )
 
     def service(self, name: str) -> int:
@@ -158,6 +161,10 @@ class StackConfig:
     @property
     def console_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.console}"
+
+    @property
+    def jwks_file(self) -> Path:
+        return self.data_dir / "auth" / "jwks.json"
 
     def save(self, path: Path) -> None:
         """For the supervisor process, which rebuilds the same configuration."""
@@ -650,8 +657,32 @@ async def create_topics_named(bootstrap: str, names: list[str], partitions: int)
 # --- services ------------------------------------------------------------------------
 
 
+def prepare_auth(cfg: StackConfig) -> None:
+    """The embedded issuer's signing key (created once, in the data folder) and its public
+    JWKS next to it, which the services read as configuration: they verify tokens
+    without depending on the issuer process being up (it serves logins)."""
+    key = load_or_create_key(cfg.data_dir)
+    document = json.dumps({"keys": [key.public_jwk]}, indent=2)
+    if not cfg.jwks_file.exists() or cfg.jwks_file.read_text() != document:
+        tmp = cfg.jwks_file.with_suffix(".tmp")
+        tmp.write_text(document)
+        tmp.replace(cfg.jwks_file)
+    info = cfg.data_dir / "auth" / "issuer.json"
+    if not info.exists():  # `claimflow token` reads the issuer from here
+        info.write_text(json.dumps({"issuer": cfg.issuer_url, "jwks_uri": str(cfg.jwks_file)}))
+
+
+def auth_environment(cfg: StackConfig) -> dict[str, str]:
+    prepare_auth(cfg)
+    return {
+        "CLAIMFLOW_AUTH_ISSUERS": cfg.issuer_url,
+        "CLAIMFLOW_AUTH_JWKS_URLS": json.dumps({cfg.issuer_url: f"file://{cfg.jwks_file}"}),
+    }
+
+
 def service_environment(cfg: StackConfig, name: str) -> dict[str, str]:
     env = dict(os.environ)
+    env.update(auth_environment(cfg))
     env.update(
         {
             # Its own runtime role: DML on its own schema, nothing on the others'.

@@ -2,9 +2,9 @@
 next to the e2e stack (PostgreSQL, tansu, intake, review, payout — the fixtures of
 tests/e2e/conftest.py), and Debian's Chromium driven by Playwright.
 
-Ports: the issuer on CLAIMFLOW_TEST_PORT_BASE + 6, the console on + 7 (the stack's own
-parts use + 0 … + 5 on the memory broker). Both are started by the same functions of
-shared/devstack/stack.py as under `claimflow stack up`'s supervisor.
+Ports: the stack's own, the issuer on CLAIMFLOW_TEST_PORT_BASE + 48 and the console on
++ 49. Both are started by the same functions of shared/devstack/stack.py as under
+`claimflow stack up`'s supervisor.
 """
 
 from __future__ import annotations
@@ -48,12 +48,11 @@ class ConsoleStack:
 @pytest.fixture(scope="session")
 def console_stack(services: stack.StackConfig) -> Iterator[ConsoleStack]:
     """The issuer and the console started by the stack's own code (what the supervisor of
-    `claimflow stack up` runs), next to the e2e fixtures' unsupervised services. Ports
-    BASE+6 and BASE+7 (free on the tests' memory broker) rather than the stack's BASE+14
-    and BASE+15, which tests/e2e/test_supervision.py's stack uses while this one is up."""
+    `claimflow stack up` runs), next to the e2e fixtures' unsupervised services, on the
+    stack's own issuer and console ports (BASE+48, BASE+49): the services trust exactly
+    that issuer URL."""
     cfg = dataclasses.replace(
         services,
-        ports=dataclasses.replace(services.ports, issuer=PORT_BASE + 6, console=PORT_BASE + 7),
         service_env={
             **services.service_env,
             "CLAIMFLOW_CONSOLE_STATUS_RATE_PER_MINUTE": str(STATUS_RATE_PER_MINUTE),

@@ -18,6 +18,7 @@ from playwright.async_api import Browser, Page, expect
 
 from shared.devstack.demo_claims import make_claim, make_subsidy_claim, make_uscc
 from tests.browser.conftest import STATUS_RATE_PER_MINUTE, ConsoleStack, screenshot, sign_in
+from tests.tokens import window
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -356,7 +357,7 @@ async def test_bulk_approve_of_selected_low_risk_tasks(
             r = await client.post(
                 f"{console_stack.cfg.url('intake')}/claims",
                 json=body,
-                headers={"X-User-Id": "window-02"},
+                headers=dict(window("window-02")),
             )
             assert r.status_code == 201, r.text
             claim_ids.append(r.json()["claim_id"])

@@ -10,6 +10,7 @@ import httpx
 
 from shared.devstack.demo_claims import make_claim
 from shared.devstack.stack import StackConfig
+from tests.tokens import approver, reviewer, window
 
 T = TypeVar("T")
 _rng = random.Random()
@@ -41,9 +42,7 @@ async def submit_claim(client: httpx.AsyncClient, cfg: StackConfig, **overrides:
     overrides name larger amounts."""
     body = make_claim(_rng, "2026-09")
     body.update({"tax_credit_rating": "A", **SMALL_REFUND, **overrides})
-    r = await client.post(
-        f"{cfg.url('intake')}/claims", json=body, headers={"X-User-Id": "window-01"}
-    )
+    r = await client.post(f"{cfg.url('intake')}/claims", json=body, headers=window())
     assert r.status_code == 201, r.text
     claim_id: str = r.json()["claim_id"]
     return claim_id
@@ -74,11 +73,9 @@ async def decide(
     return await client.post(
         f"{cfg.url('review')}/tasks/{task['task_id']}/decision",
         json={"decision": decision, "comment": f"{decision} by test"},
-        headers={
-            "X-User-Id": user or f"{department}-{role}",
-            "X-Department": department,
-            "X-Role": role,
-        },
+        headers=approver(user or f"{department}-{role}")
+        if department == "sign_off"
+        else reviewer(department, user or f"{department}-{role}"),
     )
 
 

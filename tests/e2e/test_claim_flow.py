@@ -7,7 +7,6 @@ import asyncio
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
@@ -21,12 +20,6 @@ from tests.e2e.helpers import claim_status, decide, submit_claim, tasks_for, wai
 from tests.kafka_helpers import find_on_topic, produce
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as c:
-        yield c
 
 
 async def payouts_of(

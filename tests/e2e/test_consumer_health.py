@@ -10,7 +10,6 @@ import os
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
@@ -33,12 +32,6 @@ SUBSCRIPTIONS = {
     "review": ("claimflow.intake.events.v1",),
     "payout": ("claimflow.intake.events.v1", REVIEW_EVENTS),
 }
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as c:
-        yield c
 
 
 def _lag_series(metrics: str, service: str) -> set[str]:

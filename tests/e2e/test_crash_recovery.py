@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
@@ -16,6 +15,7 @@ from shared.devstack import stack
 from shared.devstack.demo_claims import make_claim
 from tests.conftest import ServiceProcesses
 from tests.e2e.helpers import decide, submit_claim, tasks_for, wait_status
+from tests.tokens import window
 
 pytestmark = pytest.mark.e2e
 
@@ -25,12 +25,6 @@ SMALL_CLAIM = {  # below any sign-off threshold: two department approvals make i
     "input_composition_ratio": "0.9000",
     "requested_amount": "450000.00",
 }
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as c:
-        yield c
 
 
 async def test_payout_and_intake_killed_mid_flow_lose_nothing_and_pay_once(
@@ -107,7 +101,7 @@ async def test_database_crash_mid_flow_loses_nothing_and_pays_once(
     refused = await client.post(
         f"{cfg.url('intake')}/claims",
         json=make_claim(random.Random(5), "2026-09"),
-        headers={"X-User-Id": "window-01"},
+        headers=window(),
     )
     assert refused.status_code == 503, refused.text  # the caller's retry, not a 500
     assert refused.json()["errors"][0]["rule"] == "service_unavailable"

@@ -4,7 +4,6 @@ itself: a government network (and CI) cannot reach the public CDNs."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -16,12 +15,6 @@ pytestmark = pytest.mark.e2e
 _ASSET = re.compile(r"""<(?:script|link|img)\b[^>]*?\b(?:src|href)=["']([^"']+)["']""", re.I)
 # Swagger UI and ReDoc name the OpenAPI document and their bundle inside inline scripts.
 _INLINE_URL = re.compile(r"""(?:url|src)\s*:\s*['"]([^'"]+)['"]""")
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as c:
-        yield c
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -18,18 +18,15 @@ import pytest
 from shared.devstack.demo_claims import make_claim
 from shared.devstack.stack import StackConfig
 from tests.conftest import ServiceProcesses
+from tests.tokens import finance_clerk, finance_supervisor, reviewer, window
 
 pytestmark = pytest.mark.e2e
 
-WINDOW = {"X-User-Id": "window-guard"}
-FINANCE = {"X-User-Id": "finance-guard", "X-Department": "finance"}
+WINDOW = window("window-guard")
+FINANCE = finance_clerk("finance-guard")
+SUPERVISOR = finance_supervisor("finance-guard-supervisor")
+REVIEWER = reviewer("tax", "tax-guard")
 STATEMENT_HEADER = "value_date,bank_reference,end_to_end_id,amount,account_number,direction"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as c:
-        yield c
 
 
 def claim(**overrides: Any) -> dict[str, Any]:
@@ -121,7 +118,7 @@ async def test_nul_in_other_post_text_fields_is_refused(
     r = await client.post(
         f"{services.url('payout')}/funds/treasury-refund/top-ups",
         json={"amount": "1.00", "reason": "\u0000"},
-        headers=FINANCE,
+        headers=SUPERVISOR,
     )
     assert_refused(r, "reason", "no_nul")
     r = await client.post(
@@ -227,7 +224,7 @@ async def test_echoed_errors_are_capped(client: httpx.AsyncClient, services: Sta
     r = await client.post(
         f"{services.url('review')}/tasks/00000000-0000-4000-8000-000000000001/decision",
         json={"decision": "return", "documents": [""] * 20, "comment": 5, "x": 1, "y": 2},
-        headers=WINDOW,
+        headers=REVIEWER,
     )
     assert r.status_code == 422
     assert len(r.json()["errors"]) <= 21
@@ -245,7 +242,7 @@ async def test_amounts_are_plain_ascii_decimals(
     r = await client.post(
         f"{services.url('payout')}/funds/treasury-refund/top-ups",
         json={"amount": amount, "reason": "budget"},
-        headers=FINANCE,
+        headers=SUPERVISOR,
     )
     assert_refused(r, "amount", "plain_decimal")
     assert await claims_total(client, services) == before

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -26,16 +25,11 @@ from tests.e2e.helpers import (
     wait_status,
 )
 from tests.kafka_helpers import find_on_topic
+from tests.tokens import window
 
 pytestmark = pytest.mark.e2e
-WINDOW = {"X-User-Id": "window-07"}
+WINDOW = window("window-07")
 _rng = random.Random()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=15) as c:
-        yield c
 
 
 def refund_body(**overrides: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -46,12 +46,6 @@ def prom(services: StackConfig) -> Iterator[str]:
         yield prometheus.url(cfg)
     finally:
         stop_pid(pid)
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as c:
-        yield c
 
 
 async def query(client: httpx.AsyncClient, prom: str, promql: str) -> dict[str, Any]:

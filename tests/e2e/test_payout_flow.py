@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -29,21 +29,17 @@ from shared.devstack.stack import StackConfig
 from shared.money import fen_to_yuan
 from tests.e2e.helpers import claim_status, decide, eventually, submit_claim, tasks_for, wait_status
 from tests.kafka_helpers import produce
+from tests.tokens import finance_clerk, finance_supervisor, window
 
 pytestmark = pytest.mark.e2e
 
-FINANCE = {"X-User-Id": "finance-01", "X-Department": "finance"}
+FINANCE = finance_clerk("finance-01")
+SUPERVISOR = finance_supervisor("finance-02")
 
 
-def once() -> dict[str, str]:
+def once(who: Mapping[str, str] = FINANCE) -> dict[str, str]:
     """Finance headers with a fresh Idempotency-Key (money-moving POSTs need one)."""
-    return {**FINANCE, "Idempotency-Key": f"e2e-{uuid.uuid4()}"}
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as c:
-        yield c
+    return {**who, "Idempotency-Key": f"e2e-{uuid.uuid4()}"}
 
 
 def account(suffix: str, name: str = "自贡测试企业有限公司") -> dict[str, str]:
@@ -81,8 +77,9 @@ async def test_returned_payment_is_corrected_by_finance_and_paid_once(
         "reason": "营业执照名称",
     }
 
-    refused = await client.post(url, json=corrected, headers={"X-User-Id": "window-01"})
-    assert refused.status_code == 403 and refused.json()["errors"][0]["rule"] == "finance_only"
+    refused = await client.post(url, json=corrected, headers=window())
+    # A window clerk's token lacks the permission (issue 11: roles, not a department header).
+    assert refused.status_code == 403 and refused.json()["errors"][0]["rule"] == "permission"
     invalid = await client.post(
         url,
         json={"payee": {**corrected["payee"], "account_number": "12ab"}, "reason": "x"},
@@ -207,19 +204,19 @@ async def test_finance_api_funds_paging_reconciliation_and_metrics(
     r = await client.post(
         f"{base}/funds/treasury-refund/top-ups",
         json={"amount": "1.00", "reason": "x"},
-        headers=once(),
+        headers=once(SUPERVISOR),
     )
     assert r.status_code == 409
     r = await client.post(
         f"{base}/funds/direct-financing-2026/top-ups",
         json={"amount": "1.005", "reason": "x"},
-        headers=FINANCE,
+        headers=SUPERVISOR,
     )
     assert r.status_code == 422
     r = await client.post(
         f"{base}/funds/direct-financing-2026/top-ups",
         json={"amount": "1000.00", "reason": "追加预算"},
-        headers=once(),
+        headers=once(SUPERVISOR),
     )
     assert r.status_code == 200, r.text
     assert Decimal(r.json()["fund"]["budget"]) == Decimal(direct["budget"]) + 1000
@@ -258,6 +255,9 @@ async def test_demo_figures_add_up_against_the_payout_database(services: StackCo
     info = {
         "urls": {name: services.url(name) for name in ("intake", "review", "payout")},
         "database_url": services.dsn,
+        # Where the demo's people get their tokens: the stack's issuer key.
+        "data_dir": str(services.data_dir),
+        "ports": {"issuer": services.ports.issuer},
     }
     result = await run_demo(
         info, claims=6, seed=7, timeout_s=120, console=Console(file=io.StringIO())
@@ -327,7 +327,7 @@ async def test_claim_waits_in_the_visible_queue_and_is_paid_after_a_top_up(
     r = await client.post(
         f"{base}/funds/{fund_id}/top-ups",
         json={"amount": "1.00", "reason": "追加预算"},
-        headers=once(),
+        headers=once(SUPERVISOR),
     )
     assert r.status_code == 200 and r.json()["released_from_queue"] == 1
     paid = await payout_of(client, services, claim_id, "paid")

@@ -162,9 +162,3 @@ async def test_the_cli_refuses_to_redrive_what_cannot_be_an_event(
     assert "NUL" in refused.stderr
     unknown = claimflow("redrive", str(uuid.uuid4()), "--database-url", services.dsn)
     assert unknown.returncode == 1 and "not an open dead letter" in unknown.stderr
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as c:
-        yield c

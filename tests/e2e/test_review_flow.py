@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,17 +31,12 @@ from tests.e2e.helpers import (
     wait_status,
 )
 from tests.kafka_helpers import find_on_topic, produce
+from tests.tokens import reviewer
 
 pytestmark = pytest.mark.e2e
 PAYEE = BankAccount(
     bank_name="自贡银行", account_name="自贡测试企业有限公司", account_number="6222020200001234567"
 )
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as c:
-        yield c
 
 
 async def publish(cfg: StackConfig, claim_id: uuid.UUID, payload: EventPayload) -> None:
@@ -90,7 +84,9 @@ async def test_three_departments_decide_concurrently_then_sign_off(
     # Each department sees its task on its worklist with the cross-check findings.
     for department in ("finance", "industry", "tax"):
         r = await client.get(
-            f"{services.url('review')}/worklist", params={"department": department}
+            f"{services.url('review')}/worklist",
+            params={"department": department},
+            headers=dict(reviewer(department)),
         )
         item = next(i for i in r.json() if i["claim_id"] == str(claim_id))
         assert {f["check"] for f in item["findings"]} >= {"blacklist", "duplicate", "amount"}
@@ -105,7 +101,7 @@ async def test_three_departments_decide_concurrently_then_sign_off(
     no_role = await client.post(
         f"{services.url('review')}/tasks/{sign_off['task_id']}/decision",
         json={"decision": "approve"},
-        headers={"X-User-Id": "someone", "X-Role": "reviewer"},
+        headers=reviewer("tax", "someone"),
     )
     assert no_role.status_code == 403
     assert (await decide(client, services, sign_off, "approve", user="leader-1")).status_code == 200
@@ -138,7 +134,7 @@ async def test_return_for_documents_pauses_and_intake_documents_resume(
     r = await client.post(
         f"{services.url('review')}/tasks/{tasks['finance']['task_id']}/decision",
         json={"decision": "return", "comment": "审计报告缺页", "documents": ["audit_report"]},
-        headers={"X-User-Id": "finance-reviewer", "X-Department": "finance"},
+        headers=reviewer("finance", "finance-reviewer"),
     )
     assert r.status_code == 200, r.text
     await find_on_topic(

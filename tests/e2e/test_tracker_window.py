@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -17,18 +16,13 @@ from services.intake.domain.model import ClaimStatus
 from shared.devstack.demo_claims import make_claim
 from shared.devstack.stack import StackConfig
 from tests.e2e.helpers import SMALL_REFUND, tasks_for, wait_status
+from tests.tokens import reviewer, window
 
 pytestmark = pytest.mark.e2e
-WINDOW = {"X-User-Id": "window-01"}
+WINDOW = window("window-01")
 # On review's blacklist within the look-back: the cross-check rejects at once.
 BLACKLISTED = "91510302793PCF429K"
 CHECKLIST = ["refund_application", "vat_returns", "input_invoice_list", "bank_account_proof"]
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=15) as c:
-        yield c
 
 
 def refund_body(rng: random.Random, period: str, **overrides: Any) -> dict[str, Any]:
@@ -93,7 +87,7 @@ async def test_a_department_asks_for_a_critical_and_an_other_document(
     claim_id = r.json()["claim_id"]
     task = next(t for t in await tasks_for(client, services, claim_id) if t["department"] == "tax")
     url = f"{services.url('review')}/tasks/{task['task_id']}/decision"
-    headers = {"X-User-Id": "tax-reviewer", "X-Department": "tax", "X-Role": "reviewer"}
+    headers = dict(reviewer("tax", "tax-reviewer"))
     free_text = await client.post(
         url, json={"decision": "return", "documents": ["补充说明（盖章）"]}, headers=headers
     )

@@ -59,6 +59,7 @@ from shared.metrics import REGISTRY
 from shared.problems import Conflict
 from shared.programs import PROGRAMS_FILE, Catalogue, load_catalogue
 from shared.unit_of_work import UnitOfWorkFactory
+from tests.tokens import finance_clerk, finance_supervisor
 
 pytestmark = pytest.mark.integration
 
@@ -1297,7 +1298,8 @@ async def finance_api(pool: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-FINANCE = {"X-User-Id": "finance-01", "X-Department": "finance"}
+FINANCE = finance_clerk("finance-01")
+SUPERVISOR = finance_supervisor("finance-02")
 
 
 async def test_top_up_repeated_with_the_same_idempotency_key_adds_the_budget_once(
@@ -1306,7 +1308,7 @@ async def test_top_up_repeated_with_the_same_idempotency_key_adds_the_budget_onc
     budget = (await fund(pool))["budget_fen"]
     url = f"/funds/{PROGRAM}/top-ups"
     body = {"amount": "1000.00", "reason": "second tranche"}
-    headers = {**FINANCE, "Idempotency-Key": "top-up-2026-11-27-1"}
+    headers = {**SUPERVISOR, "Idempotency-Key": "top-up-2026-11-27-1"}
     first = await finance_api.post(url, json=body, headers=headers)
     again = await finance_api.post(url, json=body, headers=headers)
     assert first.status_code == again.status_code == 200
@@ -1317,7 +1319,7 @@ async def test_top_up_repeated_with_the_same_idempotency_key_adds_the_budget_onc
     assert other.status_code == 422
     assert other.json()["errors"][0]["field"] == "header.Idempotency-Key"
     # Without a key a money-moving POST is refused: a retry could not be recognised.
-    bare = await finance_api.post(url, json=body, headers=FINANCE)
+    bare = await finance_api.post(url, json=body, headers=SUPERVISOR)
     assert bare.status_code == 428
     assert bare.json()["errors"][0]["field"] == "header.Idempotency-Key"
     assert (await fund(pool))["budget_fen"] == budget + 1000_00
@@ -1333,7 +1335,7 @@ async def test_a_failure_after_the_top_up_committed_never_claims_nothing_changed
     # fails; a route that does nothing after its commit is not affected.
     monkeypatch.setattr(finance, "refresh_gauges", database_gone, raising=False)
     budget = (await fund(pool))["budget_fen"]
-    headers = {**FINANCE, "Idempotency-Key": "top-up-after-commit"}
+    headers = {**SUPERVISOR, "Idempotency-Key": "top-up-after-commit"}
     body = {"amount": "200.00", "reason": "tranche"}
     first = await finance_api.post(f"/funds/{PROGRAM}/top-ups", json=body, headers=headers)
     assert (await fund(pool))["budget_fen"] == budget + 200_00  # it did commit

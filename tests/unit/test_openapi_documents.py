@@ -55,15 +55,18 @@ def test_every_error_is_documented_as_the_one_error_body(spec: dict[str, Any]) -
             assert ref_of(responses["400"]) == PROBLEM, (path, method)
 
 
-def test_the_caller_header_is_required_where_a_route_needs_it(spec: dict[str, Any]) -> None:
+def test_every_route_but_health_needs_a_bearer_token_and_documents_401_and_403(
+    spec: dict[str, Any],
+) -> None:
     seen = 0
     for path, method, op in operations(spec):
-        for p in op.get("parameters", []):
-            if p["in"] == "header" and p["name"].lower() == "x-user-id":
-                seen += 1
-                assert p["required"] is True, (path, method)
-                assert {"401", "403"} <= set(op["responses"]), (path, method)
-    assert seen, "no route names its caller"
+        if path == "/health":
+            continue
+        seen += 1
+        assert op.get("security") == [{"HTTPBearer": []}], (path, method)
+        assert {"401", "403"} <= set(op["responses"]), (path, method)
+        assert not [p for p in op.get("parameters", []) if p["name"].lower() == "x-user-id"]
+    assert seen
 
 
 def test_the_docs_pages_are_not_operations(spec: dict[str, Any]) -> None:
