@@ -62,30 +62,6 @@ class ServiceUnavailable(Exception):
     """A service did not answer (connection refused, timeout)."""
 
 
-def legacy_identity_headers(caller: Caller, *, acting_department: str | None) -> dict[str, str]:
-    """TEMPORARY — delete this function (and its one call below) when intake, review and
-    payout verify the bearer token themselves (docs/identity.md "How to wire it").
-
-    Until then the services identify callers by X-User-Id / X-Role / X-Department
-    (shared/identity.py). The values come only from the token the console verified at
-    sign-in — never from anything the browser sends — so what the services see is what
-    the issuer vouched for: the subject, one claimflow role, the department acted for
-    (which must be one of the token's)."""
-    if "approver" in caller.roles:
-        role = "approver"
-    elif "reviewer" in caller.roles:
-        role = "reviewer"
-    else:
-        role = next(iter(sorted(caller.roles)), "")
-    headers = {"X-User-Id": caller.subject, "X-Role": role}
-    department = acting_department if acting_department in caller.departments else None
-    if department is None and caller.departments:
-        department = sorted(caller.departments)[0]
-    if department is not None:
-        headers["X-Department"] = department
-    return headers
-
-
 class ApiClient:
     def __init__(self, settings: ConsoleSettings, client: httpx.AsyncClient) -> None:
         self._http = client
@@ -117,8 +93,6 @@ class ApiClient:
             headers["Content-Type"] = content_type
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        if caller is not None:
-            headers.update(legacy_identity_headers(caller, acting_department=acting_department))
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         url = f"{self._base[service]}{path}"

@@ -803,13 +803,19 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         claim: dict[str, Any] | None = None
         if claim_id is not None and uscc:
             try:
-                # Anonymous: no user token (the enterprise has none). See docs/console.md.
+                # Anonymous (the enterprise has no token): intake's open status lookup,
+                # which needs the claim number and the USCC and shows nothing else.
                 answer = await api(request).call(
-                    "intake", "GET", f"/claims/{claim_id}", caller=None, token=None
+                    "intake",
+                    "POST",
+                    "/public/status",
+                    caller=None,
+                    token=None,
+                    json={"claim_id": str(claim_id), "uscc": uscc},
                 )
             except ServiceUnavailable:
                 raise ConsoleError(503, "error.unavailable") from None
-            if answer.ok and answer.body.get("uscc") == uscc:
+            if answer.ok:
                 claim = answer.body
         if claim is None:
             # One answer for "no such claim" and "not this enterprise's claim": the page
@@ -824,7 +830,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             "to_supply": claim["pending_documents"],
             "due_by": claim["documents_due_by"],
             "step_due_at": claim["step_due_at"],
-            "paid": claim["status"] == "paid",
+            "paid": claim["paid"],
         }
         context["names"] = doc_names(cat)
         return render(request, "status.html", context)

@@ -20,7 +20,6 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from shared.devstack import stack
-from tests.conftest import PORT_BASE
 
 CHROMIUM = Path(os.environ.get("CLAIMFLOW_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

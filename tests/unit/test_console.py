@@ -14,7 +14,7 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from services.console.api import ApiClient, ServiceUnavailable, legacy_identity_headers
+from services.console.api import ApiClient, ServiceUnavailable
 from services.console.app import create_app
 from services.console.config import ConsoleSettings
 from services.console.i18n import MESSAGES
@@ -152,23 +152,6 @@ def test_redirects_after_sign_in_stay_on_the_console(given: str, expected: str) 
 
 
 # --- the API client -------------------------------------------------------------------
-
-
-def test_legacy_headers_come_from_the_token_only() -> None:
-    reviewer = caller()
-    assert legacy_identity_headers(reviewer, acting_department="tax") == {
-        "X-User-Id": "tax-reviewer-1",
-        "X-Role": "reviewer",
-        "X-Department": "tax",
-    }
-    # A department the token does not name is never claimed.
-    headers = legacy_identity_headers(reviewer, acting_department="treasury")
-    assert headers["X-Department"] == "tax"
-    approver = caller(subject="leader-li", roles=frozenset({"approver"}), departments=frozenset())
-    assert legacy_identity_headers(approver, acting_department="sign_off") == {
-        "X-User-Id": "leader-li",
-        "X-Role": "approver",
-    }
 
 
 async def test_no_bank_account_number_in_the_logs_when_a_service_fails(

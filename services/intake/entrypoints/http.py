@@ -32,6 +32,8 @@ from services.intake.entrypoints.schemas import (
     DocumentSupplied,
     EnterpriseView,
     Problem,
+    PublicStatus,
+    StatusQuery,
     SubsidyRequest,
     VatRefundRequest,
     WithdrawalRequest,
@@ -239,6 +241,32 @@ async def get_claim(
     if found is None:
         raise NotFound(f"no claim {claim_id}")
     return found
+
+
+@router.post(
+    "/public/status",
+    response_model=PublicStatus,
+    responses={404: {"model": Problem}},
+    tags=["public"],
+)
+async def public_status(
+    query: StatusQuery, conn: ConnectionDep, uows: UnitOfWorkFactoryDep
+) -> PublicStatus:
+    """The enterprise's own status lookup (进度查询), open without a token: it needs the
+    claim number of the receipt (a random UUID) *and* the enterprise's USCC. One answer
+    for "no such claim" and "not this enterprise's claim", so the endpoint does not tell
+    whether a claim number exists; the console in front of it limits the rate."""
+    found = await views.claim(conn, query.claim_id, now=uows.now())
+    if found is None or found.uscc != query.uscc.upper():
+        raise NotFound("no claim with this number for this enterprise", field="claim_id")
+    return PublicStatus(
+        status=found.status,
+        holders=found.holders,
+        pending_documents=found.pending_documents,
+        documents_due_by=found.documents_due_by,
+        step_due_at=found.step_due_at,
+        paid=found.status == ClaimStatus.PAID,
+    )
 
 
 @router.get("/claims", response_model=ClaimPage)

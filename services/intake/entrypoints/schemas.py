@@ -193,6 +193,27 @@ class ClaimView(ClaimSummary):
     timeline: list[TimelineEntry]
 
 
+class StatusQuery(BaseModel):
+    """What an enterprise knows of its claim: the number on its receipt and its USCC."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    claim_id: uuid.UUID
+    uscc: str = Field(min_length=18, max_length=18)
+
+
+class PublicStatus(BaseModel):
+    """Only what the enterprise may see of its own claim: no amounts, no bank data, no
+    people's names."""
+
+    status: str
+    holders: list[str]
+    pending_documents: list[str]
+    documents_due_by: date | None
+    step_due_at: datetime | None
+    paid: bool
+
+
 class ClaimPage(BaseModel):
     items: list[ClaimSummary]
     total: int
