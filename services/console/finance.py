@@ -41,6 +41,7 @@ from services.console.web import (
     session_of,
     with_role,
 )
+from shared.contracts.common import mask_account_number
 from shared.workdays import CHINA
 
 PAGE_SIZE = 50
@@ -100,11 +101,7 @@ Form = Annotated[FormData, Depends(checked_form)]
 # --- pure helpers (unit-tested) -------------------------------------------------------
 
 
-def mask_account(number: str | None) -> str:
-    """``****1234``: enough to tell accounts apart, not enough to pay into one."""
-    if not number:
-        return ""
-    return "****" + number[-4:] if len(number) > 4 else "****"
+mask_account = mask_account_number
 
 
 def sees_full_accounts(session: Session) -> bool:

@@ -15,9 +15,9 @@ from starlette.datastructures import FormData
 
 from services.console.api import ApiAnswer
 from services.console.session import CSRF_FIELD, CSRF_HEADER, Session, csrf_ok
+from shared.contracts.common import FINANCE_ROLES as FINANCE_ROLES
 
-FINANCE_ROLES = frozenset({"finance_clerk", "finance_supervisor"})
-"""Finance staff: the finance screens, full bank account numbers in their CSV exports."""
+# Finance staff (FINANCE_ROLES): the finance screens, full bank account numbers.
 DASHBOARD_ROLES = FINANCE_ROLES | {"admin"}
 """Who gets the header's link to the Grafana dashboards (finance, and operations)."""
 

@@ -263,3 +263,28 @@ async def test_mallory_cannot_redirect_a_payment(
     if payouts:
         after = (await client.get(f"{services.url('payout')}/payouts/{payout_id}")).json()
         assert "Mallory" not in json.dumps(after)
+
+
+async def test_bank_account_numbers_are_masked_for_everyone_but_finance(
+    client: httpx.AsyncClient, services: StackConfig
+) -> None:
+    from tests.e2e.helpers import approve_through_review, eventually
+
+    claim_id = await submit_claim(client, services)
+    await approve_through_review(client, services, claim_id)
+    url = f"{services.url('payout')}/payouts"
+
+    async def payout() -> dict[str, Any] | None:
+        found = (await client.get(url, params={"claim_id": claim_id})).json()
+        return found[0] if found else None
+
+    as_auditor = await eventually(payout, what="the payout")
+    assert as_auditor["payee"]["account_number"].startswith("****")
+    detail = (await client.get(f"{url}/{as_auditor['payout_id']}")).json()
+    assert detail["payee"]["account_number"].startswith("****")
+    assert all(v["account_number"].startswith("****") for v in detail["vouchers"])
+    as_finance = (
+        await client.get(url, params={"claim_id": claim_id}, headers=dict(finance_clerk()))
+    ).json()[0]
+    full = as_finance["payee"]["account_number"]
+    assert not full.startswith("****") and full.endswith(as_auditor["payee"]["account_number"][-4:])

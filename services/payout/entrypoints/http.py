@@ -36,6 +36,7 @@ from services.payout.entrypoints.schemas import (
 from services.payout.service_layer import finance
 from services.payout.service_layer.retry import retried_on_conflict
 from shared import idempotency
+from shared.contracts.common import FINANCE_ROLES, mask_account_number
 from shared.db import DbConnection
 from shared.http_deps import ConnectionDep, RuntimeDep, UnitOfWorkFactoryDep
 from shared.identity import Caller, current_caller
@@ -183,6 +184,7 @@ async def top_up_fund(
 @router.get("/payouts", response_model=list[PayoutOut])
 async def list_payouts(
     conn: ConnectionDep,
+    caller: CallerDep,
     response: Response,
     claim_id: uuid.UUID | None = None,
     status: Annotated[str | None, Query(pattern=STATUSES)] = None,
@@ -197,20 +199,44 @@ async def list_payouts(
     where = views.PayoutFilter(claim_id, status, fund, from_, to)
     total, rows = await views.payouts(conn, where, limit, offset)
     response.headers["X-Total-Count"] = str(total)
-    return [PayoutOut.of(r) for r in rows]
+    return [_masked_for(caller, PayoutOut.of(r)) for r in rows]
 
 
 @router.get("/payouts/{payout_id}", response_model=PayoutDetailOut)
-async def get_payout(conn: ConnectionDep, payout_id: uuid.UUID) -> PayoutDetailOut:
-    """A payout with its vouchers (one per issue) and every hop with its time."""
+async def get_payout(
+    conn: ConnectionDep, caller: CallerDep, payout_id: uuid.UUID
+) -> PayoutDetailOut:
+    """A payout with its vouchers (one per issue) and every hop with its time. Bank
+    account numbers in full for finance roles only (``****1234`` for the auditor)."""
     detail = await views.payout_detail(conn, payout_id)
     if detail is None:
         raise NotFound(f"no payout {payout_id}", field="path.payout_id")
+    vouchers = [VoucherOut.of(v) for v in detail.vouchers]
+    if not _sees_accounts(caller):
+        vouchers = [
+            v.model_copy(update={"account_number": mask_account_number(v.account_number)})
+            for v in vouchers
+        ]
     return PayoutDetailOut(
-        **PayoutOut.of(detail.payout).model_dump(),
-        vouchers=[VoucherOut.of(v) for v in detail.vouchers],
+        **_masked_for(caller, PayoutOut.of(detail.payout)).model_dump(),
+        vouchers=vouchers,
         hops=[HopOut.model_validate(dict(h)) for h in detail.hops],
     )
+
+
+def _sees_accounts(caller: Caller) -> bool:
+    return caller.verified is not None and bool(caller.verified.roles & FINANCE_ROLES)
+
+
+def _masked_for(caller: Caller, payout: PayoutOut) -> PayoutOut:
+    """The payee's account number in full for finance roles; masked for anyone else."""
+    if _sees_accounts(caller):
+        return payout
+    payee = {
+        **payout.payee,
+        "account_number": mask_account_number(payout.payee.get("account_number")),
+    }
+    return payout.model_copy(update={"payee": payee})
 
 
 @router.post(
