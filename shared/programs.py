@@ -8,6 +8,7 @@ is configuration, not state: balances live in payout's tables.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -29,6 +30,11 @@ class DocumentRule(BaseModel):
     critical: bool
 
 
+def critical_ids(documents: Iterable[DocumentRule]) -> set[str]:
+    """The documents that cannot be missing at the window (no 容缺受理)."""
+    return {d.id for d in documents if d.critical}
+
+
 class ClaimKindRules(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -43,11 +49,11 @@ class ClaimKindRules(BaseModel):
 
     @property
     def critical_documents(self) -> set[str]:
-        return {d.id for d in self.documents if d.critical}
+        return critical_ids(self.documents)
 
     @property
     def optional_documents(self) -> set[str]:
-        return {d.id for d in self.documents if not d.critical}
+        return {d.id for d in self.documents} - critical_ids(self.documents)
 
 
 class Program(ClaimKindRules):
@@ -100,11 +106,11 @@ class ClaimRules:
 
     @property
     def critical_documents(self) -> set[str]:
-        return {d.id for d in self.documents if d.critical}
+        return critical_ids(self.documents)
 
     @property
     def optional_documents(self) -> set[str]:
-        return {d.id for d in self.documents if not d.critical}
+        return set(self.document_names) - critical_ids(self.documents)
 
     @property
     def document_names(self) -> dict[str, str]:
