@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -394,6 +396,61 @@ def dead_letters_redrive(
 
     if asyncio.run(run()):
         raise typer.Exit(1)
+
+
+outbox_app = typer.Typer(help="The services' outboxes.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """An ISO 8601 time (UTC when it names no zone) or a duration back from now: 90s,
+    15m, 2h, 1d."""
+    now = now or datetime.now(UTC)
+    match = _DURATION.match(text.strip())
+    if match:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+        return now - timedelta(seconds=float(match.group(1)) * unit)
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r}: an ISO 8601 time (2026-11-27T12:00:00+08:00) or a duration "
+            "(90s, 15m, 2h, 1d)",
+            param_hint="--since",
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@outbox_app.command("replay")
+def outbox_replay(
+    service: Annotated[str, typer.Option(help="intake, review or payout")],
+    since: Annotated[
+        str, typer.Option(help="Rows published at or after this: ISO 8601 time or 15m, 2h, 1d")
+    ],
+    by: Annotated[str, typer.Option(help="Who asks (recorded in outbox_replays)")] = "operator",
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = stack.REPO_ROOT / ".stack",
+    port_base: PortBase = None,
+) -> None:
+    """Publish again every event the service published since a time (after a broker lost
+    data it did not notice, or to rebuild a consumer): the rows become unpublished and the
+    service's relay sends them in order; consumers' inboxes drop what they already had.
+    Published rows are kept CLAIMFLOW_OUTBOX_RETENTION_S (7 days). Prints a JSON line."""
+    from shared.messaging.outbox import replay_since
+
+    (name,) = _services(service)
+    when = parse_since(since)
+
+    async def run() -> int:
+        conn = await asyncpg.connect(_database_url(database_url, data_dir, port_base))
+        try:
+            return await replay_since(conn, name, when, by=by)
+        finally:
+            await conn.close()
+
+    rows = asyncio.run(run())
+    print(json.dumps({"service": name, "since": when.isoformat(), "rows": rows}))
 
 
 def _wait_for_interrupt() -> None:
