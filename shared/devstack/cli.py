@@ -398,6 +398,35 @@ def dead_letters_redrive(
         raise typer.Exit(1)
 
 
+@app.command()
+def check(
+    grace: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds a claim may sit between services, an event may wait to be "
+            "published or consumed, before it counts as a violation (0 on a quiet stack)",
+        ),
+    ] = 60.0,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = stack.REPO_ROOT / ".stack",
+    port_base: PortBase = None,
+) -> None:
+    """Check the invariants in the running stack's databases: no claim paid twice, paid ≤
+    approved, fund books equal to the payouts and never below zero or over budget, bank
+    ledger = payouts, every claim final or waiting with a holder and a deadline, outbox
+    drained, every published event consumed. Prints a table and a JSON line; exit 1 on
+    any violation."""
+    from shared.devstack.check import run_check
+
+    report = asyncio.run(run_check(_database_url(database_url, data_dir, port_base), grace_s=grace))
+    console.print(report.table())
+    print(json.dumps(report.as_json(), ensure_ascii=False))
+    sys.stdout.flush()
+    if report.violations:
+        raise typer.Exit(1)
+
+
 outbox_app = typer.Typer(help="The services' outboxes.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
