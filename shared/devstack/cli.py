@@ -427,6 +427,78 @@ def check(
         raise typer.Exit(1)
 
 
+@app.command()
+def chaos(
+    kills: Annotated[int, typer.Option(min=0, help="Cycles: SIGKILL of one or two services")] = 5,
+    postgres_stops: Annotated[
+        int, typer.Option(min=0, help="Cycles: PostgreSQL immediate stop, then start")
+    ] = 2,
+    broker_restarts: Annotated[
+        int, typer.Option(min=0, help="Cycles: SIGKILL of tansu (the supervisor restarts it)")
+    ] = 2,
+    broker_pauses: Annotated[int, typer.Option(min=0, help="Cycles: SIGSTOP of tansu")] = 1,
+    slow_banks: Annotated[
+        int, typer.Option(min=0, help="Cycles: the simulated bank's books locked")
+    ] = 1,
+    pause_seconds: Annotated[float, typer.Option(min=0, help="How long tansu is paused")] = 30,
+    slow_bank_seconds: Annotated[
+        float, typer.Option(min=0, help="How long the bank answers nothing")
+    ] = 20,
+    postgres_down_seconds: Annotated[
+        float, typer.Option(min=0, help="How long PostgreSQL stays down")
+    ] = 3,
+    rate: Annotated[float, typer.Option(min=0.01, help="Claims submitted per second")] = 1.0,
+    grace: Annotated[
+        float, typer.Option(min=0, help="The checks between faults: see `claimflow check`")
+    ] = 180,
+    recovery_timeout: Annotated[float, typer.Option(min=1)] = 180,
+    drain_timeout: Annotated[float, typer.Option(min=1)] = 600,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Stop injecting after this long; report what ran")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (faults, claims, moments)")] = None,
+    data_dir: DataDir = stack.REPO_ROOT / ".stack",
+    port_base: PortBase = None,
+    broker_storage: BrokerStorage = None,
+) -> None:
+    """Fault campaign under a steady load (both claim kinds, reviewers, a finance clerk):
+    one fault at a time, recovery timed, `claimflow check` after each; at the end a drain
+    and a check with no grace. Starts the stack (bank trouble on) when none is up. Prints
+    a table per fault kind and a JSON line; exit 1 on any violation or a fault not
+    recovered from. Each cycle is also appended to <data>/chaos-cycles.jsonl."""
+    from shared.devstack.chaos import ChaosOptions, campaign
+
+    cfg = _config(data_dir, port_base, broker_storage)
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    options = ChaosOptions(
+        cycles={
+            "kill": kills,
+            "postgres": postgres_stops,
+            "broker": broker_restarts,
+            "pause": broker_pauses,
+            "slow_bank": slow_banks,
+        },
+        pause_s=pause_seconds,
+        slow_bank_s=slow_bank_seconds,
+        postgres_down_s=postgres_down_seconds,
+        rate=rate,
+        grace_s=grace,
+        recovery_timeout_s=recovery_timeout,
+        drain_timeout_s=drain_timeout,
+        max_minutes=max_minutes,
+        seed=seed,
+        cycles_file=cfg.data_dir / "chaos-cycles.jsonl",
+    )
+    result = campaign(cfg, options, console, service_env=BANK_TROUBLE)
+    console.print(result.table())
+    if result.final is not None and result.final.violations:
+        console.print(result.final.table())
+    print(json.dumps(result.as_json(), ensure_ascii=False))
+    sys.stdout.flush()
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 outbox_app = typer.Typer(help="The services' outboxes.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
