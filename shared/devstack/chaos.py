@@ -86,6 +86,8 @@ class Cycle:
     detail: str
     started_at: float
     recovery_s: float | None = None
+    healthy_s: float | None = None
+    """Until every service answered /health (before the probe went through)."""
     violations: int = 0
     violation_examples: list[str] = field(default_factory=list)
     faults: int = 1
@@ -116,12 +118,14 @@ class ChaosResult:
             if not cycles:
                 continue
             times = [c.recovery_s for c in cycles if c.recovery_s is not None]
+            healthy = [c.healthy_s for c in cycles if c.healthy_s is not None]
             out[kind] = {
                 "cycles": len(cycles),
                 "faults": sum(c.faults for c in cycles),
                 "recovered": len(times),
                 "recovery_median_s": round(statistics.median(times), 2) if times else None,
                 "recovery_max_s": round(max(times), 2) if times else None,
+                "healthy_median_s": round(statistics.median(healthy), 2) if healthy else None,
                 "cycles_with_violations": sum(c.violations > 0 for c in cycles),
                 "violations": sum(c.violations for c in cycles),
             }
@@ -148,16 +152,25 @@ class ChaosResult:
 
     def table(self) -> Table:
         table = Table(title=f"claimflow chaos — broker storage {self.storage}")
-        for column in ("fault", "cycles", "faults", "recovery median", "recovery max"):
+        for column in (
+            "fault",
+            "cycles",
+            "faults",
+            "healthy median",
+            "recovery median",
+            "recovery max",
+        ):
             table.add_column(column, justify="right" if column != "fault" else "left")
         table.add_column("not recovered", justify="right")
         table.add_column("violations", justify="right")
         for kind, figures in self.by_kind().items():
             median, worst = figures["recovery_median_s"], figures["recovery_max_s"]
+            healthy = figures["healthy_median_s"]
             table.add_row(
                 kind,
                 str(figures["cycles"]),
                 str(figures["faults"]),
+                "–" if healthy is None else f"{healthy:.1f} s",
                 "–" if median is None else f"{median:.1f} s",
                 "–" if worst is None else f"{worst:.1f} s",
                 str(figures["cycles"] - figures["recovered"]),
@@ -166,6 +179,7 @@ class ChaosResult:
         final = self.final
         table.add_row(
             "final check",
+            "",
             "",
             "",
             "",
@@ -301,7 +315,9 @@ class Chaos:
                 return False
         return True
 
-    async def _recovered(self, client: httpx.AsyncClient, since: float) -> float | None:
+    async def _recovered(
+        self, client: httpx.AsyncClient, since: float, cycle: Cycle
+    ) -> float | None:
         """Seconds from ``since`` until every service is healthy and a probe claim
         submitted now went intake → review → intake; None if not within the timeout."""
         deadline = since + self.options.recovery_timeout_s
@@ -312,6 +328,8 @@ class Chaos:
                 if not await self._healthy(client):
                     await asyncio.sleep(0.1)
                     continue
+                if cycle.healthy_s is None:
+                    cycle.healthy_s = time.monotonic() - since
                 if probe is None:
                     r = await client.post(
                         f"{self.urls['intake']}/claims", json=body, headers=WINDOW, timeout=5
@@ -342,7 +360,7 @@ class Chaos:
             await self._pause(cycle)
         elif kind == "slow_bank":
             await self._slow_bank(cycle)
-        cycle.recovery_s = await self._recovered(client, time.monotonic())
+        cycle.recovery_s = await self._recovered(client, time.monotonic(), cycle)
         report = await _check_when_reachable(self.dsn, self.options.grace_s)
         if report is None:
             cycle.violations = 1

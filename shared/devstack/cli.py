@@ -98,7 +98,7 @@ ExternalUrl = Annotated[
 def stack_up(
     data_dir: DataDir = stack.REPO_ROOT / ".stack",
     port_base: PortBase = None,
-    partitions: int = 3,
+    partitions: int = stack.TANSU_AUTO_PARTITIONS,
     keep_data: Annotated[
         bool,
         typer.Option(

@@ -640,16 +640,18 @@ class OutboxRelay:
             )
             for m in present:
                 end = ends.get(TopicPartition(m["topic"], m["partition"]))
-                # At or below the lowest offset of the latest cycle, not its highest:
-                # tansu reports the log end as its last batch's base offset + 1.
-                if end is not None and end <= m["cycle_offset"]:
+                # Below the lowest offset of the latest cycle, not at or below its
+                # highest: tansu reports the log end as its last record batch's base
+                # offset + 1 on memory storage, and as low as that base offset on S3.
+                if end is not None and end < m["cycle_offset"]:
                     n = await self._put_back(
                         conn,
                         "log_end_below_mark",
                         topic=m["topic"],
                         partition=m["partition"],
                         from_offset=int(end),
-                        detail=f"log-end offset {end}, offset {m['max_offset']} acknowledged",
+                        detail=f"log-end offset {end}, offsets {m['cycle_offset']}.."
+                        f"{m['max_offset']} acknowledged",
                     )
                     replays.append(("log_end_below_mark", n))
         self._last_broker_check = time.monotonic()
