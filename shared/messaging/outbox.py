@@ -643,7 +643,9 @@ class OutboxRelay:
                 # Below the lowest offset of the latest cycle, not at or below its
                 # highest: tansu reports the log end as its last record batch's base
                 # offset + 1 on memory storage, and as low as that base offset on S3.
-                if end is not None and end < m["cycle_offset"]:
+                # An empty log never holds what it acknowledged (on S3 a log of one
+                # batch at 0 also reads 0: its rows go once more, harmlessly).
+                if end is not None and (end < m["cycle_offset"] or end == 0):
                     n = await self._put_back(
                         conn,
                         "log_end_below_mark",

@@ -21,7 +21,7 @@ CREATE INDEX outbox_published_at ON outbox (published_at) WHERE published_at IS 
 -- Per topic-partition, what the broker acknowledged to this outbox. max_offset: the
 -- highest offset; a later acknowledgement at or below it means the log was lost and
 -- begun again. cycle_offset: the lowest offset acknowledged in the latest relay cycle; a
--- log-end offset below it means the broker lost acknowledged messages. (Not max_offset:
+-- log-end offset below it (or 0) means the broker lost acknowledged messages. (Not max_offset:
 -- tansu 0.6 reports a partition's log-end offset as the base offset of its last record
 -- batch plus one on memory storage, and as low as that base offset on S3.)
 CREATE TABLE outbox_broker_marks (
