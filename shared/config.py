@@ -49,6 +49,12 @@ class ServiceSettings(BaseSettings):
     """How often the consumer's lag and position are sampled."""
     consumer_stall_exit: bool = True
     """Exit (code 75) on a confirmed stall so the supervisor restarts the service."""
+    outbox_retention_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    """Published outbox rows are kept this long, so that rows a broker lost can be
+    published again (by the relay, or `claimflow outbox replay`); then deleted."""
+    outbox_broker_check_interval_s: float = Field(default=2.0, gt=0)
+    """How often the relay compares the broker's log-end offsets and cluster id with what
+    the broker acknowledged to it (docs/resilience.md, "The broker loses data")."""
     outbox_max_attempts: int = Field(default=5, ge=1)
     """Sends of one outbox row that fail for that row's own reason before it is
     quarantined (dead-lettered, re-drivable) so the rows behind it flow."""

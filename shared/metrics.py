@@ -88,3 +88,10 @@ OUTBOX_RELAY_FAILURES = Counter(
     ["service"],
     registry=REGISTRY,
 )
+OUTBOX_REPLAYED = Counter(
+    "claimflow_outbox_replayed_total",
+    "Published outbox rows put back for publishing: the broker lost them "
+    "(log_end_below_mark, offset_regressed, cluster_changed) or an operator asked.",
+    ["service", "reason"],
+    registry=REGISTRY,
+)

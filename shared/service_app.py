@@ -122,6 +122,8 @@ def build_service_app(
             batch_size=settings.outbox_batch_size,
             poll_interval_s=settings.outbox_poll_interval_s,
             max_attempts=settings.outbox_max_attempts,
+            retention_s=settings.outbox_retention_s,
+            broker_check_interval_s=settings.outbox_broker_check_interval_s,
         )
         await runtime.relay.start()
         for loop in background_loops:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -125,7 +127,7 @@ ExternalUrl = Annotated[
 def stack_up(
     data_dir: DataDir = stack.REPO_ROOT / ".stack",
     port_base: PortBase = None,
-    partitions: int = 3,
+    partitions: int = stack.TANSU_AUTO_PARTITIONS,
     keep_data: Annotated[
         bool,
         typer.Option(
@@ -444,6 +446,162 @@ def dead_letters_redrive(
 
     if asyncio.run(run()):
         raise typer.Exit(1)
+
+
+@app.command()
+def check(
+    grace: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds a claim may sit between services, an event may wait to be "
+            "published or consumed, before it counts as a violation (0 on a quiet stack)",
+        ),
+    ] = 60.0,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = stack.REPO_ROOT / ".stack",
+    port_base: PortBase = None,
+) -> None:
+    """Check the invariants in the running stack's databases: no claim paid twice, paid ≤
+    approved, fund books equal to the payouts and never below zero or over budget, bank
+    ledger = payouts, every claim final or waiting with a holder and a deadline, outbox
+    drained, every published event consumed. Prints a table and a JSON line; exit 1 on
+    any violation."""
+    from shared.devstack.check import run_check
+
+    report = asyncio.run(run_check(_database_url(database_url, data_dir, port_base), grace_s=grace))
+    console.print(report.table())
+    print(json.dumps(report.as_json(), ensure_ascii=False))
+    sys.stdout.flush()
+    if report.violations:
+        raise typer.Exit(1)
+
+
+@app.command()
+def chaos(
+    kills: Annotated[int, typer.Option(min=0, help="Cycles: SIGKILL of one or two services")] = 5,
+    postgres_stops: Annotated[
+        int, typer.Option(min=0, help="Cycles: PostgreSQL immediate stop, then start")
+    ] = 2,
+    broker_restarts: Annotated[
+        int, typer.Option(min=0, help="Cycles: SIGKILL of tansu (the supervisor restarts it)")
+    ] = 2,
+    broker_pauses: Annotated[int, typer.Option(min=0, help="Cycles: SIGSTOP of tansu")] = 1,
+    slow_banks: Annotated[
+        int, typer.Option(min=0, help="Cycles: the simulated bank's books locked")
+    ] = 1,
+    pause_seconds: Annotated[float, typer.Option(min=0, help="How long tansu is paused")] = 30,
+    slow_bank_seconds: Annotated[
+        float, typer.Option(min=0, help="How long the bank answers nothing")
+    ] = 20,
+    postgres_down_seconds: Annotated[
+        float, typer.Option(min=0, help="How long PostgreSQL stays down")
+    ] = 3,
+    rate: Annotated[float, typer.Option(min=0.01, help="Claims submitted per second")] = 1.0,
+    grace: Annotated[
+        float, typer.Option(min=0, help="The checks between faults: see `claimflow check`")
+    ] = 180,
+    recovery_timeout: Annotated[float, typer.Option(min=1)] = 180,
+    drain_timeout: Annotated[float, typer.Option(min=1)] = 600,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Stop injecting after this long; report what ran")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (faults, claims, moments)")] = None,
+    data_dir: DataDir = stack.REPO_ROOT / ".stack",
+    port_base: PortBase = None,
+    broker_storage: BrokerStorage = None,
+) -> None:
+    """Fault campaign under a steady load (both claim kinds, reviewers, a finance clerk):
+    one fault at a time, recovery timed, `claimflow check` after each; at the end a drain
+    and a check with no grace. Starts the stack (bank trouble on) when none is up. Prints
+    a table per fault kind and a JSON line; exit 1 on any violation or a fault not
+    recovered from. Each cycle is also appended to <data>/chaos-cycles.jsonl."""
+    from shared.devstack.chaos import ChaosOptions, campaign
+
+    cfg = _config(data_dir, port_base, broker_storage)
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    options = ChaosOptions(
+        cycles={
+            "kill": kills,
+            "postgres": postgres_stops,
+            "broker": broker_restarts,
+            "pause": broker_pauses,
+            "slow_bank": slow_banks,
+        },
+        pause_s=pause_seconds,
+        slow_bank_s=slow_bank_seconds,
+        postgres_down_s=postgres_down_seconds,
+        rate=rate,
+        grace_s=grace,
+        recovery_timeout_s=recovery_timeout,
+        drain_timeout_s=drain_timeout,
+        max_minutes=max_minutes,
+        seed=seed,
+        cycles_file=cfg.data_dir / "chaos-cycles.jsonl",
+    )
+    result = campaign(cfg, options, console, service_env=BANK_TROUBLE)
+    console.print(result.table())
+    if result.final is not None and result.final.violations:
+        console.print(result.final.table())
+    print(json.dumps(result.as_json(), ensure_ascii=False))
+    sys.stdout.flush()
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+outbox_app = typer.Typer(help="The services' outboxes.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """An ISO 8601 time (UTC when it names no zone) or a duration back from now: 90s,
+    15m, 2h, 1d."""
+    now = now or datetime.now(UTC)
+    match = _DURATION.match(text.strip())
+    if match:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+        return now - timedelta(seconds=float(match.group(1)) * unit)
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r}: an ISO 8601 time (2026-11-27T12:00:00+08:00) or a duration "
+            "(90s, 15m, 2h, 1d)",
+            param_hint="--since",
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@outbox_app.command("replay")
+def outbox_replay(
+    service: Annotated[str, typer.Option(help="intake, review or payout")],
+    since: Annotated[
+        str, typer.Option(help="Rows published at or after this: ISO 8601 time or 15m, 2h, 1d")
+    ],
+    by: Annotated[str, typer.Option(help="Who asks (recorded in outbox_replays)")] = "operator",
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = stack.REPO_ROOT / ".stack",
+    port_base: PortBase = None,
+) -> None:
+    """Publish again every event the service published since a time (after a broker lost
+    data it did not notice, or to rebuild a consumer): the rows become unpublished and the
+    service's relay sends them in order; consumers' inboxes drop what they already had.
+    Published rows are kept CLAIMFLOW_OUTBOX_RETENTION_S (7 days). Prints a JSON line."""
+    from shared.messaging.outbox import replay_since
+
+    (name,) = _services(service)
+    when = parse_since(since)
+
+    async def run() -> int:
+        conn = await asyncpg.connect(_database_url(database_url, data_dir, port_base))
+        try:
+            return await replay_since(conn, name, when, by=by)
+        finally:
+            await conn.close()
+
+    rows = asyncio.run(run())
+    print(json.dumps({"service": name, "since": when.isoformat(), "rows": rows}))
 
 
 def _wait_for_interrupt() -> None:

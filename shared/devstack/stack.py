@@ -39,6 +39,12 @@ TOPIC_ALREADY_EXISTS = 36
 BROKER_STORAGES = ("s3", "memory")
 DEFAULT_BROKER_STORAGE = "s3"
 """What `claimflow stack up` and `claimflow demo` use (docs/resilience.md)."""
+TANSU_AUTO_PARTITIONS = 4
+"""How many partitions tansu gives a topic a client asks for before it exists. A memory
+broker restarted under running services is asked for the topics (a producer's send, a
+consumer's metadata refresh) before the supervisor can create them: with the same count
+either way, keys land on the same partitions and no consumer misses a partition it has
+no metadata for yet (docs/resilience.md)."""
 OBJECT_STORE_PORTS = 7
 S3_BUCKET = "tansu"
 
@@ -89,7 +95,7 @@ class StackPorts:
 class StackConfig:
     data_dir: Path = field(default_factory=lambda: REPO_ROOT / ".stack")
     ports: StackPorts = field(default_factory=StackPorts)
-    partitions: int = 3
+    partitions: int = TANSU_AUTO_PARTITIONS
     database: str = "claimflow"
     db_user: str = "claimflow"
     service_env: dict[str, str] = field(default_factory=dict)

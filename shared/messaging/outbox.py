@@ -1,5 +1,11 @@
 """Transactional outbox: events are rows written in the same transaction as the state
 change, and a relay publishes them afterwards (at least once, in row order).
+
+The database is the source of truth, the broker a replaceable transport: the relay
+records the partition and offset the broker acknowledged for every row, keeps published
+rows for ``retention_s``, and publishes again the rows a broker has lost (its log-end
+offset fell below an offset it acknowledged, an acknowledged offset went backwards, or the
+cluster id changed). The consumers' inboxes (keyed by event id) make the repeat harmless.
 """
 
 from __future__ import annotations
@@ -11,10 +17,13 @@ import time
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
+from aiokafka.protocol.metadata import MetadataRequest
 
 from shared.contracts import EventEnvelope
 from shared.db import DbConnection
@@ -26,6 +35,7 @@ from shared.metrics import (
     OUTBOX_PUBLISHED,
     OUTBOX_QUARANTINED,
     OUTBOX_RELAY_FAILURES,
+    OUTBOX_REPLAYED,
     OUTBOX_SEND_FAILURES,
 )
 
@@ -172,6 +182,8 @@ class OutboxRelay:
         poll_interval_s: float = 1.0,
         max_attempts: int = 5,
         send_timeout_s: float = 15.0,
+        retention_s: float = 7 * 24 * 3600.0,
+        broker_check_interval_s: float = 2.0,
     ) -> None:
         self._pool = pool
         self._dsn = dsn
@@ -181,6 +193,14 @@ class OutboxRelay:
         self._poll_interval = poll_interval_s
         self._max_attempts = max_attempts
         self._send_timeout_s = send_timeout_s
+        self._retention_s = retention_s
+        self._broker_check_interval_s = broker_check_interval_s
+        self._last_broker_check = 0.0
+        self._last_prune = 0.0
+        self._suspect_broker = True
+        """Check the broker for lost messages before the next publish (at start and after
+        a failed cycle: the broker may have restarted meanwhile)."""
+        self._checker: AIOKafkaConsumer | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -190,6 +210,7 @@ class OutboxRelay:
         self.last_error: str | None = None
         self.published_total = 0
         self.quarantined_total = 0
+        self.replayed_total = 0
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
@@ -200,6 +221,14 @@ class OutboxRelay:
             request_timeout_ms=int(self._send_timeout_s * 1000),
         )
         await self._producer.start()
+        # No group: only asks the broker for log-end offsets and its cluster id.
+        self._checker = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            request_timeout_ms=int(self._send_timeout_s * 1000),
+        )
+        await self._checker.start()
         self.last_progress_at = time.monotonic()
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._schema}")
 
@@ -211,6 +240,8 @@ class OutboxRelay:
         if self._listen_conn is not None:
             with contextlib.suppress(Exception):
                 await self._listen_conn.close()
+        if self._checker:
+            await self._checker.stop()
         if self._producer:
             await self._producer.stop()
 
@@ -234,14 +265,31 @@ class OutboxRelay:
             failed = False
             try:
                 await self._listen()
+                now = time.monotonic()
+                if self._suspect_broker or (
+                    now - self._last_broker_check >= self._broker_check_interval_s
+                ):
+                    try:
+                        await self.check_broker()
+                    except (asyncio.CancelledError, asyncpg.PostgresError, OSError):
+                        raise
+                    except Exception as exc:
+                        # Publishing goes on: a send acknowledged below a mark still
+                        # reveals a lost log (_record_landed); the check runs again
+                        # before the next batch.
+                        log.warning("%s: broker check failed: %r", self._schema, exc)
                 while await self.publish_batch() == self._batch_size:
                     pass
+                if now - self._last_prune >= PRUNE_INTERVAL_S:
+                    await self.prune()
+                    self._last_prune = now
                 self.last_progress_at = time.monotonic()
                 self.last_error = None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 failed = True
+                self._suspect_broker = True
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 OUTBOX_RELAY_FAILURES.labels(self._schema).inc()
                 log.warning("%s: outbox relay cycle failed; retrying: %s", self._schema, exc)
@@ -266,6 +314,7 @@ class OutboxRelay:
         """
         assert self._producer is not None
         outage: str | None = None
+        replays: list[tuple[str, int]] = []
         async with self._pool.acquire() as conn, conn.transaction():
             locked = await conn.fetchval(
                 "SELECT pg_try_advisory_xact_lock(hashtext('claimflow.outbox.' || $1::text))",
@@ -284,10 +333,7 @@ class OutboxRelay:
             sent, failures = await self._send(rows)
             published = [r for r, _ in sent]
             if published:
-                await conn.execute(
-                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                    [r["id"] for r in published],
-                )
+                replays = await self._record_landed(conn, sent)
             # A failure counts against its row when it is the row's own, or when the
             # broker took other rows in the same cycle (so the broker is up).
             counted = [(r, e) for r, e in failures if published or isinstance(e, _ROW_ERRORS)]
@@ -316,13 +362,14 @@ class OutboxRelay:
         if failures:
             OUTBOX_SEND_FAILURES.labels(self._schema).inc(len(failures))
         self.published_total += len(published)
+        self._count_replays(replays)
         if outage is not None:
             raise RelayOutage(outage)
         return len(published)
 
     async def _send(
         self, rows: list[asyncpg.Record]
-    ) -> tuple[list[tuple[asyncpg.Record, object]], list[tuple[asyncpg.Record, BaseException]]]:
+    ) -> tuple[list[tuple[asyncpg.Record, Any]], list[tuple[asyncpg.Record, BaseException]]]:
         """Send every row that may go now; (sent, failed)."""
         assert self._producer is not None
         waiting: list[tuple[asyncpg.Record, asyncio.Future[object]]] = []
@@ -349,7 +396,7 @@ class OutboxRelay:
                 continue
             waiting.append((r, future))
         results = await asyncio.gather(*(f for _, f in waiting), return_exceptions=True)
-        sent: list[tuple[asyncpg.Record, object]] = []
+        sent: list[tuple[asyncpg.Record, Any]] = []  # (row, aiokafka RecordMetadata)
         for (r, _), result in zip(waiting, results, strict=True):
             if isinstance(result, BaseException):
                 failures.append((r, result))
@@ -398,6 +445,236 @@ class OutboxRelay:
         )
         return gone
 
+    # --- where the broker put each row, and what it lost ----------------------------
+
+    async def _record_landed(
+        self, conn: DbConnection, sent: list[tuple[asyncpg.Record, Any]]
+    ) -> list[tuple[str, int]]:
+        """Mark the rows published with the partition and offset the broker acknowledged,
+        and move the per-partition marks. An acknowledged offset at or below one already
+        acknowledged means the partition's log was lost and begun again: its earlier rows
+        are put back (returned as (reason, rows) for the counters)."""
+        lowest: dict[tuple[str, int], int] = {}
+        highest: dict[tuple[str, int], int] = {}
+        for r, meta in sent:
+            tp = (r["topic"], int(meta.partition))
+            offset = int(meta.offset)
+            lowest[tp] = min(offset, lowest.get(tp, offset))
+            highest[tp] = max(offset, highest.get(tp, offset))
+        marks = {
+            (m["topic"], m["partition"]): m["max_offset"]
+            for m in await conn.fetch(
+                """SELECT topic, partition, max_offset FROM outbox_broker_marks
+                   WHERE topic = ANY($1::text[])""",
+                sorted({t for t, _ in lowest}),
+            )
+        }
+        replays: list[tuple[str, int]] = []
+        for tp, low in sorted(lowest.items()):
+            mark = marks.get(tp)
+            if mark is not None and low <= mark:
+                # Offsets in a partition only grow: the log this mark was taken on is
+                # gone. Every row recorded on it goes again (the batch just sent is
+                # not recorded yet, so it is not among them).
+                n = await self._put_back(
+                    conn,
+                    "offset_regressed",
+                    topic=tp[0],
+                    partition=tp[1],
+                    from_offset=0,
+                    detail=f"broker acknowledged offset {low}, at or below {mark} "
+                    "acknowledged before",
+                )
+                replays.append(("offset_regressed", n))
+        await conn.execute(
+            """UPDATE outbox o
+               SET published_at = now(), published_partition = f.p, published_offset = f.o
+               FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS f(id, p, o)
+               WHERE o.id = f.id""",
+            [r["id"] for r, _ in sent],
+            [int(meta.partition) for _, meta in sent],
+            [int(meta.offset) for _, meta in sent],
+        )
+        tps = list(highest)
+        await conn.execute(
+            """INSERT INTO outbox_broker_marks AS m (topic, partition, max_offset, cycle_offset)
+               SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[])
+               ON CONFLICT (topic, partition) DO UPDATE
+                   SET max_offset = greatest(m.max_offset, excluded.max_offset),
+                       cycle_offset = CASE WHEN excluded.max_offset > m.max_offset
+                                           THEN excluded.cycle_offset ELSE m.cycle_offset END,
+                       updated_at = now()""",
+            [t for t, _ in tps],
+            [p for _, p in tps],
+            [highest[tp] for tp in tps],
+            [lowest[tp] for tp in tps],
+        )
+        return replays
+
+    async def _put_back(
+        self,
+        conn: DbConnection,
+        reason: str,
+        *,
+        topic: str | None,
+        partition: int | None,
+        from_offset: int | None,
+        detail: str,
+    ) -> int:
+        """Rows recorded at or after ``from_offset`` of the partition (all recorded rows
+        when topic is None) become unpublished again; the relay sends them in id order."""
+        n: int = await conn.fetchval(
+            """WITH back AS (
+                   UPDATE outbox SET published_at = NULL, published_partition = NULL,
+                                     published_offset = NULL, replays = replays + 1
+                   WHERE published_offset IS NOT NULL
+                     AND ($1::text IS NULL OR (topic = $1 AND published_partition = $2
+                                               AND published_offset >= $3))
+                   RETURNING 1)
+               SELECT count(*) FROM back""",
+            topic,
+            partition,
+            from_offset,
+        )
+        if topic is None:
+            await conn.execute("DELETE FROM outbox_broker_marks")
+        elif from_offset:
+            await conn.execute(
+                """UPDATE outbox_broker_marks
+                   SET max_offset = $3, cycle_offset = least(cycle_offset, $3), updated_at = now()
+                   WHERE topic = $1 AND partition = $2""",
+                topic,
+                partition,
+                from_offset - 1,
+            )
+        else:
+            await conn.execute(
+                "DELETE FROM outbox_broker_marks WHERE topic = $1 AND partition = $2",
+                topic,
+                partition,
+            )
+        await conn.execute(
+            """INSERT INTO outbox_replays (reason, topic, partition, from_offset, rows, detail)
+               VALUES ($1, $2, $3, $4, $5, $6)""",
+            reason,
+            topic,
+            partition,
+            from_offset,
+            n,
+            detail,
+        )
+        where = f"{topic}[{partition}] from offset {from_offset}" if topic else "every topic"
+        log.warning(
+            "%s: the broker lost acknowledged messages (%s: %s); %d outbox rows of %s "
+            "put back for publishing",
+            self._schema,
+            reason,
+            detail,
+            n,
+            where,
+        )
+        self._wake.set()
+        return n
+
+    def _count_replays(self, replays: list[tuple[str, int]]) -> None:
+        for reason, n in replays:
+            OUTBOX_REPLAYED.labels(self._schema, reason).inc(n)
+            self.replayed_total += n
+
+    async def _cluster_id(self) -> str | None:
+        assert self._checker is not None
+        client = self._checker._client
+        node_id = client.get_random_node()
+        if node_id is None:
+            return None
+        response = await client.send(node_id, MetadataRequest([]))
+        cluster_id = getattr(response, "cluster_id", None)
+        return str(cluster_id) if cluster_id else None
+
+    async def check_broker(self) -> int:
+        """Compare the broker with what it acknowledged to this outbox; put back the rows
+        it lost. Returns how many rows were put back."""
+        assert self._checker is not None
+        timeout = self._send_timeout_s
+        cluster_id = await asyncio.wait_for(self._cluster_id(), timeout)
+        metadata = await asyncio.wait_for(self._checker._client.fetch_all_metadata(), timeout)
+        replays: list[tuple[str, int]] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            locked = await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock(hashtext('claimflow.outbox.' || $1::text))",
+                self._schema,
+            )
+            if not locked:
+                return 0
+            if cluster_id is not None:
+                known = await conn.fetchval("SELECT cluster_id FROM outbox_broker_cluster")
+                if known is not None and known != cluster_id:
+                    n = await self._put_back(
+                        conn,
+                        "cluster_changed",
+                        topic=None,
+                        partition=None,
+                        from_offset=None,
+                        detail=f"cluster id {cluster_id!r}, was {known!r}",
+                    )
+                    replays.append(("cluster_changed", n))
+                await conn.execute(
+                    """INSERT INTO outbox_broker_cluster (cluster_id) VALUES ($1)
+                       ON CONFLICT (singleton) DO UPDATE
+                           SET cluster_id = excluded.cluster_id, seen_at = now()""",
+                    cluster_id,
+                )
+            marks = await conn.fetch(
+                "SELECT topic, partition, max_offset, cycle_offset FROM outbox_broker_marks"
+            )
+            # A topic or partition missing now (a memory broker between its restart and
+            # the topics' creation) is checked once it is back, at offset 0.
+            present = [
+                m
+                for m in marks
+                if m["partition"] in (metadata.partitions_for_topic(m["topic"]) or ())
+            ]
+            tps = [TopicPartition(m["topic"], m["partition"]) for m in present]
+            ends: dict[TopicPartition, int] = (
+                await asyncio.wait_for(self._checker.end_offsets(tps), timeout) if tps else {}
+            )
+            for m in present:
+                end = ends.get(TopicPartition(m["topic"], m["partition"]))
+                # Below the lowest offset of the latest cycle, not at or below its
+                # highest: tansu reports the log end as its last record batch's base
+                # offset + 1 on memory storage, and as low as that base offset on S3.
+                # An empty log never holds what it acknowledged (on S3 a log of one
+                # batch at 0 also reads 0: its rows go once more, harmlessly).
+                if end is not None and (end < m["cycle_offset"] or end == 0):
+                    n = await self._put_back(
+                        conn,
+                        "log_end_below_mark",
+                        topic=m["topic"],
+                        partition=m["partition"],
+                        from_offset=int(end),
+                        detail=f"log-end offset {end}, offsets {m['cycle_offset']}.."
+                        f"{m['max_offset']} acknowledged",
+                    )
+                    replays.append(("log_end_below_mark", n))
+        self._last_broker_check = time.monotonic()
+        self._suspect_broker = False
+        self._count_replays(replays)
+        return sum(n for _, n in replays)
+
+    async def prune(self) -> int:
+        """Delete published rows older than the retention (a bounded batch per call)."""
+        n: int = await self._pool.fetchval(
+            """WITH gone AS (
+                   DELETE FROM outbox WHERE id IN (
+                       SELECT id FROM outbox
+                       WHERE published_at < now() - make_interval(secs => $1)
+                       ORDER BY id LIMIT 5000)
+                   RETURNING 1)
+               SELECT count(*) FROM gone""",
+            self._retention_s,
+        )
+        return n
+
     async def refresh_gauges(self) -> None:
         """Backlog, oldest age, held events and open dead letters: one round trip."""
         async with self._pool.acquire() as conn:
@@ -417,6 +694,36 @@ class OutboxRelay:
         HELD_WAITING.labels(self._schema).set(row["held"])
         DEAD_LETTERS_OPEN.labels(self._schema, "consumed").set(row["consumed"])
         DEAD_LETTERS_OPEN.labels(self._schema, "outbox").set(row["quarantined"])
+
+
+PRUNE_INTERVAL_S = 60.0
+
+
+async def replay_since(conn: DbConnection, schema: str, since: datetime, *, by: str) -> int:
+    """An operator's replay: every row of ``schema``'s outbox published at or after
+    ``since`` is published again (consumers' inboxes drop what they already had).
+    ``conn`` is any connection; the schema is named explicitly."""
+    if not schema.isidentifier() or not schema.islower():
+        raise ValueError(f"invalid schema name {schema!r}")
+    async with conn.transaction():
+        n: int = await conn.fetchval(
+            f"""WITH back AS (
+                    UPDATE "{schema}".outbox
+                    SET published_at = NULL, published_partition = NULL,
+                        published_offset = NULL, replays = replays + 1
+                    WHERE published_at >= $1
+                    RETURNING 1)
+                SELECT count(*) FROM back""",
+            since,
+        )
+        await conn.execute(
+            f"""INSERT INTO "{schema}".outbox_replays (reason, rows, detail)
+                VALUES ('operator', $1, $2)""",
+            n,
+            f"published since {since.isoformat()}, asked by {by}",
+        )
+        await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))
+    return n
 
 
 def _reason(exc: BaseException) -> str:

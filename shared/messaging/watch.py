@@ -86,6 +86,9 @@ class ConsumerWatch:
         self.last_error: str | None = None
         self.samples = 0
         self._assigned_at: float | None = None  # last time the consumer held partitions
+        self._beyond_end: set[Any] = set()
+        self.rewinds = 0
+        """Partitions read again from the beginning because the log was replaced."""
 
     def start(self, consumer_source: Any) -> None:
         self._source = consumer_source
@@ -133,10 +136,34 @@ class ConsumerWatch:
         ends = await consumer.end_offsets(list(assignment))
         lag_by_topic: dict[str, int] = {}
         positions: dict[Any, int] = {}
+        beyond: set[Any] = set()
         for tp in assignment:
             position = await consumer.position(tp)
             positions[tp] = position
             lag_by_topic[tp.topic] = lag_by_topic.get(tp.topic, 0) + max(0, ends[tp] - position)
+            # The high watermark of the last fetch response. A position above it means
+            # the log under us was replaced by a shorter one (a memory broker restarted,
+            # and an offset from the old log was committed or kept): Kafka would answer
+            # OFFSET_OUT_OF_RANGE and the reset policy would apply, tansu answers with no
+            # records, forever. Twice in a row (not a reading between two fetches): read
+            # the partition again from its beginning; the inbox drops what was handled.
+            highwater = consumer.highwater(tp)
+            if highwater is not None and position > highwater:
+                beyond.add(tp)
+                if tp in self._beyond_end:
+                    log.warning(
+                        "%s: position %d on %s[%d] is beyond the log end %d (the broker's log "
+                        "was replaced); reading the partition again from its beginning",
+                        self.service,
+                        position,
+                        tp.topic,
+                        tp.partition,
+                        highwater,
+                    )
+                    await consumer.seek_to_beginning(tp)
+                    self.rewinds += 1
+                    beyond.discard(tp)
+        self._beyond_end = beyond
         for topic, lag in lag_by_topic.items():
             CONSUMER_LAG.labels(self.service, topic).set(lag)
         self.samples += 1

@@ -23,6 +23,7 @@ async def test_concurrent_starts_apply_each_migration_once(
     assert applied[0] == [
         "shared/0001_messaging",
         "shared/0002_delivery_safety",
+        "shared/0003_outbox_broker_offsets",
         "mig_test/0001_things",
         "mig_test/0002_more",
     ]

@@ -34,6 +34,16 @@ class FakeConsumer:
     async def position(self, tp: TP) -> int:
         return self.positions[tp]
 
+    highwaters: dict[TP, int] = field(default_factory=dict)
+    """What the last fetch response said the log end was (none fetched yet: absent)."""
+
+    def highwater(self, tp: TP) -> int | None:
+        return self.highwaters.get(tp)
+
+    async def seek_to_beginning(self, *tps: TP) -> None:
+        for tp in tps:
+            self.positions[tp] = 0
+
 
 @dataclass
 class Subscriber:
@@ -168,3 +178,33 @@ def test_the_service_app_watches_the_subscriber_not_the_handler_wrapper() -> Non
     assert type(subscriber).__name__ != "HandlerCallWrapper"
     assert hasattr(subscriber, "consumer") and subscriber.consumer is None
     assert hasattr(subscriber, "start") and hasattr(subscriber, "topics")
+
+
+async def test_a_position_beyond_the_log_end_is_read_again_from_the_beginning() -> None:
+    """A memory broker restarted: the new log is shorter than the offset the consumer
+    stands at (kept or committed from the old log). tansu answers such fetches with no
+    records and no error, so without this the partition is never read again."""
+    stale, fine = TP("t", 0), TP("t", 1)
+    consumer = FakeConsumer(
+        ends={stale: 80, fine: 40},
+        positions={stale: 2471, fine: 40},
+        assigned={stale, fine},
+        highwaters={stale: 86, fine: 40},
+    )
+    watch = watch_over(consumer)
+    await watch.sample()
+    assert consumer.positions[stale] == 2471  # once could be a reading between fetches
+    await watch.sample()
+    assert consumer.positions == {stale: 0, fine: 40}
+    assert watch.rewinds == 1
+    await watch.sample()
+    assert watch.rewinds == 1  # at 0 it is inside the log: nothing more
+
+
+async def test_no_fetch_yet_means_no_judgement_on_the_position() -> None:
+    tp = TP("t", 0)
+    consumer = FakeConsumer(ends={tp: 10}, positions={tp: 500}, assigned={tp})
+    watch = watch_over(consumer)
+    await watch.sample()
+    await watch.sample()
+    assert consumer.positions[tp] == 500 and watch.rewinds == 0
