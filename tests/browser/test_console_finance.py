@@ -23,6 +23,7 @@ from playwright.async_api import Browser, Page, expect
 from shared.workdays import CHINA
 from tests.browser.conftest import ConsoleStack, screenshot, sign_in
 from tests.e2e.helpers import approve_through_review, eventually, submit_claim, wait_status
+from tests.tokens import AUDITOR, finance_clerk
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -40,7 +41,7 @@ async def paid_claim(console: ConsoleStack, **overrides: Any) -> tuple[str, str]
     """A VAT refund registered, approved by its departments and paid: (claim id, the
     account number it was paid to)."""
     number = account()
-    async with httpx.AsyncClient(timeout=20) as client:
+    async with httpx.AsyncClient(timeout=20, headers=dict(AUDITOR)) as client:
         claim_id = await submit_claim(
             client,
             console.cfg,
@@ -57,7 +58,8 @@ async def paid_claim(console: ConsoleStack, **overrides: Any) -> tuple[str, str]
 
 
 async def payout_of(console: ConsoleStack, claim_id: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=20) as client:
+    # As finance: full account numbers (everyone else reads them masked).
+    async with httpx.AsyncClient(timeout=20, headers=dict(finance_clerk())) as client:
         r = await client.get(f"{console.cfg.url('payout')}/payouts", params={"claim_id": claim_id})
         r.raise_for_status()
         (row,) = r.json()
@@ -121,7 +123,7 @@ async def test_finance_sees_a_paid_claim_and_exports_the_filtered_csv(
 
     # The export holds exactly the rows of this filter, as payout's API lists them.
     _, rows = await download_csv(page)
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers=dict(finance_clerk())) as client:
         r = await client.get(
             f"{console_stack.cfg.url('payout')}/payouts",
             params={
@@ -157,7 +159,7 @@ async def test_finance_sees_a_paid_claim_and_exports_the_filtered_csv(
 async def test_a_returned_payment_is_corrected_and_paid(
     console_stack: ConsoleStack, browser: Browser
 ) -> None:
-    async with httpx.AsyncClient(timeout=20) as client:
+    async with httpx.AsyncClient(timeout=20, headers=dict(AUDITOR)) as client:
         claim_id = await submit_claim(
             client,
             console_stack.cfg,
@@ -200,7 +202,7 @@ async def test_a_returned_payment_is_corrected_and_paid(
     await expect(page.locator("[data-testid=corrected]")).to_be_visible()
     assert corrected not in page.url
 
-    async with httpx.AsyncClient(timeout=20) as client:
+    async with httpx.AsyncClient(timeout=20, headers=dict(AUDITOR)) as client:
         await wait_status(client, console_stack.cfg, claim_id, "paid", timeout=60)
     payout = await payout_of(console_stack, claim_id)
     assert payout["issue_no"] == 2
@@ -292,7 +294,7 @@ async def test_a_supervisor_tops_up_a_fund(console_stack: ConsoleStack, browser:
     fund = "startup-loan-interest-2026"
 
     async def budget() -> str:
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(headers=dict(AUDITOR)) as client:
             r = await client.get(f"{console_stack.cfg.url('payout')}/funds")
         value: str = next(f for f in r.json() if f["fund_id"] == fund)["budget"]
         return value

@@ -18,7 +18,7 @@ from playwright.async_api import Browser, Page, expect
 
 from shared.devstack.demo_claims import make_claim, make_subsidy_claim, make_uscc
 from tests.browser.conftest import STATUS_RATE_PER_MINUTE, ConsoleStack, screenshot, sign_in
-from tests.tokens import window
+from tests.tokens import AUDITOR, window
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -92,7 +92,7 @@ async def register(
 async def tasks_of(console: ConsoleStack, claim_id: str, timeout: float = 30) -> list[Any]:
     """The claim's review tasks as the review service has them (waits for stage 2)."""
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers=dict(AUDITOR)) as client:
         while time.monotonic() < deadline:
             r = await client.get(f"{console.cfg.url('review')}/claims/{claim_id}/review")
             if r.status_code == 200 and r.json()["tasks"]:
@@ -103,7 +103,7 @@ async def tasks_of(console: ConsoleStack, claim_id: str, timeout: float = 30) ->
 
 
 async def claim_status(console: ConsoleStack, claim_id: str) -> str:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers=dict(AUDITOR)) as client:
         r = await client.get(f"{console.cfg.url('intake')}/claims/{claim_id}")
         status: str = r.json()["status"]
         return status
@@ -350,7 +350,7 @@ async def test_bulk_approve_of_selected_low_risk_tasks(
     # Set-up through intake's API (the clerk's screen is covered above): two subsidy
     # claims, whose cross-checks all pass (no tax rating is looked at for subsidies).
     claim_ids = []
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers=dict(AUDITOR)) as client:
         for _ in range(2):
             body = make_subsidy_claim(_rng, "direct-financing-2026")
             body["requested_amount"] = "50000.00"
