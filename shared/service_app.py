@@ -24,6 +24,7 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.audit.loop import audit_loop
 from shared.config import ServiceSettings
 from shared.db import create_pool, migrate
 from shared.docs_pages import install_docs_pages
@@ -120,6 +121,9 @@ def build_service_app(
         await runtime.relay.start()
         for loop in background_loops:
             runtime.background.append(asyncio.create_task(_forever(loop, runtime)))
+        if settings.audit_seal_dir and settings.event_signing_key:
+            # Seal the chain heads and verify the chains, every audit_seal_interval_s.
+            runtime.background.append(asyncio.create_task(_forever(audit_loop, runtime)))
         try:
             yield
         finally:
