@@ -88,11 +88,11 @@ def canonical(value: Any) -> str:
 
 
 def plain(value: Any, key: str = "") -> Any:
-    """The JSON a body holds: money (``*_fen``, ``amount*``) and other numbers that are
-    not small integers as strings, times in ``TIMESTAMP_FORMAT``, ids as text.
+    """The JSON a body holds: money (``*_fen``, ``amount*``), integers beyond 2**53 and
+    floats as strings, times in ``TIMESTAMP_FORMAT``, ids as text. Only small integers
+    stay numbers, so RFC 8785's float printing never matters to anyone re-hashing.
 
-    A float is refused: money is never a float, and RFC 8785's number form would make
-    an auditor's language's float printing part of the hash.
+    Money as a float is refused: it is never a float (integer fen).
     """
     if isinstance(value, Mapping):
         return {str(k): plain(v, str(k)) for k, v in value.items()}
@@ -105,7 +105,10 @@ def plain(value: Any, key: str = "") -> Any:
             return str(value)
         return value
     if isinstance(value, float):
-        raise TypeError(f"audit body field {key!r} is a float; use integer fen or a string")
+        if _is_money(key):
+            raise TypeError(f"audit body field {key!r} is money as a float; use integer fen")
+        # A measurement (seconds): as text, so no language's float printing is hashed.
+        return repr(value)
     if isinstance(value, datetime):
         return format_time(value)
     if isinstance(value, uuid.UUID):

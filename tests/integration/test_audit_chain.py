@@ -93,7 +93,7 @@ async def test_entries_chain_by_hash_with_money_as_strings_and_one_time_format(
     assert head is not None and (head["seq"], head["hash"]) == (2, second.hash)
 
 
-async def test_a_float_is_refused_and_appending_outside_a_transaction_is_refused(
+async def test_money_as_a_float_and_appending_outside_a_transaction_are_refused(
     audit_pool: asyncpg.Pool,
 ) -> None:
     async with audit_pool.acquire() as conn:
@@ -102,7 +102,10 @@ async def test_a_float_is_refused_and_appending_outside_a_transaction_is_refused
         with pytest.raises(TypeError, match="float"):
             async with conn.transaction():
                 await append(conn, "x", "a", "b", {"amount": 1.5})
-    assert await audit_pool.fetchval("SELECT count(*) FROM audit_log") == 0
+        async with conn.transaction():
+            entry = await append(conn, "x", "a", "b", {"time_to_payment_seconds": 0.1})
+        assert '"time_to_payment_seconds":"0.1"' in entry.body
+    assert await audit_pool.fetchval("SELECT count(*) FROM audit_log") == 1
 
 
 async def test_the_unit_of_work_hook_appends_every_emitted_event_to_its_claims_chain(
