@@ -31,7 +31,7 @@ from tests.e2e.helpers import (
     tasks_for,
     wait_status,
 )
-from tests.kafka_helpers import find_on_topic, produce
+from tests.kafka_helpers import find_on_topic, produce_as
 
 pytestmark = pytest.mark.e2e
 PAYEE = BankAccount(
@@ -48,7 +48,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 async def publish(cfg: StackConfig, claim_id: uuid.UUID, payload: EventPayload) -> None:
     """Play intake on its topic (this branch's intake registers VAT refunds only)."""
     envelope = EventEnvelope.wrap(payload, claim_id=claim_id, producer="intake")
-    await produce(cfg.bootstrap, INTAKE_EVENTS, envelope.to_bytes(), key=str(claim_id).encode())
+    await produce_as(cfg, "intake", INTAKE_EVENTS, envelope.to_bytes(), key=str(claim_id).encode())
 
 
 def subsidy(amount_fen: int, program: str = "stable-growth-relief-2026") -> ClaimSubmittedV1:
