@@ -164,3 +164,20 @@ def ensure_keys(directory: Path, services: Iterable[str]) -> KeyRing:
     tmp.write_text(json.dumps(public.document(), indent=2) + "\n", encoding="utf-8")
     tmp.replace(previous)
     return public
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m shared.audit.keys <folder> <service>...``: make the missing keys
+    (docker-compose's one-shot ``keys`` service; the dev stack calls ensure_keys)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2:
+        raise SystemExit("usage: python -m shared.audit.keys <folder> <service>...")
+    ring = ensure_keys(Path(args[0]), args[1:])
+    for key_id, (service, _) in sorted(ring.keys.items()):
+        print(f"{service}: {key_id}")
+
+
+if __name__ == "__main__":
+    main()
