@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?= --events 20000 --rounds 3
+AUDIT_BENCH_ARGS ?= --events 3000 --rounds 3
 
 .PHONY: demo test lint unit integration e2e bench stack-up stack-down clean
 
@@ -42,6 +43,8 @@ e2e: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.relay_pipeline $(BENCH_ARGS)
+	@# Issue 12: events/s with and without the audit chain and signing, same run.
+	$(BIN)/python -m bench.audit_cost $(AUDIT_BENCH_ARGS)
 
 stack-up: $(STAMP)
 	$(BIN)/claimflow stack up
