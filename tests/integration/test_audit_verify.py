@@ -324,3 +324,47 @@ async def test_the_ten_line_script_of_the_docs_verifies_a_chain_independently(
     )
     broken = run(await export())
     assert broken.returncode != 0 and "seq 3" in broken.stdout + broken.stderr
+
+
+async def test_the_services_own_round_seals_verifies_and_exports_the_breaks(
+    three_services: tuple[str, Path],
+) -> None:
+    """shared.audit.loop: what each service runs every CLAIMFLOW_AUDIT_SEAL_INTERVAL_S."""
+    from shared.audit.loop import seal_and_verify
+    from shared.config import ServiceSettings
+    from shared.metrics import REGISTRY
+    from shared.service_app import ServiceRuntime
+
+    dsn, folder = three_services
+    ensure_keys(folder / "keys", ("intake", "review", "payout"))
+    settings = ServiceSettings(
+        database_url=dsn,
+        event_signing_key=str(folder / "keys" / "payout.key"),
+        event_public_keys=str(folder / "keys" / "public.json"),
+        audit_seal_dir=str(folder / "seals"),
+    )
+    runtime = ServiceRuntime(name="payout", settings=settings)
+    runtime.pool = await create_pool(dsn, "payout")
+    try:
+        async with runtime.db.acquire() as conn, conn.transaction():
+            await append_finance(
+                conn, actor="fin-1", action="fund.topped_up", body={"amount_fen": 5}, program_id="p"
+            )
+            await append_finance(
+                conn, actor="fin-1", action="fund.topped_up", body={"amount_fen": 6}, program_id="p"
+            )
+        assert await seal_and_verify(runtime) == 0
+        assert len(seal_files(folder / "seals", "payout")) == 1
+        breaks = {"service": "payout"}
+        assert REGISTRY.get_sample_value("claimflow_audit_breaks", breaks) == 0
+        async with runtime.db.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL session_replication_role = replica")
+            await conn.execute("DELETE FROM audit_log WHERE seq = 2")
+        assert await seal_and_verify(runtime) == 2  # missing at the tail (head), and sealed
+        assert REGISTRY.get_sample_value("claimflow_audit_breaks", breaks) == 2
+        ran = REGISTRY.get_sample_value(
+            "claimflow_audit_verifications_total", {"service": "payout", "result": "broken"}
+        )
+        assert ran is not None and ran >= 1
+    finally:
+        await runtime.pool.close()
