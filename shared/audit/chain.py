@@ -3,7 +3,7 @@ hash chain in the same transaction as the change.
 
 One chain per claim (``chain_id`` = the claim id), per fund (``fund:<program id>``) and
 per payout (``payout:<payout id>``), in each service's own ``audit_log`` table
-(shared/migrations/0003_audit_chain.sql). An entry's **body** is RFC 8785 canonical JSON
+(shared/migrations/0004_audit_chain.sql). An entry's **body** is RFC 8785 canonical JSON
 text::
 
     {"action": ..., "actor": ..., "at": "2026-11-27T08:00:00.000000Z",

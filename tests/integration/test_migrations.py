@@ -23,6 +23,9 @@ async def test_concurrent_starts_apply_each_migration_once(
     assert applied[0] == [
         "shared/0001_messaging",
         "shared/0002_delivery_safety",
+        # 0003 is issue 14's (outbox broker offsets), on its own branch.
+        "shared/0004_audit_chain",
+        "shared/0005_event_signatures",
         "mig_test/0001_things",
         "mig_test/0002_more",
     ]
