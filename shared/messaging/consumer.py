@@ -177,16 +177,23 @@ def _parse(record: Record, verifier: EventVerifier | None = None) -> _Parsed:
     if record.value is None:
         return _Parsed(record, None, "empty message value (tombstone)")
     # A held event was verified when it was held (its signature is kept with it).
+    signer: str | None = None
     if verifier is not None and not isinstance(record, HeldRecord):
         try:
-            verifier.check(record.value, _headers(record))
+            signer = verifier.check(record.value, _headers(record))
         except signing.Refused as refused:
             # Not parsed: a forgery must not claim the inbox under a genuine event's id.
             return _Parsed(record, None, f"refused: {refused}", refused=refused.code)
     try:
-        return _Parsed(record, EventEnvelope.read(record.value), None)
+        envelope = EventEnvelope.read(record.value)
     except ValidationError as exc:
         return _Parsed(record, None, f"envelope invalid: {_short(exc)}")
+    if verifier is not None and signer is not None:
+        try:  # the parsed envelope, not only what a plain JSON reading saw
+            verifier.check_envelope(signer, envelope.producer, envelope.event_type)
+        except signing.Refused as refused:
+            return _Parsed(record, None, f"refused: {refused}", refused=refused.code)
+    return _Parsed(record, envelope, None)
 
 
 def _short(exc: BaseException) -> str:

@@ -130,6 +130,15 @@ class EventVerifier:
                 "(altered, or signed by another key)",
             ) from None
         producer, event_type = _peek(value)
+        if producer is None and not event_type:
+            # Signed, but not an envelope at all: the entitled producer's own bug. The
+            # envelope parse refuses it next ("envelope invalid"); no check is skipped,
+            # since nothing that fails to parse is ever applied.
+            return signer
+        return self.check_envelope(signer, producer, event_type)
+
+    def check_envelope(self, signer: str, producer: str | None, event_type: str) -> str:
+        """The signing service must be the envelope's producer and entitled to its type."""
         if event_type not in ANY_SERVICE and producer != signer:
             raise Refused("not_entitled", f"signed by {signer} but the envelope names {producer!r}")
         entitled = entitled_service(event_type)
