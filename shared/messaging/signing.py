@@ -130,10 +130,10 @@ class EventVerifier:
                 "(altered, or signed by another key)",
             ) from None
         producer, event_type = _peek(value)
-        if producer is None and not event_type:
-            # Signed, but not an envelope at all: the entitled producer's own bug. The
-            # envelope parse refuses it next ("envelope invalid"); no check is skipped,
-            # since nothing that fails to parse is ever applied.
+        if producer is None or not event_type:
+            # Signed, but no envelope (no producer or type): the signer's own bug. The
+            # envelope parse refuses it next ("envelope invalid"), and the consumer checks
+            # producer and entitlement again on whatever does parse (check_envelope).
             return signer
         return self.check_envelope(signer, producer, event_type)
 
