@@ -7,6 +7,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?= --events 20000 --rounds 3
 BENCH_E2E_ARGS ?=
+AUDIT_BENCH_ARGS ?= --events 3000 --rounds 3
 
 .PHONY: demo test lint unit integration e2e bench bench-e2e stack-up stack-down clean
 
@@ -43,6 +44,8 @@ e2e: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.relay_pipeline $(BENCH_ARGS)
+	@# Issue 12: events/s with and without the audit chain and signing, same run.
+	$(BIN)/python -m bench.audit_cost $(AUDIT_BENCH_ARGS)
 
 # The whole stack, claims end to end, with the raw relay baseline of the same run
 # (docs/performance.md). BENCH_E2E_ARGS='--quick' for a smoke run.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -58,3 +60,19 @@ class ServiceSettings(BaseSettings):
     outbox_max_attempts: int = Field(default=5, ge=1)
     """Sends of one outbox row that fail for that row's own reason before it is
     quarantined (dead-lettered, re-drivable) so the rows behind it flow."""
+
+    # Issue 12 (docs/audit.md): the service's Ed25519 key, the public keys it trusts,
+    # and where its audit seals go.
+    event_signing_key: str = ""
+    """Path of this service's private key file (``shared.audit.keys``): it signs every
+    event the service publishes and seals its audit chain heads."""
+    event_public_keys: str = ""
+    """Path of ``public.json``: the keys whose events (and seals) this service accepts."""
+    event_signatures: Literal["required", "off"] = "required"
+    """``required``: an event without a valid signature of a service entitled to its type
+    is dead-lettered; the service refuses to start without ``event_public_keys``. ``off``
+    only for tools and tests that feed hand-made events."""
+    audit_seal_dir: str = ""
+    """Folder the seals are written to (``<dir>/<service>/*.json``); empty: no seals."""
+    audit_seal_interval_s: float = Field(default=300.0, gt=0)
+    """How often the chain heads are sealed and the service's chains verified."""

@@ -95,3 +95,29 @@ OUTBOX_REPLAYED = Counter(
     ["service", "reason"],
     registry=REGISTRY,
 )
+AUDIT_BREAKS = Gauge(
+    "claimflow_audit_breaks",
+    "Breaks the service's last audit verification found (tampered, deleted, inserted "
+    "entries, unusable seals); 0 when its chains verified.",
+    ["service"],
+    registry=REGISTRY,
+)
+AUDIT_VERIFICATIONS = Counter(
+    "claimflow_audit_verifications_total",
+    "Audit verification runs of the service's chains against their seals, by result.",
+    ["service", "result"],
+    registry=REGISTRY,
+)
+AUDIT_LAST_SEAL = Gauge(
+    "claimflow_audit_last_seal_timestamp_seconds",
+    "When the service last sealed its chain heads (or found them unchanged since the last seal).",
+    ["service"],
+    registry=REGISTRY,
+)
+EVENTS_REFUSED = Counter(
+    "claimflow_events_refused_total",
+    "Consumed events dead-lettered for their signature: none, unknown key, invalid, or "
+    "signed by a service not entitled to the event type.",
+    ["service", "reason"],
+    registry=REGISTRY,
+)

@@ -24,12 +24,15 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.audit.keys import KeyRing, ServiceKey
+from shared.audit.loop import audit_loop
 from shared.auth.dependency import build_authenticator
 from shared.auth.enforce import enforce_route_permission, guard_service
 from shared.config import ServiceSettings
 from shared.db import create_pool, migrate
 from shared.docs_pages import install_docs_pages
 from shared.http_guard import RequestGuard, refuse_bad_path_text
+from shared.messaging import signing
 from shared.messaging.consumer import Handlers, IdempotentBatchConsumer
 from shared.messaging.fetch import wait_for_data_when_idle
 from shared.messaging.outbox import OutboxRelay
@@ -106,6 +109,7 @@ def build_service_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _install_event_keys(name, settings, consumer)
         await migrate(settings.database_url, name, migrations)
         runtime.pool = await create_pool(
             settings.database_url,
@@ -128,6 +132,9 @@ def build_service_app(
         await runtime.relay.start()
         for loop in background_loops:
             runtime.background.append(asyncio.create_task(_forever(loop, runtime)))
+        if settings.audit_seal_dir and settings.event_signing_key:
+            # Seal the chain heads and verify the chains, every audit_seal_interval_s.
+            runtime.background.append(asyncio.create_task(_forever(audit_loop, runtime)))
         try:
             yield
         finally:
@@ -262,6 +269,27 @@ def build_service_app(
         app.include_router(router)
     guard_service(app, name, authenticator)
     return app
+
+
+def _install_event_keys(
+    name: str, settings: ServiceSettings, consumer: IdempotentBatchConsumer
+) -> None:
+    """Sign what this service stages with its key; verify what it consumes against the
+    configured public keys (docs/audit.md). Fails closed: signatures required and no
+    public keys configured is a start-up error, not a service that applies anything."""
+    if settings.event_signing_key:
+        signing.install_signer(name, ServiceKey.load(settings.event_signing_key))
+    else:
+        log.warning("%s: no CLAIMFLOW_EVENT_SIGNING_KEY: its events are published unsigned", name)
+    if settings.event_signatures == "off":
+        log.warning("%s: CLAIMFLOW_EVENT_SIGNATURES=off: consumed events are not verified", name)
+        return
+    if not settings.event_public_keys:
+        raise RuntimeError(
+            "CLAIMFLOW_EVENT_SIGNATURES=required but CLAIMFLOW_EVENT_PUBLIC_KEYS is not set: "
+            "give the services' public keys (public.json) or turn signatures off"
+        )
+    consumer.verifier = signing.EventVerifier(KeyRing.load(settings.event_public_keys))
 
 
 async def _release_held(consumer: IdempotentBatchConsumer) -> None:

@@ -17,6 +17,7 @@ from services.intake.entrypoints.http import router, set_claim_examples
 from services.intake.metrics import DOCUMENTS_PENDING
 from services.intake.service_layer.lapse import lapse_overdue, refresh_documents_pending
 from services.intake.service_layer.policy import IntakePolicy
+from shared.audit.chain import audit_hook
 from shared.contracts.topics import INTAKE_EVENTS
 from shared.service_app import BackgroundLoop, ServiceRuntime, build_service_app
 from shared.table_gauges import SingleExporter
@@ -28,7 +29,8 @@ SERVICE = subscriptions.SERVICE
 
 def create_app(settings: IntakeSettings | None = None, clock: Clock = system_clock) -> FastAPI:
     settings = settings or IntakeSettings()
-    uows = UnitOfWorkFactory(SERVICE, INTAKE_EVENTS, clock=clock)
+    # Every emitted event is chained in the audit log, same transaction (docs/audit.md).
+    uows = UnitOfWorkFactory(SERVICE, INTAKE_EVENTS, clock=clock, hooks=(audit_hook,))
     policy = IntakePolicy.from_settings(settings)
     table = subscriptions.build(policy)
     set_claim_examples(policy.catalogue, uows.now())

@@ -22,6 +22,7 @@ from services.payout.service_layer.notices import record_notices
 from services.payout.service_layer.payments import Payments
 from services.payout.service_layer.resolver import resolve_unknown
 from services.payout.subscriptions import SERVICE, payout_subscriptions
+from shared.audit.chain import audit_hook
 from shared.contracts.topics import PAYOUT_EVENTS
 from shared.db import create_pool
 from shared.money import yuan_to_fen
@@ -70,7 +71,8 @@ def create_app(
     settings = settings or PayoutSettings()
     catalogue = catalogue or load_catalogue()
     metrics.initialise(catalogue.funds)
-    uows = UnitOfWorkFactory(SERVICE, PAYOUT_EVENTS, clock=clock)
+    # Every emitted event is chained in the audit log, same transaction (docs/audit.md).
+    uows = UnitOfWorkFactory(SERVICE, PAYOUT_EVENTS, clock=clock, hooks=(audit_hook,))
     subscriptions = payout_subscriptions(catalogue)
     cap = settings.treasury_refund_cap_yuan
 

@@ -14,6 +14,7 @@ from services.review.entrypoints.http import router
 from services.review.service_layer.deadlines import deadline_loop
 from services.review.service_layer.policy import ReviewPolicy
 from services.review.subscriptions import review_subscriptions
+from shared.audit.chain import audit_hook
 from shared.contracts.topics import REVIEW_EVENTS
 from shared.programs import Catalogue
 from shared.service_app import build_service_app
@@ -30,7 +31,8 @@ def create_app(
 ) -> FastAPI:
     settings = settings or ReviewSettings()
     policy = ReviewPolicy.from_settings(settings, catalogue)
-    uows = UnitOfWorkFactory(SERVICE, REVIEW_EVENTS, clock=clock)
+    # Every emitted event is chained in the audit log, same transaction (docs/audit.md).
+    uows = UnitOfWorkFactory(SERVICE, REVIEW_EVENTS, clock=clock, hooks=(audit_hook,))
     subscriptions = review_subscriptions(policy)
     metrics.initialise(policy.catalogue.departments, stages=("department_review", "sign_off"))
     app = build_service_app(

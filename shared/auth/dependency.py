@@ -14,6 +14,7 @@ from typing import Annotated, Protocol
 from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from shared.audit.chain import bind_actor
 from shared.auth.caller import Caller
 from shared.auth.errors import add_auth_error_handler, forbidden, unauthenticated
 from shared.auth.permissions import Policy, known_departments, load_policy
@@ -165,6 +166,8 @@ async def authorize(
             field=f"permission.{wanted[0]}",
         )
     request.state.caller = caller
+    # The audit chain names the token's subject as the actor of what this request changes.
+    bind_actor(caller.subject)
     return caller
 
 

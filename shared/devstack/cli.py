@@ -638,5 +638,99 @@ def calendar_recompute(
     sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
 
 
+audit_app = typer.Typer(
+    help="The audit chains of the three services: seal their heads, verify them.",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
+
+SealDir = Annotated[
+    Path | None,
+    typer.Option(help="Folder of the seals (default: <data folder>/audit-seals)"),
+]
+KeysFile = Annotated[
+    Path | None,
+    typer.Option(help="public.json of the services' keys (default: <data folder>/keys)"),
+]
+
+
+@audit_app.command("verify")
+def audit_verify(
+    claim: Annotated[
+        str | None, typer.Option(help="Only this claim's chain (in each service)")
+    ] = None,
+    chain: Annotated[
+        list[str] | None, typer.Option(help="Only these chains (fund:<id>, payout:<id>, ...)")
+    ] = None,
+    service: ServiceOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The reports as JSON")] = False,
+    seals: SealDir = None,
+    keys: KeysFile = None,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = stack.REPO_ROOT / ".stack",
+    port_base: PortBase = None,
+) -> None:
+    """Verify every chain (or one claim's) of the three services against their hashes,
+    heads and signed seals. Exit 1 on any break, naming service, chain, seq and what differs."""
+    from shared.audit.keys import KeyRing
+    from shared.audit.verify import Report, verify_service
+
+    cfg = _config(data_dir, port_base)
+    seal_dir = seals or stack.seal_dir(cfg)
+    keys_file = keys or stack.keys_dir(cfg) / "public.json"
+    keyring = KeyRing.load(keys_file) if keys_file.exists() else None
+    if keyring is None:
+        console.print(f"[yellow]no public keys at {keys_file}: seal signatures not checked")
+    wanted = ([claim] if claim else []) + list(chain or []) or None
+
+    async def run() -> list[Report]:
+        conn = await asyncpg.connect(_database_url(database_url, data_dir, port_base))
+        try:
+            return [
+                await verify_service(conn, s, seal_dir=seal_dir, keyring=keyring, chains=wanted)
+                for s in _services(service)
+            ]
+        finally:
+            await conn.close()
+
+    reports = asyncio.run(run())
+    if as_json:
+        print(json.dumps([r.as_json() for r in reports], ensure_ascii=False, indent=1))
+    else:
+        for r in reports:
+            state = "[green]ok" if r.ok else f"[red]{len(r.breaks)} breaks"
+            console.print(
+                f"{r.service}: {r.chains} chains, {r.entries} entries, {r.seals} seals: {state}"
+            )
+            for b in r.breaks:
+                print(b.line())
+    if any(not r.ok for r in reports):
+        raise typer.Exit(1)
+
+
+@audit_app.command("seal")
+def audit_seal(
+    service: ServiceOption = None,
+    seals: SealDir = None,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = stack.REPO_ROOT / ".stack",
+    port_base: PortBase = None,
+) -> None:
+    """Seal the chain heads now (the services also do every CLAIMFLOW_AUDIT_SEAL_INTERVAL_S)."""
+    from shared.audit.seal import seal_now
+
+    cfg = _config(data_dir, port_base)
+    done = asyncio.run(
+        seal_now(
+            _database_url(database_url, data_dir, port_base),
+            _services(service),
+            stack.keys_dir(cfg),
+            seals or stack.seal_dir(cfg),
+        )
+    )
+    for name, path in done.items():
+        print(f"{name}: {path}")
+
+
 if __name__ == "__main__":
     app()

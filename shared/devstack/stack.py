@@ -696,6 +696,7 @@ def service_environment(cfg: StackConfig, name: str) -> dict[str, str]:
             "CLAIMFLOW_KAFKA_BOOTSTRAP": cfg.bootstrap,
             "CLAIMFLOW_HTTP_PORT": str(cfg.ports.service(name)),
             "PYTHONUNBUFFERED": "1",
+            **audit_environment(cfg, name),
         }
     )
     if name == "payout":
@@ -703,6 +704,33 @@ def service_environment(cfg: StackConfig, name: str) -> dict[str, str]:
         env["CLAIMFLOW_GATEWAY_DATABASE_URL"] = cfg.service_dsn("bank_sim")
     env.update(cfg.service_env)
     return env
+
+
+def keys_dir(cfg: StackConfig) -> Path:
+    return cfg.data_dir / "keys"
+
+
+def seal_dir(cfg: StackConfig) -> Path:
+    return cfg.data_dir / "audit-seals"
+
+
+def audit_environment(cfg: StackConfig, name: str) -> dict[str, str]:
+    """Each service's Ed25519 key (made on first use, kept across restarts), the public
+    keys of all three (the configuration consumers verify events with), and the folder
+    the audit seals go to (docs/audit.md)."""
+    from shared.audit.keys import ensure_keys
+
+    keys = keys_dir(cfg)
+    if (
+        not all((keys / f"{s}.key").exists() for s in SERVICES)
+        or not (keys / "public.json").exists()
+    ):
+        ensure_keys(keys, SERVICES)
+    return {
+        "CLAIMFLOW_EVENT_SIGNING_KEY": str(keys / f"{name}.key"),
+        "CLAIMFLOW_EVENT_PUBLIC_KEYS": str(keys / "public.json"),
+        "CLAIMFLOW_AUDIT_SEAL_DIR": str(seal_dir(cfg)),
+    }
 
 
 FAST_REJOIN_ENV = {

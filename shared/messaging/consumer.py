@@ -39,12 +39,15 @@ from pydantic import ValidationError
 from shared.contracts import DeadLetter, EventEnvelope, UnknownEventType
 from shared.contracts.topics import DEAD_LETTER
 from shared.db import DbConnection
+from shared.messaging import signing
 from shared.messaging.after_commit import AfterCommit, after_commit_scope
 from shared.messaging.outbox import OutboxBuffer, buffering, stage_raw
+from shared.messaging.signing import EventVerifier
 from shared.metrics import (
     CONSUMED,
     CONSUMER_BATCH_FAILURES,
     DEAD_LETTERS,
+    EVENTS_REFUSED,
     HELD,
     PROCESSING_LATENCY,
 )
@@ -137,6 +140,8 @@ class _Parsed:
     record: Record
     envelope: EventEnvelope | None
     error: str | None
+    refused: str | None = None
+    """Why the signature check refused it (``claimflow_events_refused_total`` reason)."""
 
     @property
     def message_id(self) -> str:
@@ -155,15 +160,40 @@ class HeldRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    key_id: str | None = None
+    signature: str | None = None
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return signing.signed_headers(self.key_id, self.signature)
 
 
-def _parse(record: Record) -> _Parsed:
+def _headers(record: Record) -> Sequence[tuple[str, bytes]] | None:
+    headers: Sequence[tuple[str, bytes]] | None = getattr(record, "headers", None)
+    return headers
+
+
+def _parse(record: Record, verifier: EventVerifier | None = None) -> _Parsed:
     if record.value is None:
         return _Parsed(record, None, "empty message value (tombstone)")
+    # A held event was verified when it was held (its signature is kept with it).
+    signer: str | None = None
+    if verifier is not None and not isinstance(record, HeldRecord):
+        try:
+            signer = verifier.check(record.value, _headers(record))
+        except signing.Refused as refused:
+            # Not parsed: a forgery must not claim the inbox under a genuine event's id.
+            return _Parsed(record, None, f"refused: {refused}", refused=refused.code)
     try:
-        return _Parsed(record, EventEnvelope.read(record.value), None)
+        envelope = EventEnvelope.read(record.value)
     except ValidationError as exc:
         return _Parsed(record, None, f"envelope invalid: {_short(exc)}")
+    if verifier is not None and signer is not None:
+        try:  # the parsed envelope, not only what a plain JSON reading saw
+            verifier.check_envelope(signer, envelope.producer, envelope.event_type)
+        except signing.Refused as refused:
+            return _Parsed(record, None, f"refused: {refused}", refused=refused.code)
+    return _Parsed(record, envelope, None)
 
 
 def _short(exc: BaseException) -> str:
@@ -183,8 +213,12 @@ class IdempotentBatchConsumer:
         pool: asyncpg.Pool | None,
         handlers: Handlers,
         retry_backoff_s: float = 1.0,
+        verifier: EventVerifier | None = None,
     ) -> None:
         self.service = service
+        self.verifier = verifier
+        """Checks each message's signature and the signer's entitlement before anything
+        else (``shared.messaging.signing``); None: no check (tools, tests)."""
         self.schema = schema
         self.pool = pool
         self.handlers: dict[HandlerKey, EventHandler] = {k: v for k, v in handlers.items()}
@@ -233,7 +267,8 @@ class IdempotentBatchConsumer:
         while True:
             rows = await self.pool.fetch(
                 """SELECT message_id, event_type, version, source_topic, source_partition,
-                          source_offset, source_key, raw_value, held_at
+                          source_offset, source_key, raw_value, held_at, source_key_id,
+                          source_signature
                    FROM held_events
                    WHERE held_at < $1
                      AND ($2::timestamptz IS NULL OR (held_at, message_id) > ($2, $3))
@@ -267,6 +302,8 @@ class IdempotentBatchConsumer:
                 r["source_offset"],
                 r["source_key"],
                 r["raw_value"],
+                r["source_key_id"],
+                r["source_signature"],
             )
             for r in ready
         ]
@@ -278,7 +315,7 @@ class IdempotentBatchConsumer:
         before: Callable[[DbConnection], Awaitable[None]] | None = None,
     ) -> None:
         assert self.pool is not None, "consumer used before the pool was created"
-        parsed = [_parse(r) for r in records]
+        parsed = [_parse(r, self.verifier) for r in records]
         try:
             async with self.pool.acquire() as conn:
                 try:
@@ -362,6 +399,8 @@ class IdempotentBatchConsumer:
         envelope = item.envelope
         if envelope is None:
             await self._dead_letter(conn, item, item.error or "unparsable", pending)
+            if item.refused is not None:
+                pending.add(EVENTS_REFUSED.labels(self.service, item.refused).inc)
             return "dead_lettered"
         handler, held_because = self.handler_for(envelope.event_type, envelope.version)
         if handler is None:
@@ -411,10 +450,12 @@ class IdempotentBatchConsumer:
         r = item.record
         log.warning("%s: holding %s: %s", self.service, item.message_id, reason)
         await conn.execute("DELETE FROM inbox WHERE message_id = $1", item.message_id)
+        key_id, signature = _signature_of(r)
         await conn.execute(
             """INSERT INTO held_events (message_id, event_type, version, source_topic,
-                   source_partition, source_offset, source_key, raw_value, reason)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                   source_partition, source_offset, source_key, raw_value, reason,
+                   source_key_id, source_signature)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                ON CONFLICT (message_id) DO NOTHING""",
             item.message_id,
             pg_text(item.envelope.event_type),
@@ -425,6 +466,8 @@ class IdempotentBatchConsumer:
             r.key,
             r.value or b"",
             pg_text(reason),
+            key_id,
+            signature,
         )
         pending.add(HELD.labels(self.service).inc)
 
@@ -463,11 +506,13 @@ class IdempotentBatchConsumer:
             failed_at=datetime.now(UTC),
         )
         # The raw value and key as bytes (bytea): whatever a producer sent, NUL included,
-        # can be stored, and re-driven exactly as it was.
+        # can be stored, and re-driven exactly as it was (with the signature it came with).
+        key_id, signature = _signature_of(r)
         await conn.execute(
             """INSERT INTO dead_letters (dead_letter_id, source_topic, source_partition,
-                   source_offset, event_id, event_type, reason, raw_value, source_key)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+                   source_offset, event_id, event_type, reason, raw_value, source_key,
+                   source_key_id, source_signature)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
             letter.dead_letter_id,
             letter.source_topic,
             letter.source_partition,
@@ -477,6 +522,8 @@ class IdempotentBatchConsumer:
             pg_text(reason),
             r.value or b"",
             r.key,
+            key_id,
+            signature,
         )
         await stage_raw(
             conn,
@@ -508,6 +555,16 @@ class IdempotentBatchConsumer:
             r.value or b"",
             r.key,
         )
+
+
+def _signature_of(record: Record) -> tuple[str | None, str | None]:
+    """The signature headers a record came with (both or neither), kept for a re-drive."""
+    headers = _headers(record)
+    key_id = signing.header(headers, signing.HEADER_KEY_ID)
+    signature = signing.header(headers, signing.HEADER_SIGNATURE)
+    if key_id is None or signature is None:
+        return None, None
+    return pg_text(key_id), pg_text(signature)
 
 
 def _type_of(item: _Parsed) -> str:

@@ -27,6 +27,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from shared.contracts import EventEnvelope
 from shared.db import DbConnection
+from shared.messaging import signing
 from shared.metrics import (
     DEAD_LETTERS_OPEN,
     HELD_WAITING,
@@ -46,6 +47,10 @@ def notify_channel(schema: str) -> str:
     return f"claimflow_outbox_{schema}"
 
 
+OutboxRow = tuple[object, str, str | None, str, str, str | None, str | None]
+"""event id, topic, key, event type, payload, signing key id, signature (signing.py)."""
+
+
 @dataclass
 class OutboxBuffer:
     """Outbox rows staged during one consumer batch, written together before its commit.
@@ -57,7 +62,7 @@ class OutboxBuffer:
 
     conn: DbConnection
     schema: str
-    rows: list[tuple[object, str, str | None, str, str]] = field(default_factory=list)
+    rows: list[OutboxRow] = field(default_factory=list)
 
     async def flush(self) -> None:
         if not self.rows:
@@ -80,27 +85,27 @@ def buffering(buffer: OutboxBuffer) -> Iterator[OutboxBuffer]:
         _active_buffer.reset(token)
 
 
-async def _insert(
-    conn: DbConnection, schema: str, rows: list[tuple[object, str, str | None, str, str]]
-) -> None:
+async def _insert(conn: DbConnection, schema: str, rows: list[OutboxRow]) -> None:
     # One statement for the whole batch: unnest() beats executemany's per-row round.
-    event_ids, topics, keys, types, payloads = zip(*rows, strict=True)
+    event_ids, topics, keys, types, payloads, key_ids, signatures = zip(*rows, strict=True)
     await conn.execute(
-        """INSERT INTO outbox (event_id, topic, message_key, event_type, payload)
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])""",
+        """INSERT INTO outbox (event_id, topic, message_key, event_type, payload, key_id,
+                               signature)
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                $6::text[], $7::text[])""",
         list(event_ids),
         list(topics),
         list(keys),
         list(types),
         list(payloads),
+        list(key_ids),
+        list(signatures),
     )
     # Delivered at commit, and only then: a rolled-back change wakes nobody.
     await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))
 
 
-async def _stage(
-    conn: DbConnection, schema: str, rows: list[tuple[object, str, str | None, str, str]]
-) -> None:
+async def _stage(conn: DbConnection, schema: str, rows: list[OutboxRow]) -> None:
     if not rows:
         return
     buffer = _active_buffer.get()
@@ -113,15 +118,25 @@ async def _stage(
 async def stage_events(
     conn: DbConnection, schema: str, topic: str, envelopes: Iterable[EventEnvelope]
 ) -> None:
-    """Write events to the outbox inside the caller's transaction."""
-    await _stage(
-        conn,
-        schema,
-        [
-            (e.event_id, topic, str(e.claim_id), e.event_type, e.model_dump_json())
-            for e in envelopes
-        ],
-    )
+    """Write events to the outbox inside the caller's transaction, signed with the
+    service's key when one is installed (``shared.messaging.signing``)."""
+    key = signing.signer_for(schema)
+    rows: list[OutboxRow] = []
+    for e in envelopes:
+        value = signing.envelope_bytes(e)
+        signature = signing.sign(key, value) if key is not None else None
+        rows.append(
+            (
+                e.event_id,
+                topic,
+                str(e.claim_id),
+                e.event_type,
+                value.decode(),
+                key.key_id if key is not None else None,
+                signature,
+            )
+        )
+    await _stage(conn, schema, rows)
 
 
 async def stage_raw(
@@ -134,8 +149,11 @@ async def stage_raw(
     event_type: str,
     payload: str,
 ) -> None:
-    """Stage a message that is not an EventEnvelope (dead letters)."""
-    await _stage(conn, schema, [(event_id, topic, key, event_type, payload)])
+    """Stage a message that is not an EventEnvelope (dead letters), signed like events."""
+    signer = signing.signer_for(schema)
+    signature = signing.sign(signer, payload.encode()) if signer is not None else None
+    key_id = signer.key_id if signer is not None else None
+    await _stage(conn, schema, [(event_id, topic, key, event_type, payload, key_id, signature)])
 
 
 # Errors that belong to one record, not to the broker as a whole: counting them against
@@ -323,7 +341,7 @@ class OutboxRelay:
             if not locked:
                 return 0
             rows = await conn.fetch(
-                """SELECT id, topic, message_key, payload, attempts FROM outbox
+                """SELECT id, topic, message_key, payload, attempts, key_id, signature FROM outbox
                    WHERE published_at IS NULL AND quarantined_at IS NULL
                    ORDER BY id LIMIT $1""",
                 self._batch_size,
@@ -388,6 +406,7 @@ class OutboxRelay:
                     r["topic"],
                     value=r["payload"].encode(),
                     key=key.encode() if key else None,
+                    headers=signing.signed_headers(r["key_id"], r["signature"]),
                 )
             except Exception as exc:  # refused before it was enqueued (e.g. too large)
                 failures.append((r, exc))

@@ -113,16 +113,29 @@ def _peek_event_id(text: str) -> str | None:
 
 
 async def _stage_copy(
-    conn: DbConnection, topic: str, key: bytes | None, event_type: str | None, payload: str
+    conn: DbConnection,
+    topic: str,
+    key: bytes | None,
+    event_type: str | None,
+    payload: str,
+    source: asyncpg.Record,
 ) -> None:
+    """Stage the exact bytes again, with the signature they arrived with (if any): the
+    re-drive is not re-signed by this service, so a forgery stays refused."""
+    key_id, signature = source["source_key_id"], source["source_signature"]
+    if key_id is None or signature is None:
+        key_id = signature = None
     await conn.execute(
-        """INSERT INTO outbox (event_id, topic, message_key, event_type, payload)
-           VALUES ($1, $2, $3, $4, $5)""",
+        """INSERT INTO outbox (event_id, topic, message_key, event_type, payload, key_id,
+                               signature)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
         uuid.uuid4(),  # the outbox row's own id; the message keeps its event id
         topic,
         _as_text(key, "key") if key is not None else None,
         event_type or "redrive",
         payload,
+        key_id,
+        signature,
     )
 
 
@@ -147,7 +160,7 @@ async def redrive(conn: asyncpg.Connection, schema: str, letter_id: str) -> str:
                 raise RedriveRefused(f"{schema}: no dead letter or held event {letter_id}")
             payload = _as_text(bytes(held["raw_value"]), letter_id)
             await _stage_copy(
-                conn, held["source_topic"], held["source_key"], held["event_type"], payload
+                conn, held["source_topic"], held["source_key"], held["event_type"], payload, held
             )
             done = f"held event {letter_id} published again to {held['source_topic']}"
         await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))
@@ -171,7 +184,12 @@ async def _redrive_letter(conn: DbConnection, letter: asyncpg.Record) -> str:
         if event_id is not None:
             await conn.execute("DELETE FROM inbox WHERE message_id = $1", event_id)
         await _stage_copy(
-            conn, letter["source_topic"], letter["source_key"], letter["event_type"], payload
+            conn,
+            letter["source_topic"],
+            letter["source_key"],
+            letter["event_type"],
+            payload,
+            letter,
         )
         done = f"dead letter {letter_id} published again to {letter['source_topic']}"
     await conn.execute(

@@ -11,13 +11,14 @@ import uuid
 import asyncpg
 import httpx
 import pytest
+import rfc8785
 
 from shared.contracts import ClaimSubmittedV1, EventEnvelope
 from shared.contracts.topics import DEAD_LETTER, INTAKE_EVENTS, REVIEW_EVENTS
 from shared.devstack.demo_claims import make_uscc
 from shared.devstack.stack import StackConfig
 from tests.e2e.helpers import claim_status, decide, submit_claim, tasks_for, wait_status
-from tests.kafka_helpers import find_on_topic, produce
+from tests.kafka_helpers import find_on_topic, produce_as
 
 pytestmark = pytest.mark.e2e
 
@@ -77,11 +78,13 @@ async def test_same_event_delivered_twice_is_processed_once(
         REVIEW_EVENTS,
         lambda m: m.get("claim_id") == claim_id and m.get("event_type") == "review.decided",
     )
-    raw = json.dumps(decided).encode()
+    # The exact bytes and signature review published (RFC 8785 round-trips; Ed25519
+    # signatures are deterministic).
+    raw = rfc8785.dumps(decided)
     # The broker hands the very same event to payout twice more (a producer retry, a
     # rebalance): nothing may move.
-    await produce(services.bootstrap, REVIEW_EVENTS, raw, key=claim_id.encode())
-    await produce(services.bootstrap, REVIEW_EVENTS, raw, key=claim_id.encode())
+    await produce_as(services, "review", REVIEW_EVENTS, raw, key=claim_id.encode())
+    await produce_as(services, "review", REVIEW_EVENTS, raw, key=claim_id.encode())
     conn = await asyncpg.connect(services.dsn)
     try:
 
@@ -124,9 +127,10 @@ async def test_malformed_message_is_dead_lettered_and_the_next_one_processed(
         claim_id=uuid.uuid4(),
         producer="intake",
     )
-    # All three on one partition, the good one last: the poison must not block it.
+    # All three on one partition, the good one last: the poison must not block it. Signed
+    # by intake: a bug of the entitled producer, not a forgery (test_signed_events.py).
     for value in (truncated, not_an_envelope, good.to_bytes()):
-        await produce(services.bootstrap, INTAKE_EVENTS, value, key=b"same", partition=0)
+        await produce_as(services, "intake", INTAKE_EVENTS, value, key=b"same", partition=0)
     letters = []
     for value in (truncated, not_an_envelope):
         text = value.decode()

@@ -23,7 +23,7 @@ from shared.devstack import stack
 from shared.messaging.watch import STALL_EXIT_CODE
 from tests.conftest import ServiceProcesses
 from tests.e2e.helpers import eventually
-from tests.kafka_helpers import produce
+from tests.kafka_helpers import produce_as
 
 pytestmark = pytest.mark.e2e
 
@@ -51,15 +51,16 @@ def process_age_s(pid: int) -> float:
 
 
 def probe_event() -> bytes:
-    """A valid envelope of a type no service handles: read, recorded, ignored."""
+    """A valid envelope of a type no service handles: read, recorded, ignored (signed as
+    review below, whose topic it goes to: unsigned it would be dead-lettered)."""
     return EventEnvelope(
         event_id=uuid.uuid4(),
-        event_type="test.stall_probe",
+        event_type="review.test_stall_probe",
         version=1,
         claim_id=uuid.uuid4(),
         occurred_at=datetime.now(UTC),
         correlation_id=uuid.uuid4(),
-        producer="test",
+        producer="review",
         payload={},
     ).to_bytes()
 
@@ -135,8 +136,8 @@ async def test_a_stalled_consumer_is_reported_then_the_process_exits_saying_why(
     async def keep_producing() -> None:
         while not stop_producing.is_set():
             with contextlib.suppress(Exception):
-                await produce(
-                    cfg.bootstrap, REVIEW_EVENTS, probe_event(), key=b"stall", partition=0
+                await produce_as(
+                    cfg, "review", REVIEW_EVENTS, probe_event(), key=b"stall", partition=0
                 )
             await asyncio.sleep(0.5)
 

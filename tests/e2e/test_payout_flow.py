@@ -28,7 +28,7 @@ from shared.devstack.demo import run_demo
 from shared.devstack.stack import StackConfig
 from shared.money import fen_to_yuan
 from tests.e2e.helpers import claim_status, decide, eventually, submit_claim, tasks_for, wait_status
-from tests.kafka_helpers import produce
+from tests.kafka_helpers import produce_as
 from tests.tokens import finance_clerk, finance_supervisor, window
 
 pytestmark = pytest.mark.e2e
@@ -175,7 +175,7 @@ async def test_held_claim_is_paid_when_intake_reports_documents_complete(
         claim_id=uuid.UUID(claim_id),
         producer="review",
     )
-    await produce(services.bootstrap, REVIEW_EVENTS, decided.to_bytes(), key=claim_id.encode())
+    await produce_as(services, "review", REVIEW_EVENTS, decided.to_bytes(), key=claim_id.encode())
     await payout_of(client, services, claim_id, "held")
     await asyncio.sleep(1)
     await payout_of(client, services, claim_id, "held", timeout=1)  # still held
@@ -184,7 +184,7 @@ async def test_held_claim_is_paid_when_intake_reports_documents_complete(
         claim_id=uuid.UUID(claim_id),
         producer="intake",
     )
-    await produce(services.bootstrap, INTAKE_EVENTS, completed.to_bytes(), key=claim_id.encode())
+    await produce_as(services, "intake", INTAKE_EVENTS, completed.to_bytes(), key=claim_id.encode())
     payout = await payout_of(client, services, claim_id, "paid")
     assert payout["amount"] == "12345.00"
 
@@ -315,7 +315,7 @@ async def test_claim_waits_in_the_visible_queue_and_is_paid_after_a_top_up(
         claim_id=uuid.UUID(claim_id),
         producer="review",
     )
-    await produce(services.bootstrap, REVIEW_EVENTS, decided.to_bytes(), key=claim_id.encode())
+    await produce_as(services, "review", REVIEW_EVENTS, decided.to_bytes(), key=claim_id.encode())
     payout = await payout_of(client, services, claim_id, "queued")
     tracked = await wait_status(client, services, claim_id, "payout_queued")
     assert tracked["holders"] == ["finance (budget)"]

@@ -19,7 +19,7 @@ from shared.contracts import EventEnvelope
 from shared.contracts.topics import INTAKE_EVENTS, PAYOUT_EVENTS, REVIEW_EVENTS
 from shared.devstack import stack
 from tests.e2e.helpers import eventually
-from tests.kafka_helpers import produce
+from tests.kafka_helpers import produce, produce_as
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +39,16 @@ async def db(services: stack.StackConfig) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-def envelope(event_type: str, version: int = 1, payload: dict[str, Any] | None = None) -> bytes:
+PRODUCER = {INTAKE_EVENTS: "intake", REVIEW_EVENTS: "review", PAYOUT_EVENTS: "payout"}
+"""Whose events a topic carries: the test signs as that service (signing.py)."""
+
+
+def envelope(
+    event_type: str,
+    version: int = 1,
+    payload: dict[str, Any] | None = None,
+    producer: str = "test",
+) -> bytes:
     return EventEnvelope(
         event_id=uuid.uuid4(),
         event_type=event_type,
@@ -47,7 +56,7 @@ def envelope(event_type: str, version: int = 1, payload: dict[str, Any] | None =
         claim_id=uuid.uuid4(),
         occurred_at=datetime.now(UTC),
         correlation_id=uuid.uuid4(),
-        producer="test",
+        producer=producer,
         payload=payload or {},
     ).to_bytes()
 
@@ -58,11 +67,14 @@ async def test_a_nul_byte_on_a_topic_is_dead_lettered_and_the_next_event_process
 ) -> None:
     marker = uuid.uuid4().hex
     nul_value = b'{"event_type": "claim.submitted", "note": "' + marker.encode() + b'\x00"}'
-    good = envelope("test.after_nul")
+    producer = PRODUCER[topic]
+    prefix = {"intake": "claim"}.get(producer, producer)
+    # A type of the topic's producer that no consumer handles (ignored), signed by it.
+    good = envelope(f"{prefix}.test_after_nul", producer=producer)
     good_id = json.loads(good)["event_id"]
     # One partition, the good event last: the poison must not hold it up.
     await produce(services.bootstrap, topic, nul_value, key=b"nul\x00key", partition=0)
-    await produce(services.bootstrap, topic, good, key=b"nul", partition=0)
+    await produce_as(services, producer, topic, good, key=b"nul", partition=0)
     for service in CONSUMERS[topic]:
 
         async def processed(service: str = service) -> str | None:
@@ -96,9 +108,11 @@ async def test_an_unknown_version_is_held_listed_and_redriven_by_the_cli(
     """payout handles review.decided version 1 only: a version 2 is held (not dropped, not
     dead-lettered), shows in `claimflow dead-letters list`, counts in the held gauge, and
     a re-drive sends it round again (still no handler here: held again)."""
-    v2 = envelope("review.decided", version=2, payload={"decision": "approved", "new": 1})
+    v2 = envelope(
+        "review.decided", version=2, payload={"decision": "approved", "new": 1}, producer="review"
+    )
     event_id = json.loads(v2)["event_id"]
-    await produce(services.bootstrap, REVIEW_EVENTS, v2, key=b"v2")
+    await produce_as(services, "review", REVIEW_EVENTS, v2, key=b"v2")
 
     async def held_at() -> Any:
         return await db.fetchval(

@@ -30,7 +30,7 @@ from tests.e2e.helpers import (
     tasks_for,
     wait_status,
 )
-from tests.kafka_helpers import find_on_topic, produce
+from tests.kafka_helpers import find_on_topic, produce_as
 from tests.tokens import reviewer
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +42,7 @@ PAYEE = BankAccount(
 async def publish(cfg: StackConfig, claim_id: uuid.UUID, payload: EventPayload) -> None:
     """Play intake on its topic (this branch's intake registers VAT refunds only)."""
     envelope = EventEnvelope.wrap(payload, claim_id=claim_id, producer="intake")
-    await produce(cfg.bootstrap, INTAKE_EVENTS, envelope.to_bytes(), key=str(claim_id).encode())
+    await produce_as(cfg, "intake", INTAKE_EVENTS, envelope.to_bytes(), key=str(claim_id).encode())
 
 
 def subsidy(amount_fen: int, program: str = "stable-growth-relief-2026") -> ClaimSubmittedV1:

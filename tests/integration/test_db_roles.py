@@ -282,3 +282,20 @@ def test_claimflow_db_migrate_runs_as_the_owners_only(infra: stack.StackConfig) 
         app, ["db", "migrate", "--owner", f"intake={infra.service_dsn('payout')}"]
     )
     assert isinstance(wrong.exception, asyncpg.InsufficientPrivilegeError)
+
+
+@pytest.mark.parametrize("schema", ("intake", "review", "payout"))
+async def test_a_service_role_may_append_to_its_audit_log_but_not_rewrite_it(
+    runtime_conns: dict[str, asyncpg.Connection], schema: str
+) -> None:
+    """Issue 12: UPDATE/DELETE/TRUNCATE on audit_log are revoked from the service's role
+    (not only refused by the trigger)."""
+    conn = runtime_conns[schema]
+    assert await conn.fetchval(f"SELECT count(*) >= 0 FROM {schema}.audit_log")
+    for statement in (
+        f"UPDATE {schema}.audit_log SET actor = 'mallory'",
+        f"DELETE FROM {schema}.audit_log",
+        f"TRUNCATE {schema}.audit_log",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(statement)

@@ -61,6 +61,8 @@ def test_docker_compose_config_is_valid() -> None:
         "kafka-3",
         "kafka-topics",
         "db-migrate",
+        "keys",
+        "keycloak",
         "intake",
         "review",
         "payout",
@@ -107,6 +109,11 @@ def test_compose_file_wires_the_parts() -> None:
         assert env["CLAIMFLOW_HTTP_PORT"] in " ".join(svc["healthcheck"]["test"])
         assert svc["depends_on"]["kafka-topics"]["condition"] == "service_completed_successfully"
         assert svc["depends_on"]["postgres"]["condition"] == "service_healthy"
+        # Signed events (docs/audit.md): its own key, everyone's public keys.
+        assert svc["depends_on"]["keys"]["condition"] == "service_completed_successfully"
+        assert env["CLAIMFLOW_EVENT_SIGNING_KEY"] == f"/keys/{name}.key"
+        assert env["CLAIMFLOW_EVENT_PUBLIC_KEYS"] == "/keys/public.json"
+        assert "/keys" in mounts(svc) and "/seals" in mounts(svc)
         # Docker restarts a service that exits, and gives it time to drain on SIGTERM.
         assert svc["restart"] == "unless-stopped"
         assert svc["stop_grace_period"] == "25s"

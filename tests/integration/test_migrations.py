@@ -24,6 +24,9 @@ async def test_concurrent_starts_apply_each_migration_once(
         "shared/0001_messaging",
         "shared/0002_delivery_safety",
         "shared/0003_outbox_broker_offsets",
+        "shared/0004_audit_chain",
+        "shared/0005_event_signatures",
+        "shared/0006_audit_log_append_only_grants",
         "mig_test/0001_things",
         "mig_test/0002_more",
     ]

@@ -24,6 +24,7 @@ from shared.messaging.after_commit import after_commit, after_commit_scope
 from shared.messaging.consumer import EventHandler, IdempotentBatchConsumer, TransientError
 from shared.messaging.outbox import OutboxRelay, stage_events
 from shared.messaging.redrive import OpenLetter, RedriveRefused, list_open, redrive
+from shared.messaging.signing import envelope_bytes
 from shared.metrics import REGISTRY
 from tests.conftest import PORT_BASE
 from tests.kafka_helpers import find_on_topic
@@ -618,7 +619,8 @@ async def test_an_unsendable_row_is_quarantined_and_the_rows_behind_it_flow(
         assert letter is not None
         assert letter["event_id"] == huge.event_id and letter["source_topic"] == REVIEW_EVENTS
         assert "quarantined after 3 failed sends" in letter["reason"]
-        assert bytes(letter["raw_value"]) == too_big.model_dump_json().encode()
+        # The exact bytes staged: the envelope's RFC 8785 form (shared.messaging.signing).
+        assert bytes(letter["raw_value"]) == envelope_bytes(too_big)
         quarantined_now = REGISTRY.get_sample_value(
             "claimflow_outbox_quarantined_total", {"service": name, "topic": REVIEW_EVENTS}
         )

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import asyncpg
 
+from shared.audit.chain import append_finance
 from shared.db import DbConnection
 
 Action = Literal["top_up", "account_correction", "close"]
@@ -35,6 +36,21 @@ async def record(
         amount_fen,
         reason,
         json.dumps(detail),
+    )
+    # The same action on the hash chains of its fund and its payout (docs/audit.md).
+    await append_finance(
+        conn,
+        actor=actor,
+        action=action,
+        body={
+            "fund_id": fund_id,
+            "payout_id": None if payout_id is None else str(payout_id),
+            "amount_fen": str(amount_fen),
+            "reason": reason,
+            "detail": detail,
+        },
+        program_id=fund_id,
+        payout_id=payout_id,
     )
 
 
