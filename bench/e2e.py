@@ -54,7 +54,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.relay_pipeline import claimflow_round, make_data_dir
-from shared.devstack import stack
+from shared.devstack import people, stack
 from shared.devstack.demo_claims import make_claim
 from shared.programs import load_catalogue
 
@@ -128,15 +128,14 @@ async def reviewer_bot(
 ) -> None:
     """One department's reviewer: approves every task as soon as it is on the worklist,
     polling it every ``poll_s`` while it is empty."""
-    headers = {
-        "X-User-Id": f"{department}-bench-reviewer",
-        "X-Department": department,
-        "X-Role": "reviewer",
-    }
+    headers = people.headers(f"{department}-bench-reviewer", "reviewer", departments=[department])
     while not stop.is_set():
-        r = await client.get(f"{review_url}/worklist", params={"department": department})
+        r = await client.get(
+            f"{review_url}/worklist", params={"department": department}, headers=headers
+        )
         stats.worklist_gets += 1
-        r.raise_for_status()
+        if r.is_error:
+            raise RuntimeError(f"worklist {department}: {r.status_code} {r.text[:300]}")
         tasks = r.json()
         for task in tasks:
             resp = await client.post(
@@ -178,7 +177,10 @@ async def submit(
     r = await client.post(
         f"{intake_url}/claims",
         json=body,
-        headers={"X-User-Id": "window-bench", "Idempotency-Key": str(uuid.uuid4())},
+        headers={
+            **people.headers("window-bench", "window_clerk"),
+            "Idempotency-Key": str(uuid.uuid4()),
+        },
     )
     if r.status_code != 201:
         raise RuntimeError(f"the window refused a bench claim: {r.status_code} {r.text}")
@@ -612,10 +614,14 @@ async def running_stack(args: argparse.Namespace) -> AsyncIterator[Bench]:
         for name in stack.SERVICES:
             services[name] = stack.start_service(cfg, name)
         await asyncio.to_thread(stack.wait_healthy, cfg)
+        # The bots' tokens: signed with this stack's issuer key, like the demo's.
+        people.use(people.People(cfg.data_dir, cfg.issuer_url))
         db = await asyncpg.connect(cfg.dsn, server_settings={"application_name": BENCH_APP})
         try:
             async with httpx.AsyncClient(
-                timeout=30, limits=httpx.Limits(max_connections=32)
+                timeout=30,
+                limits=httpx.Limits(max_connections=32),
+                headers=people.headers("auditor-zhou"),  # reads; actions name their person
             ) as client:
                 yield Bench(
                     cfg=cfg,

@@ -39,4 +39,8 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         # awaited socket read (docs/performance.md).
         loop="uvloop",
         http="httptools",
+        # Keep idle connections longer than clients do (httpx: 5 s, uvicorn's default is
+        # also 5 s): otherwise a client may reuse a connection the server is closing at the
+        # same moment and get "server disconnected" on a request it never sent.
+        timeout_keep_alive=75,
     )
