@@ -83,7 +83,9 @@ class JwksCache:
     async def key(self, kid: str | None) -> PyJWK | None:
         """The key for ``kid`` (None when the issuer does not have it, even after a
         permitted refresh). Raises KeysUnavailable when no keys can be had at all."""
-        if self._needs_refresh():
+        if self._needs_refresh() or (not self._keys and self._lock.locked()):
+            # With no keys yet, a request arriving while the first fetch is in flight
+            # waits for it (single flight) instead of answering "no keys".
             await self._refresh(self._generation)
         found = self._lookup(kid)
         if found is None and self._may_refresh_for_unknown_kid():
@@ -119,12 +121,12 @@ class JwksCache:
             if self._generation != seen_generation:
                 return  # another request refreshed while this one waited
             self._attempted_at = self._clock()
-            self._generation += 1
             self.fetches += 1
             try:
                 url = self._jwks_url or await self._discover()
                 keys = parse_jwks(await self._fetch(url))
             except (httpx.HTTPError, ValueError, OSError) as exc:
+                self._generation += 1
                 log.warning(
                     "%s: JWKS fetch failed (%r); keeping %d key(s)",
                     self.issuer,
@@ -136,6 +138,9 @@ class JwksCache:
                 return
             self._keys = keys
             self._fetched_at = self._clock()
+            # Counted when the fetch is over: a request that waited for it (whatever it
+            # saw before) finds a new generation and uses these keys.
+            self._generation += 1
 
     async def _fetch(self, url: str) -> Any:
         if url.startswith("file://"):

@@ -368,3 +368,25 @@ def test_the_jwks_publishes_public_signature_keys_only() -> None:
         }
     )
     assert set(keys) == {published["kid"]}
+
+
+async def test_requests_arriving_during_the_first_key_fetch_wait_for_it() -> None:
+    """Found by the end-to-end bench: three bots and the window called a fresh service at
+    once; the first request fetched the keys, the others answered 503 "no signing keys"
+    while that fetch was in flight."""
+    import httpx
+
+    from shared.auth.jwks import JwksCache
+    from shared.auth.keys import SigningKey
+
+    key = SigningKey.generate()
+
+    async def slow_jwks(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.2)
+        return httpx.Response(200, json={"keys": [key.public_jwk]})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(slow_jwks)) as client:
+        cache = JwksCache("http://issuer.test", client, jwks_url="http://issuer.test/jwks")
+        found = await asyncio.gather(*(cache.key(key.kid) for _ in range(5)))
+    assert all(k is not None for k in found)
+    assert cache.fetches == 1
