@@ -10,7 +10,15 @@ import asyncpg
 
 from shared.db import DbConnection
 
-Action = Literal["top_up", "account_correction", "close"]
+Action = Literal[
+    "top_up",
+    "account_correction",
+    "close",
+    "top_up_requested",
+    "account_correction_requested",
+    "request_approved",
+    "request_rejected",
+]
 
 
 async def record(
