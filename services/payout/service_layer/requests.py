@@ -110,7 +110,19 @@ async def request_correction(
     uow: UnitOfWork, payout_id: uuid.UUID, payee: BankAccount, actor: str, reason: str
 ) -> asyncpg.Record:
     """A pending correction request of a returned or failed payout (audited)."""
-    payout = await finance.correctable(uow, payout_id, "corrected")
+    payout = await finance.correctable(uow, payout_id, "corrected")  # locks the payout
+    pending = await uow.conn.fetchval(
+        """SELECT request_id FROM finance_requests
+            WHERE payout_id = $1 AND status = 'pending'""",
+        payout_id,
+    )
+    if pending is not None:
+        # Two pending corrections of one payout: the second approval could only fail.
+        raise Conflict(
+            f"correction request {pending} of this payout is still pending",
+            field="path.payout_id",
+            rule="one_pending_request",
+        )
     row = await _insert(
         uow,
         request_id=uuid.uuid4(),
