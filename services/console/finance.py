@@ -230,8 +230,9 @@ ACTIONS = {
     "account_correction": "/payouts/{target}/account-correction",
     "top_up": "/funds/{target}/top-ups",
 }
-"""The actions a second person will approve (dual control, not built: see the module
-docstring). Today each one is carried out at once by the person who submits it."""
+"""The actions a second person approves (dual control, payout's finance_requests): the
+console files the request (payout answers 202 with it); the approval is made on
+payout's ``POST /finance/requests/{id}/approve`` (no approvals page in the console yet)."""
 
 
 def action(kind: str, target: str, body: dict[str, Any], key: str) -> Action:
@@ -243,8 +244,8 @@ def action(kind: str, target: str, body: dict[str, Any], key: str) -> Action:
 
 def install_finance(app: FastAPI, kit: Kit) -> None:
     async def carry_out(request: Request, act: Action) -> ApiAnswer:
-        """The one place where finance actions reach payout. With dual control this
-        becomes "file the request"; an approvals page then calls the approve endpoint."""
+        """The one place where finance actions reach payout: it files the request that
+        another person approves (dual control)."""
         return await kit.call(
             request,
             "payout",
