@@ -6,12 +6,11 @@ Everything goes through payout's HTTP API (services/payout/entrypoints/http.py).
 money-moving POSTs need an Idempotency-Key: the console makes one per rendered form (a
 hidden field), so a double click or a browser retry moves money once.
 
-**Dual control is not built** (a second person approving a correction or a top-up, issue
-11 item 4): payout has no "request / approve" API yet. Every finance action goes through
-one place, ``ACTIONS`` and ``carry_out``: when payout grows the two steps, an action's
-entry points at the "request" endpoint, ``carry_out`` reports "waiting for approval", and
-one list of pending requests with an "approve" button (another person, another
-Idempotency-Key) is added — the forms and their pages stay as they are.
+**Dual control** (issue 11 item 4): payout's correction and top-up POSTs file a pending
+request (202) that another person approves (``POST /finance/requests/{id}/approve``,
+403 ``four_eyes`` for the requester). The console's forms file the request through
+``ACTIONS`` / ``carry_out``; a list of pending requests with approve/reject buttons is
+not built yet (approvals go through payout's API).
 """
 
 from __future__ import annotations
