@@ -408,8 +408,11 @@ async def test_finance_corrects_one_failed_payout_and_closes_another(
     r = await client.post(
         f"{base}/payouts/{fix['payout_id']}/account-correction", json=corrected, headers=once()
     )
+    assert r.status_code == 202, r.text
+    r = await decide_request(client, services, r.json()["request_id"], SUPERVISOR)
     assert r.status_code == 200, r.text
-    assert r.json()["issue_no"] == 2 and r.json()["status"] in ("requested", "queued")
+    applied = r.json()["applied"]
+    assert applied["issue_no"] == 2 and applied["status"] in ("requested", "queued")
     paid = await payout_of(client, services, to_fix, "paid")
     assert paid["paid_amount"] == paid["approved_amount"]
 
