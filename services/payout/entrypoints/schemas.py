@@ -113,11 +113,6 @@ class QueueEntry(BaseModel):
         )
 
 
-class TopUpOut(BaseModel):
-    fund: FundOut
-    released_from_queue: int
-
-
 class PayoutOut(BaseModel):
     """A payout row (docs/payout.md), amounts in yuan."""
 
@@ -206,12 +201,6 @@ class HopOut(BaseModel):
 class PayoutDetailOut(PayoutOut):
     vouchers: list[VoucherOut]
     hops: list[HopOut]
-
-
-class CorrectionOut(BaseModel):
-    payout_id: str
-    issue_no: int = Field(description="the issue the corrected account is paid as")
-    status: str
 
 
 class ClosedOut(BaseModel):
