@@ -94,6 +94,12 @@ FinanceClerk = Annotated[Session, Depends(with_role("finance_clerk"))]
 """payouts.correct_account, statements.import."""
 FinanceSupervisor = Annotated[Session, Depends(with_role("finance_supervisor"))]
 """funds.top_up."""
+FinanceDecider = Annotated[
+    Session, Depends(with_role("finance_clerk", "finance_supervisor", "auditor"))
+]
+"""finance.requests.read (finance staff and auditors); deciding is
+finance.requests.decide, which payout checks (auditors get no buttons)."""
+DECIDING_ROLES = frozenset({"finance_clerk", "finance_supervisor"})
 Form = Annotated[FormData, Depends(checked_form)]
 
 
@@ -454,6 +460,48 @@ def install_finance(app: FastAPI, kit: Kit) -> None:
                 line["statement_amount"] = fen_yuan(line.get("statement_amount_fen"))
                 line["expected_amount"] = fen_yuan(line.get("expected_amount_fen"))
         return report
+
+    async def requests_context(request: Request) -> dict[str, Any]:
+        pending = await kit.need(
+            request, "payout", "/finance/requests", params={"status": "pending"}
+        )
+        caller = session_of(request).caller
+        return {
+            "requests": pending,
+            "keys": {r["request_id"]: new_idempotency_key() for r in pending},
+            "decides": caller is not None and bool(caller.roles & DECIDING_ROLES),
+        }
+
+    @app.get("/finance/requests")
+    async def requests_page(request: Request, session: FinanceDecider) -> HTMLResponse:
+        """Pending top-up and correction requests with approve / reject buttons (dual
+        control: the requester gets none on their own; payout enforces it anyway)."""
+        context = await requests_context(request)
+        context["done"] = request.query_params.get("done", "")
+        return kit.render(request, "requests.html", context)
+
+    @app.post("/finance/requests/{request_id}/{verdict}", response_model=None)
+    async def decide_request(
+        request: Request, request_id: uuid.UUID, verdict: str, session: FinanceDecider, form: Form
+    ) -> Response:
+        if verdict not in ("approve", "reject"):
+            raise ConsoleError(404, "error.404", verdict)
+        answer = await kit.call(
+            request,
+            "payout",
+            "POST",
+            f"/finance/requests/{request_id}/{verdict}",
+            json={},
+            idempotency_key=form_str(form, "idempotency_key") or new_idempotency_key(),
+            acting_department="finance",
+        )
+        if answer.ok:
+            return RedirectResponse(f"/finance/requests?done={request_id}", status_code=303)
+        if answer.status in (403, 404, 409, 422, 428):
+            context = await requests_context(request)
+            context["error"] = answer.detail
+            return kit.render(request, "requests.html", context, status=answer.status)
+        raise ConsoleError(502, "error.unavailable", f"payout: {answer.detail}")
 
     @app.get("/finance/reconciliation")
     async def reconciliation_page(

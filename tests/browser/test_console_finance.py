@@ -23,7 +23,7 @@ from playwright.async_api import Browser, Page, expect
 from shared.workdays import CHINA
 from tests.browser.conftest import ConsoleStack, screenshot, sign_in
 from tests.e2e.helpers import approve_through_review, eventually, submit_claim, wait_status
-from tests.tokens import AUDITOR, finance_clerk, finance_supervisor
+from tests.tokens import AUDITOR, finance_clerk
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -57,23 +57,24 @@ async def paid_claim(console: ConsoleStack, **overrides: Any) -> tuple[str, str]
     return claim_id, number
 
 
-async def approve_pending(
-    console: ConsoleStack, who: dict[str, str], **match: str
-) -> dict[str, Any]:
-    """Dual control: the console filed a request; ``who`` (another person) approves it
-    through payout's API (the console has no approvals page yet)."""
-    base = console.cfg.url("payout")
-    async with httpx.AsyncClient(timeout=20, headers=who) as client:
-        pending = await client.get(f"{base}/finance/requests", params={"status": "pending"})
-        pending.raise_for_status()
-        request = next(r for r in pending.json() if all(r[k] == v for k, v in match.items()))
-        r = await client.post(
-            f"{base}/finance/requests/{request['request_id']}/approve",
-            headers={"Idempotency-Key": f"browser-approve-{request['request_id']}"},
-        )
-    assert r.status_code == 200, r.text
-    approved: dict[str, Any] = r.json()
-    return approved
+async def approve_in_console(
+    browser: Browser, console: ConsoleStack, requester: Page, user: str, target: str
+) -> None:
+    """Dual control in the console: the requester sees the pending request without
+    buttons; ``user`` (another person) approves it on the pending-requests page. The
+    requester's page is back where it was afterwards."""
+    was = requester.url
+    await requester.goto(f"{console.url}/finance/requests")
+    row = requester.locator(f'tr[data-target="{target}"]')
+    await expect(row).to_have_count(1)
+    await expect(row.locator("button")).to_have_count(0)  # not on one's own request
+    checker = await sign_in(browser, console, user)
+    await checker.goto(f"{console.url}/finance/requests")
+    row = checker.locator(f'tr[data-target="{target}"]')
+    await row.locator("button.primary").click()
+    await expect(checker.locator("[role=status]")).to_be_visible()
+    await expect(checker.locator(f'tr[data-target="{target}"]')).to_have_count(0)
+    await requester.goto(was)
 
 
 async def payout_of(console: ConsoleStack, claim_id: str) -> dict[str, Any]:
@@ -223,9 +224,7 @@ async def test_a_returned_payment_is_corrected_and_paid(
     # Only a request so far: the payout is corrected when another person approves.
     payout = await payout_of(console_stack, claim_id)
     assert payout["status"] == "returned"
-    await approve_pending(
-        console_stack, dict(finance_supervisor("finance-chen")), payout_id=payout["payout_id"]
-    )
+    await approve_in_console(browser, console_stack, page, "finance-chen", payout["payout_id"])
 
     async with httpx.AsyncClient(timeout=20, headers=dict(AUDITOR)) as client:
         await wait_status(client, console_stack.cfg, claim_id, "paid", timeout=60)
@@ -342,9 +341,7 @@ async def test_a_supervisor_tops_up_a_fund(console_stack: ConsoleStack, browser:
     await expect(page.locator("[role=status]")).to_contain_text(fund)
     # A request (dual control): the budget moves when another person approves it.
     assert await budget() == before
-    await approve_pending(
-        console_stack, dict(finance_clerk("finance-wang")), fund_id=fund, amount="1000.00"
-    )
+    await approve_in_console(browser, console_stack, page, "finance-wang", fund)
     assert Decimal(await budget()) == Decimal(before) + Decimal("1000.00")
     # The clerk sees the funds but has no top-up form (funds.top_up is the supervisor's).
     clerk = await sign_in(browser, console_stack, "finance-wang")
