@@ -208,7 +208,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "funds.top_up": ("追加预算", "Top up the budget"),
     "funds.top_up_amount": ("追加金额 (元)", "Amount (yuan)"),
     "funds.top_up_reason": ("依据 / 文号", "Reason / reference"),
-    "funds.topped_up": ("预算已追加", "Budget topped up"),
+    "funds.topped_up": (
+        "追加预算申请已提交, 待另一位财务人员批准",
+        "Top-up requested; another finance person approves it",
+    ),
     "finance.dual_control_pending": (
         "双人复核: 提交后须由另一位财务人员批准方才生效",
         "Dual control: this takes effect only when another finance person approves it",
@@ -255,7 +258,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "payout.correct": ("更正收款账户并重新拨付", "Correct the account and pay again"),
     "payout.correct_reason": ("更正依据", "Reason for the correction"),
     "payout.correct_submit": ("提交更正", "Submit the correction"),
-    "payout.corrected": ("账户已更正, 已重新拨付", "Account corrected; paying again"),
+    "payout.corrected": (
+        "更正申请已提交, 待另一位财务人员批准后重新拨付",
+        "Correction requested; paid again once another finance person approves it",
+    ),
     "payout.vouchers": ("拨付凭证", "Vouchers"),
     "payout.voucher": ("凭证号", "Voucher"),
     "payout.issued_at": ("开具时间", "Issued"),
