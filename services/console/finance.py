@@ -9,8 +9,8 @@ hidden field), so a double click or a browser retry moves money once.
 **Dual control** (issue 11 item 4): payout's correction and top-up POSTs file a pending
 request (202) that another person approves (``POST /finance/requests/{id}/approve``,
 403 ``four_eyes`` for the requester). The console's forms file the request through
-``ACTIONS`` / ``carry_out``; a list of pending requests with approve/reject buttons is
-not built yet (approvals go through payout's API).
+``ACTIONS`` / ``carry_out``; ``/finance/requests`` lists the pending requests with
+approve / reject buttons for another finance person.
 """
 
 from __future__ import annotations
@@ -236,8 +236,8 @@ ACTIONS = {
     "top_up": "/funds/{target}/top-ups",
 }
 """The actions a second person approves (dual control, payout's finance_requests): the
-console files the request (payout answers 202 with it); the approval is made on
-payout's ``POST /finance/requests/{id}/approve`` (no approvals page in the console yet)."""
+console files the request (payout answers 202 with it); another person approves it on
+``/finance/requests`` (payout's ``POST /finance/requests/{id}/approve``)."""
 
 
 def action(kind: str, target: str, body: dict[str, Any], key: str) -> Action:
