@@ -6,12 +6,11 @@ Everything goes through payout's HTTP API (services/payout/entrypoints/http.py).
 money-moving POSTs need an Idempotency-Key: the console makes one per rendered form (a
 hidden field), so a double click or a browser retry moves money once.
 
-**Dual control is not built** (a second person approving a correction or a top-up, issue
-11 item 4): payout has no "request / approve" API yet. Every finance action goes through
-one place, ``ACTIONS`` and ``carry_out``: when payout grows the two steps, an action's
-entry points at the "request" endpoint, ``carry_out`` reports "waiting for approval", and
-one list of pending requests with an "approve" button (another person, another
-Idempotency-Key) is added — the forms and their pages stay as they are.
+**Dual control** (issue 11 item 4): payout's correction and top-up POSTs file a pending
+request (202) that another person approves (``POST /finance/requests/{id}/approve``,
+403 ``four_eyes`` for the requester). The console's forms file the request through
+``ACTIONS`` / ``carry_out``; ``/finance/requests`` lists the pending requests with
+approve / reject buttons for another finance person.
 """
 
 from __future__ import annotations
@@ -95,6 +94,12 @@ FinanceClerk = Annotated[Session, Depends(with_role("finance_clerk"))]
 """payouts.correct_account, statements.import."""
 FinanceSupervisor = Annotated[Session, Depends(with_role("finance_supervisor"))]
 """funds.top_up."""
+FinanceDecider = Annotated[
+    Session, Depends(with_role("finance_clerk", "finance_supervisor", "auditor"))
+]
+"""finance.requests.read (finance staff and auditors); deciding is
+finance.requests.decide, which payout checks (auditors get no buttons)."""
+DECIDING_ROLES = frozenset({"finance_clerk", "finance_supervisor"})
 Form = Annotated[FormData, Depends(checked_form)]
 
 
@@ -230,8 +235,9 @@ ACTIONS = {
     "account_correction": "/payouts/{target}/account-correction",
     "top_up": "/funds/{target}/top-ups",
 }
-"""The actions a second person will approve (dual control, not built: see the module
-docstring). Today each one is carried out at once by the person who submits it."""
+"""The actions a second person approves (dual control, payout's finance_requests): the
+console files the request (payout answers 202 with it); another person approves it on
+``/finance/requests`` (payout's ``POST /finance/requests/{id}/approve``)."""
 
 
 def action(kind: str, target: str, body: dict[str, Any], key: str) -> Action:
@@ -243,8 +249,8 @@ def action(kind: str, target: str, body: dict[str, Any], key: str) -> Action:
 
 def install_finance(app: FastAPI, kit: Kit) -> None:
     async def carry_out(request: Request, act: Action) -> ApiAnswer:
-        """The one place where finance actions reach payout. With dual control this
-        becomes "file the request"; an approvals page then calls the approve endpoint."""
+        """The one place where finance actions reach payout: it files the request that
+        another person approves (dual control)."""
         return await kit.call(
             request,
             "payout",
@@ -454,6 +460,48 @@ def install_finance(app: FastAPI, kit: Kit) -> None:
                 line["statement_amount"] = fen_yuan(line.get("statement_amount_fen"))
                 line["expected_amount"] = fen_yuan(line.get("expected_amount_fen"))
         return report
+
+    async def requests_context(request: Request) -> dict[str, Any]:
+        pending = await kit.need(
+            request, "payout", "/finance/requests", params={"status": "pending"}
+        )
+        caller = session_of(request).caller
+        return {
+            "requests": pending,
+            "keys": {r["request_id"]: new_idempotency_key() for r in pending},
+            "decides": caller is not None and bool(caller.roles & DECIDING_ROLES),
+        }
+
+    @app.get("/finance/requests")
+    async def requests_page(request: Request, session: FinanceDecider) -> HTMLResponse:
+        """Pending top-up and correction requests with approve / reject buttons (dual
+        control: the requester gets none on their own; payout enforces it anyway)."""
+        context = await requests_context(request)
+        context["done"] = request.query_params.get("done", "")
+        return kit.render(request, "requests.html", context)
+
+    @app.post("/finance/requests/{request_id}/{verdict}", response_model=None)
+    async def decide_request(
+        request: Request, request_id: uuid.UUID, verdict: str, session: FinanceDecider, form: Form
+    ) -> Response:
+        if verdict not in ("approve", "reject"):
+            raise ConsoleError(404, "error.404", verdict)
+        answer = await kit.call(
+            request,
+            "payout",
+            "POST",
+            f"/finance/requests/{request_id}/{verdict}",
+            json={},
+            idempotency_key=form_str(form, "idempotency_key") or new_idempotency_key(),
+            acting_department="finance",
+        )
+        if answer.ok:
+            return RedirectResponse(f"/finance/requests?done={request_id}", status_code=303)
+        if answer.status in (403, 404, 409, 422, 428):
+            context = await requests_context(request)
+            context["error"] = answer.detail
+            return kit.render(request, "requests.html", context, status=answer.status)
+        raise ConsoleError(502, "error.unavailable", f"payout: {answer.detail}")
 
     @app.get("/finance/reconciliation")
     async def reconciliation_page(

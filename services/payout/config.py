@@ -15,6 +15,12 @@ class PayoutSettings(ServiceSettings):
     """Optional cap of the treasury refund fund; None: refunds are tracked, not capped.
     Applied only when the fund is first created (later changes: top-ups)."""
 
+    top_up_max_yuan: Decimal = Field(default=Decimal(10_000_000), gt=0, le=10_000_000_000)
+    """Most one top-up request may add (422 ``max_top_up`` above it). The database's own
+    ceiling (migration 0004) is 10,000,000,000 yuan."""
+    top_up_supervisor_from_yuan: Decimal = Field(default=Decimal(1_000_000), gt=0)
+    """A top-up above this needs an approver holding ``funds.top_up`` (a supervisor)."""
+
     # The simulated treasury/bank (CLAIMFLOW_GATEWAY_*).
     gateway_database_url: str | None = None
     """The simulated bank's own role (schema bank_sim, docs/database-roles.md); None: the

@@ -1,5 +1,6 @@
 """A simulated finance clerk for the demo: corrects the accounts of returned payments
-and tops up a budget that has claims waiting, as finance staff would."""
+and tops up a budget that has claims waiting, as finance staff would — under dual
+control: finance-wang (clerk) requests, finance-chen (supervisor) approves."""
 
 from __future__ import annotations
 
@@ -47,8 +48,24 @@ async def _correct_returned(client: httpx.AsyncClient, payout_url: str) -> int:
                 "Idempotency-Key": f"demo-correct-{payout['payout_id']}-{payout['issue_no']}",
             },
         )
-        done += answer.status_code == 200
+        done += await _approved(client, payout_url, answer)
     return done
+
+
+async def _approved(client: httpx.AsyncClient, payout_url: str, requested: httpx.Response) -> int:
+    """The second pair of eyes: finance-chen approves finance-wang's request."""
+    if requested.status_code != 202:
+        return 0
+    request_id = requested.json()["request_id"]
+    answer = await client.post(
+        f"{payout_url}/finance/requests/{request_id}/approve",
+        json={"comment": "已复核 (demo)"},
+        headers={
+            **people.headers("finance-chen"),
+            "Idempotency-Key": f"demo-approve-{request_id}",
+        },
+    )
+    return int(answer.status_code == 200)
 
 
 async def _top_up_waiting(client: httpx.AsyncClient, payout_url: str) -> int:
@@ -61,12 +78,11 @@ async def _top_up_waiting(client: httpx.AsyncClient, payout_url: str) -> int:
             answer = await client.post(
                 f"{payout_url}/funds/{fund['fund_id']}/top-ups",
                 json={"amount": str(waiting), "reason": "追加预算 (demo)"},
-                # The decision is made on this budget: repeating it adds nothing twice.
-                # Budgets are the finance supervisor's to decide.
+                # The request is made on this budget: repeating it asks nothing twice.
                 headers={
-                    **people.headers("finance-chen"),
+                    **people.headers("finance-wang"),
                     "Idempotency-Key": f"demo-top-up-{fund['fund_id']}-{fund['budget']}-{waiting}",
                 },
             )
-            done += answer.status_code == 200
+            done += await _approved(client, payout_url, answer)
     return done

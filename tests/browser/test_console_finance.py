@@ -57,6 +57,26 @@ async def paid_claim(console: ConsoleStack, **overrides: Any) -> tuple[str, str]
     return claim_id, number
 
 
+async def approve_in_console(
+    browser: Browser, console: ConsoleStack, requester: Page, user: str, target: str
+) -> None:
+    """Dual control in the console: the requester sees the pending request without
+    buttons; ``user`` (another person) approves it on the pending-requests page. The
+    requester's page is back where it was afterwards."""
+    was = requester.url
+    await requester.goto(f"{console.url}/finance/requests")
+    row = requester.locator(f'tr[data-target="{target}"]')
+    await expect(row).to_have_count(1)
+    await expect(row.locator("button")).to_have_count(0)  # not on one's own request
+    checker = await sign_in(browser, console, user)
+    await checker.goto(f"{console.url}/finance/requests")
+    row = checker.locator(f'tr[data-target="{target}"]')
+    await row.locator("button.primary").click()
+    await expect(checker.locator("[role=status]")).to_be_visible()
+    await expect(checker.locator(f'tr[data-target="{target}"]')).to_have_count(0)
+    await requester.goto(was)
+
+
 async def payout_of(console: ConsoleStack, claim_id: str) -> dict[str, Any]:
     # As finance: full account numbers (everyone else reads them masked).
     async with httpx.AsyncClient(timeout=20, headers=dict(finance_clerk())) as client:
@@ -201,6 +221,10 @@ async def test_a_returned_payment_is_corrected_and_paid(
     await page.click("section.correction button.primary")
     await expect(page.locator("[data-testid=corrected]")).to_be_visible()
     assert corrected not in page.url
+    # Only a request so far: the payout is corrected when another person approves.
+    payout = await payout_of(console_stack, claim_id)
+    assert payout["status"] == "returned"
+    await approve_in_console(browser, console_stack, page, "finance-chen", payout["payout_id"])
 
     async with httpx.AsyncClient(timeout=20, headers=dict(AUDITOR)) as client:
         await wait_status(client, console_stack.cfg, claim_id, "paid", timeout=60)
@@ -315,6 +339,9 @@ async def test_a_supervisor_tops_up_a_fund(console_stack: ConsoleStack, browser:
     await form.locator('[name="amount"]').fill("1000.00")
     await form.locator("button.primary").click()
     await expect(page.locator("[role=status]")).to_contain_text(fund)
+    # A request (dual control): the budget moves when another person approves it.
+    assert await budget() == before
+    await approve_in_console(browser, console_stack, page, "finance-wang", fund)
     assert Decimal(await budget()) == Decimal(before) + Decimal("1000.00")
     # The clerk sees the funds but has no top-up form (funds.top_up is the supervisor's).
     clerk = await sign_in(browser, console_stack, "finance-wang")

@@ -32,6 +32,7 @@ SAMPLE_PATH_VALUES = {
     "claim_id": str(uuid.UUID(int=1)),
     "task_id": str(uuid.UUID(int=2)),
     "payout_id": str(uuid.UUID(int=3)),
+    "request_id": str(uuid.UUID(int=4)),
     "fund_id": "treasury-refund",
     "uscc": "91510300MA62X8XK4T",
     "day": "2026-11-27",
@@ -225,16 +226,19 @@ async def test_an_intern_cannot_top_up_a_budget(
     before = {f["fund_id"]: f["budget"] for f in (await client.get(funds_url)).json()}
     fund_id = next(iter(k for k, v in before.items() if v is not None))
     body = {"amount": "10000000000000.00", "reason": "intern"}
-    for who in (
-        bearer(services, "intern", "window_clerk", departments=["finance"]),
-        dict(finance_clerk("finance-intern")),  # works payouts, does not decide budgets
+    # A window clerk may not even ask; a finance clerk may ask (dual control: another
+    # person approves), but never for more than the maximum of one request.
+    for who, status in (
+        (bearer(services, "intern", "window_clerk", departments=["finance"]), 403),
+        (dict(finance_clerk("finance-intern")), 422),
     ):
         r = await client.post(
             f"{funds_url}/{fund_id}/top-ups",
             json=body,
             headers={**who, "Idempotency-Key": f"intern-{uuid.uuid4()}"},
         )
-        assert r.status_code == 403, r.text
+        assert r.status_code == status, r.text
+        assert r.json()["errors"][0]["field"] in ("permission.funds.top_up.request", "body.amount")
     after = {f["fund_id"]: f["budget"] for f in (await client.get(funds_url)).json()}
     assert after == before
 

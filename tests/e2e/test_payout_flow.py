@@ -37,6 +37,19 @@ FINANCE = finance_clerk("finance-01")
 SUPERVISOR = finance_supervisor("finance-02")
 
 
+async def decide_request(
+    client: httpx.AsyncClient,
+    cfg: StackConfig,
+    request_id: str,
+    who: Mapping[str, str],
+    verdict: str = "approve",
+) -> httpx.Response:
+    """Dual control: ``who`` approves (or rejects) a pending top-up or correction."""
+    return await client.post(
+        f"{cfg.url('payout')}/finance/requests/{request_id}/{verdict}", headers=once(who)
+    )
+
+
 def once(who: Mapping[str, str] = FINANCE) -> dict[str, str]:
     """Finance headers with a fresh Idempotency-Key (money-moving POSTs need one)."""
     return {**who, "Idempotency-Key": f"e2e-{uuid.uuid4()}"}
@@ -96,11 +109,21 @@ async def test_returned_payment_is_corrected_by_finance_and_paid_once(
     assert keyless.status_code == 428
     first = once()
     r = await client.post(url, json=corrected, headers=first)
-    assert r.status_code == 200, r.text
+    assert r.status_code == 202, r.text  # a request under dual control
     replayed = await client.post(url, json=corrected, headers=first)
-    assert replayed.status_code == 200 and replayed.json() == r.json()  # a repeat, not a 2nd
+    assert replayed.status_code == 202 and replayed.json() == r.json()  # a repeat, not a 2nd
     again = await client.post(url, json=corrected, headers=once())
-    assert again.status_code == 409  # no longer returned
+    assert again.status_code == 409  # one pending correction per payout
+    assert again.json()["errors"][0]["rule"] == "one_pending_request"
+    own = await decide_request(client, services, r.json()["request_id"], FINANCE)
+    assert own.status_code == 403 and own.json()["errors"][0]["rule"] == "four_eyes"
+    still = (await client.get(f"{services.url('payout')}/payouts/{payout['payout_id']}")).json()
+    assert still["status"] == "returned"  # the requester's own approval changed nothing
+    approved = await decide_request(client, services, r.json()["request_id"], SUPERVISOR)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["applied"]["issue_no"] == 2
+    late = await client.post(url, json=corrected, headers=once())
+    assert late.status_code == 409  # no longer returned
 
     await wait_status(client, services, claim_id, "paid")
     r = await client.get(f"{services.url('payout')}/payouts/{payout['payout_id']}")
@@ -218,8 +241,11 @@ async def test_finance_api_funds_paging_reconciliation_and_metrics(
         json={"amount": "1000.00", "reason": "追加预算"},
         headers=once(SUPERVISOR),
     )
-    assert r.status_code == 200, r.text
-    assert Decimal(r.json()["fund"]["budget"]) == Decimal(direct["budget"]) + 1000
+    assert r.status_code == 202, r.text
+    approved = await decide_request(client, services, r.json()["request_id"], FINANCE)
+    assert approved.status_code == 200, approved.text
+    funds = {f["fund_id"]: f for f in (await client.get(f"{base}/funds")).json()}
+    assert Decimal(funds["direct-financing-2026"]["budget"]) == Decimal(direct["budget"]) + 1000
     assert (await client.get(f"{base}/funds/nope/queue")).status_code == 404
 
     r = await client.get(f"{base}/payouts", params={"status": "paid", "limit": 1})
@@ -329,7 +355,10 @@ async def test_claim_waits_in_the_visible_queue_and_is_paid_after_a_top_up(
         json={"amount": "1.00", "reason": "追加预算"},
         headers=once(SUPERVISOR),
     )
-    assert r.status_code == 200 and r.json()["released_from_queue"] == 1
+    assert r.status_code == 202, r.text
+    approved = await decide_request(client, services, r.json()["request_id"], FINANCE)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["applied"]["released_from_queue"] == 1
     paid = await payout_of(client, services, claim_id, "paid")
     assert paid["payout_id"] == payout["payout_id"] and paid["voucher_kind"] == (
         "direct_payment_voucher"  # 财政直接支付凭证
@@ -379,8 +408,11 @@ async def test_finance_corrects_one_failed_payout_and_closes_another(
     r = await client.post(
         f"{base}/payouts/{fix['payout_id']}/account-correction", json=corrected, headers=once()
     )
+    assert r.status_code == 202, r.text
+    r = await decide_request(client, services, r.json()["request_id"], SUPERVISOR)
     assert r.status_code == 200, r.text
-    assert r.json()["issue_no"] == 2 and r.json()["status"] in ("requested", "queued")
+    applied = r.json()["applied"]
+    assert applied["issue_no"] == 2 and applied["status"] in ("requested", "queued")
     paid = await payout_of(client, services, to_fix, "paid")
     assert paid["paid_amount"] == paid["approved_amount"]
 

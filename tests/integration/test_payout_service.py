@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1302,6 +1302,16 @@ FINANCE = finance_clerk("finance-01")
 SUPERVISOR = finance_supervisor("finance-02")
 
 
+async def approve(
+    api: httpx.AsyncClient, request_id: str, who: Mapping[str, str], key: str
+) -> httpx.Response:
+    return await api.post(
+        f"/finance/requests/{request_id}/approve",
+        json={"comment": "checked"},
+        headers={**who, "Idempotency-Key": key},
+    )
+
+
 async def test_top_up_repeated_with_the_same_idempotency_key_adds_the_budget_once(
     pool: asyncpg.Pool, finance_api: httpx.AsyncClient
 ) -> None:
@@ -1311,8 +1321,19 @@ async def test_top_up_repeated_with_the_same_idempotency_key_adds_the_budget_onc
     headers = {**SUPERVISOR, "Idempotency-Key": "top-up-2026-11-27-1"}
     first = await finance_api.post(url, json=body, headers=headers)
     again = await finance_api.post(url, json=body, headers=headers)
-    assert first.status_code == again.status_code == 200
+    assert first.status_code == again.status_code == 202, first.text
     assert again.json() == first.json()
+    assert first.json()["status"] == "pending"
+    # Only a request so far (dual control): the budget moves when another approves.
+    assert (await fund(pool))["budget_fen"] == budget
+    assert await pool.fetchval("SELECT count(*) FROM finance_requests") == 1
+    request_id = first.json()["request_id"]
+    approved = await approve(finance_api, request_id, FINANCE, "approve-1")
+    approved_again = await approve(finance_api, request_id, FINANCE, "approve-1")
+    assert approved.status_code == approved_again.status_code == 200, approved.text
+    assert approved.json() == approved_again.json()
+    assert approved.json()["status"] == "approved"
+    assert approved.json()["decided_by"] == "finance-01"
     assert (await fund(pool))["budget_fen"] == budget + 1000_00
     # The same key with another body is refused, naming the header.
     other = await finance_api.post(url, json={**body, "amount": "5.00"}, headers=headers)
@@ -1322,6 +1343,8 @@ async def test_top_up_repeated_with_the_same_idempotency_key_adds_the_budget_onc
     bare = await finance_api.post(url, json=body, headers=SUPERVISOR)
     assert bare.status_code == 428
     assert bare.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    bare = await finance_api.post(f"/finance/requests/{request_id}/approve", headers=FINANCE)
+    assert bare.status_code == 428
     assert (await fund(pool))["budget_fen"] == budget + 1000_00
 
 
@@ -1338,11 +1361,129 @@ async def test_a_failure_after_the_top_up_committed_never_claims_nothing_changed
     headers = {**SUPERVISOR, "Idempotency-Key": "top-up-after-commit"}
     body = {"amount": "200.00", "reason": "tranche"}
     first = await finance_api.post(f"/funds/{PROGRAM}/top-ups", json=body, headers=headers)
+    assert first.status_code == 202, first.text
+    approved = await approve(finance_api, first.json()["request_id"], FINANCE, "after-commit")
     assert (await fund(pool))["budget_fen"] == budget + 200_00  # it did commit
-    assert "nothing was changed" not in first.text
-    retry = await finance_api.post(f"/funds/{PROGRAM}/top-ups", json=body, headers=headers)
+    assert "nothing was changed" not in approved.text
+    retry = await approve(finance_api, first.json()["request_id"], FINANCE, "after-commit")
     assert retry.status_code == 200
     assert (await fund(pool))["budget_fen"] == budget + 200_00
+
+
+# --- issue 11 item 4: dual control (maker-checker) on top-ups and corrections ------------
+
+
+async def test_the_requester_cannot_approve_their_own_top_up_another_person_can(
+    pool: asyncpg.Pool, finance_api: httpx.AsyncClient
+) -> None:
+    budget = (await fund(pool))["budget_fen"]
+    body = {"amount": "300.00", "reason": "tranche 3"}
+    asked = await finance_api.post(
+        f"/funds/{PROGRAM}/top-ups", json=body, headers={**FINANCE, "Idempotency-Key": "t3"}
+    )
+    assert asked.status_code == 202, asked.text
+    request_id = asked.json()["request_id"]
+    own = await approve(finance_api, request_id, FINANCE, "own")
+    assert own.status_code == 403, own.text
+    assert own.json()["errors"][0]["rule"] == "four_eyes"
+    assert (await fund(pool))["budget_fen"] == budget
+    assert (
+        await pool.fetchval(
+            "SELECT status FROM finance_requests WHERE request_id = $1", uuid.UUID(request_id)
+        )
+        == "pending"
+    )
+    other = await approve(finance_api, request_id, SUPERVISOR, "other")
+    assert other.status_code == 200, other.text
+    assert (await fund(pool))["budget_fen"] == budget + 300_00
+    # Decided once: approving again (another key) is refused and changes nothing.
+    twice = await approve(finance_api, request_id, SUPERVISOR, "other-2")
+    assert twice.status_code == 409
+    assert twice.json()["errors"][0]["rule"] == "pending_only"
+    assert (await fund(pool))["budget_fen"] == budget + 300_00
+    actions = await pool.fetch("SELECT actor, action FROM finance_audit ORDER BY id")
+    assert [(r["actor"], r["action"]) for r in actions] == [
+        ("finance-01", "top_up_requested"),
+        ("finance-02", "request_approved"),
+        ("finance-01", "top_up"),
+    ]
+    listed = await finance_api.get(
+        "/finance/requests", params={"status": "pending"}, headers=FINANCE
+    )
+    assert listed.status_code == 200 and listed.json() == []
+
+
+async def test_a_large_top_up_needs_a_supervisor_and_a_rejection_changes_nothing(
+    pool: asyncpg.Pool, finance_api: httpx.AsyncClient
+) -> None:
+    budget = (await fund(pool))["budget_fen"]
+    clerk2 = finance_clerk("finance-03")
+    body = {"amount": "1000000.01", "reason": "large tranche"}
+    asked = await finance_api.post(
+        f"/funds/{PROGRAM}/top-ups", json=body, headers={**FINANCE, "Idempotency-Key": "big"}
+    )
+    assert asked.status_code == 202, asked.text
+    request_id = asked.json()["request_id"]
+    pending = await finance_api.get("/finance/requests?status=pending", headers=clerk2)
+    assert [r["request_id"] for r in pending.json()] == [request_id]
+    by_clerk = await approve(finance_api, request_id, clerk2, "big-clerk")
+    assert by_clerk.status_code == 403, by_clerk.text
+    assert by_clerk.json()["errors"][0]["rule"] == "supervisor_required"
+    assert (await fund(pool))["budget_fen"] == budget
+    by_supervisor = await approve(finance_api, request_id, SUPERVISOR, "big-sup")
+    assert by_supervisor.status_code == 200, by_supervisor.text
+    assert (await fund(pool))["budget_fen"] == budget + 1_000_000_01
+    # A rejected request changes nothing but itself.
+    small = await finance_api.post(
+        f"/funds/{PROGRAM}/top-ups",
+        json={"amount": "5.00", "reason": "no"},
+        headers={**FINANCE, "Idempotency-Key": "small"},
+    )
+    rejected = await finance_api.post(
+        f"/finance/requests/{small.json()['request_id']}/reject",
+        json={"comment": "no basis"},
+        headers={**clerk2, "Idempotency-Key": "reject-small"},
+    )
+    assert rejected.status_code == 200, rejected.text
+    assert rejected.json()["status"] == "rejected"
+    assert (await fund(pool))["budget_fen"] == budget + 1_000_000_01
+
+
+async def test_a_top_up_above_the_maximum_is_refused_naming_the_field(
+    pool: asyncpg.Pool, finance_api: httpx.AsyncClient
+) -> None:
+    budget = (await fund(pool))["budget_fen"]
+    body = {"amount": "10000000.01", "reason": "too much"}
+    asked = await finance_api.post(
+        f"/funds/{PROGRAM}/top-ups", json=body, headers={**SUPERVISOR, "Idempotency-Key": "max"}
+    )
+    assert asked.status_code == 422, asked.text
+    error = asked.json()["errors"][0]
+    assert (error["field"], error["rule"]) == ("body.amount", "max_top_up")
+    assert await pool.fetchval("SELECT count(*) FROM finance_requests") == 0
+    assert (await fund(pool))["budget_fen"] == budget
+
+
+async def test_the_database_refuses_a_request_decided_by_its_requester(
+    pool: asyncpg.Pool, finance_api: httpx.AsyncClient
+) -> None:
+    asked = await finance_api.post(
+        f"/funds/{PROGRAM}/top-ups",
+        json={"amount": "1.00", "reason": "x"},
+        headers={**FINANCE, "Idempotency-Key": "db-check"},
+    )
+    request_id = uuid.UUID(asked.json()["request_id"])
+    with pytest.raises(asyncpg.CheckViolationError, match="four_eyes"):
+        await pool.execute(
+            """UPDATE finance_requests SET status = 'approved', decided_by = requested_by,
+                      decided_at = now() WHERE request_id = $1""",
+            request_id,
+        )
+    with pytest.raises(asyncpg.CheckViolationError):
+        await pool.execute(
+            "UPDATE finance_requests SET amount_fen = 1000000000001 WHERE request_id = $1",
+            request_id,
+        )
 
 
 async def test_account_correction_and_close_over_http_are_idempotent(

@@ -11,7 +11,15 @@ import asyncpg
 from shared.audit.chain import append_finance
 from shared.db import DbConnection
 
-Action = Literal["top_up", "account_correction", "close"]
+Action = Literal[
+    "top_up",
+    "account_correction",
+    "close",
+    "top_up_requested",
+    "account_correction_requested",
+    "request_approved",
+    "request_rejected",
+]
 
 
 async def record(

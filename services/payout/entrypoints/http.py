@@ -15,13 +15,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from services.payout import views
+from services.payout.config import PayoutSettings
 from services.payout.domain.model import FINANCE_DEPARTMENTS
 from services.payout.domain.statements import StatementInvalid
 from services.payout.entrypoints.schemas import (
     AccountCorrection,
     ClosedOut,
     Closing,
-    CorrectionOut,
+    Decision,
+    FinanceRequestOut,
     FundOut,
     HopOut,
     PayoutDetailOut,
@@ -30,10 +32,9 @@ from services.payout.entrypoints.schemas import (
     ReportOut,
     StatementImported,
     TopUp,
-    TopUpOut,
     VoucherOut,
 )
-from services.payout.service_layer import finance
+from services.payout.service_layer import finance, requests
 from services.payout.service_layer.retry import retried_on_conflict
 from shared import idempotency
 from shared.contracts.common import FINANCE_ROLES, mask_account_number
@@ -155,7 +156,12 @@ async def fund_queue(conn: ConnectionDep, fund_id: str) -> list[QueueEntry]:
     return [QueueEntry.of(i, r) for i, r in enumerate(rows, start=1)]
 
 
-@router.post("/funds/{fund_id}/top-ups", response_model=TopUpOut, responses=NEEDS_KEY)
+@router.post(
+    "/funds/{fund_id}/top-ups",
+    response_model=FinanceRequestOut,
+    status_code=202,
+    responses=NEEDS_KEY,
+)
 async def top_up_fund(
     request: Request,
     runtime: RuntimeDep,
@@ -165,20 +171,109 @@ async def top_up_fund(
     caller: CallerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    """Add to a fund's budget (audited); waiting claims are reserved in order at once.
-    Needs an Idempotency-Key: a clerk's retry never adds the budget twice."""
+    """Request a top-up of a fund (dual control): 202 with the pending request; the
+    budget changes only when another person approves it (``POST /finance/requests/
+    {request_id}/approve``). At most ``CLAIMFLOW_TOP_UP_MAX_YUAN`` per request (422
+    ``max_top_up``). Needs an Idempotency-Key: a clerk's retry never requests twice."""
     finance_only(caller)
+    limits = _limits(runtime)
 
-    async def work(uow: UnitOfWork) -> TopUpOut:
+    async def work(uow: UnitOfWork) -> FinanceRequestOut:
         amount = yuan_to_fen(body.amount)
-        events = await finance.top_up(uow, fund_id, amount, caller.user_id, body.reason)
-        # The fund as this transaction leaves it, read before the commit.
-        fund = next(v for v in await views.fund_views(uow.conn) if v["fund_id"] == fund_id)
-        released = sum(e.event_type != "payout.queued" for e in events)
-        return TopUpOut(fund=FundOut.of(fund), released_from_queue=released)
+        row = await requests.request_top_up(
+            uow, fund_id, amount, caller.user_id, body.reason, limits
+        )
+        return FinanceRequestOut.of(row)
 
     payload = body.model_dump(mode="json")
+    return await idempotent(request, runtime, uows, idempotency_key, payload, work, status_code=202)
+
+
+def _limits(runtime: RuntimeDep) -> requests.Limits:
+    settings = runtime.settings
+    assert isinstance(settings, PayoutSettings)
+    return requests.Limits.of(settings.top_up_max_yuan, settings.top_up_supervisor_from_yuan)
+
+
+@router.get("/finance/requests", response_model=list[FinanceRequestOut])
+async def list_finance_requests(
+    conn: ConnectionDep,
+    status: Annotated[str | None, Query(pattern="^(pending|approved|rejected)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[FinanceRequestOut]:
+    """Top-up and correction requests, oldest first (``status=pending``: the worklist)."""
+    return [FinanceRequestOut.of(r) for r in await requests.listing(conn, status, limit)]
+
+
+async def _decide(
+    request: Request,
+    runtime: RuntimeDep,
+    uows: UnitOfWorkFactoryDep,
+    request_id: uuid.UUID,
+    body: Decision | None,
+    caller: Caller,
+    idempotency_key: str | None,
+    *,
+    approve: bool,
+) -> Response:
+    finance_only(caller)
+    limits = _limits(runtime)
+    permissions = caller.verified.permissions if caller.verified else frozenset()
+    decider = requests.Decider(caller.user_id, permissions)
+    comment = body.comment if body else None
+
+    async def work(uow: UnitOfWork) -> FinanceRequestOut:
+        decided = await requests.decide(
+            uow, request_id, decider, approve=approve, comment=comment, limits=limits
+        )
+        return FinanceRequestOut.of(decided.request, decided.applied)
+
+    payload = body.model_dump(mode="json") if body else {}
     return await idempotent(request, runtime, uows, idempotency_key, payload, work)
+
+
+@router.post(
+    "/finance/requests/{request_id}/approve",
+    response_model=FinanceRequestOut,
+    responses=NEEDS_KEY,
+)
+async def approve_finance_request(
+    request: Request,
+    runtime: RuntimeDep,
+    uows: UnitOfWorkFactoryDep,
+    request_id: uuid.UUID,
+    caller: CallerDep,
+    body: Decision | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Approve another person's pending request and apply it in the same transaction
+    (403 ``four_eyes`` for the requester; 403 ``supervisor_required`` for a top-up above
+    ``CLAIMFLOW_TOP_UP_SUPERVISOR_FROM_YUAN`` without ``funds.top_up``). Needs an
+    Idempotency-Key."""
+    return await _decide(
+        request, runtime, uows, request_id, body, caller, idempotency_key, approve=True
+    )
+
+
+@router.post(
+    "/finance/requests/{request_id}/reject",
+    response_model=FinanceRequestOut,
+    responses=NEEDS_KEY,
+)
+async def reject_finance_request(
+    request: Request,
+    runtime: RuntimeDep,
+    uows: UnitOfWorkFactoryDep,
+    request_id: uuid.UUID,
+    caller: CallerDep,
+    body: Decision | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Reject another person's pending request: nothing changes but the request
+    (audited). Needs an Idempotency-Key."""
+    return await _decide(
+        request, runtime, uows, request_id, body, caller, idempotency_key, approve=False
+    )
 
 
 @router.get("/payouts", response_model=list[PayoutOut])
@@ -240,7 +335,10 @@ def _masked_for(caller: Caller, payout: PayoutOut) -> PayoutOut:
 
 
 @router.post(
-    "/payouts/{payout_id}/account-correction", response_model=CorrectionOut, responses=NEEDS_KEY
+    "/payouts/{payout_id}/account-correction",
+    response_model=FinanceRequestOut,
+    status_code=202,
+    responses=NEEDS_KEY,
 )
 async def correct_account(
     request: Request,
@@ -251,19 +349,20 @@ async def correct_account(
     caller: CallerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    """Correct the payee of a returned or permanently failed payout (audited) and issue it
-    again: a returned one at once (retrying), a failed one reserved again (requested) or
-    queued when the fund cannot cover it now. Needs an Idempotency-Key."""
+    """Request the correction of the payee of a returned or permanently failed payout
+    (dual control): 202 with the pending request. When another person approves it the
+    payout is issued again: a returned one at once (retrying), a failed one reserved
+    again (requested) or queued. Needs an Idempotency-Key."""
     finance_only(caller)
 
-    async def work(uow: UnitOfWork) -> CorrectionOut:
-        issue_no, status = await finance.correct_account(
+    async def work(uow: UnitOfWork) -> FinanceRequestOut:
+        row = await requests.request_correction(
             uow, payout_id, body.payee, caller.user_id, body.reason
         )
-        return CorrectionOut(payout_id=str(payout_id), issue_no=issue_no, status=status.value)
+        return FinanceRequestOut.of(row)
 
     payload = body.model_dump(mode="json")
-    return await idempotent(request, runtime, uows, idempotency_key, payload, work)
+    return await idempotent(request, runtime, uows, idempotency_key, payload, work, status_code=202)
 
 
 @router.post("/payouts/{payout_id}/close", response_model=ClosedOut, responses=NEEDS_KEY)

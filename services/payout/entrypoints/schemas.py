@@ -33,6 +33,12 @@ class AccountCorrection(BaseModel):
     reason: VisibleText = Field(min_length=1, max_length=500)
 
 
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    comment: VisibleText | None = Field(default=None, min_length=1, max_length=500)
+
+
 class Closing(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -105,11 +111,6 @@ class QueueEntry(BaseModel):
             amount=yuan(r["amount_fen"]),
             queued_at=r["queued_at"].isoformat(),
         )
-
-
-class TopUpOut(BaseModel):
-    fund: FundOut
-    released_from_queue: int
 
 
 class PayoutOut(BaseModel):
@@ -202,12 +203,6 @@ class PayoutDetailOut(PayoutOut):
     hops: list[HopOut]
 
 
-class CorrectionOut(BaseModel):
-    payout_id: str
-    issue_no: int = Field(description="the issue the corrected account is paid as")
-    status: str
-
-
 class ClosedOut(BaseModel):
     payout_id: str
     status: str
@@ -246,3 +241,43 @@ class StatementImported(BaseModel):
     lines_imported: int
     duplicates_skipped: int
     reports: list[ReportOut]
+
+
+class FinanceRequestOut(BaseModel):
+    """A top-up or account-correction request under dual control; ``applied``: what the
+    approval changed (top-up: fund_id, released_from_queue; correction: payout_id,
+    issue_no, status)."""
+
+    request_id: str
+    kind: str
+    fund_id: str | None
+    payout_id: str | None
+    amount: str | None
+    payee: dict[str, Any] | None
+    reason: str
+    requested_by: str
+    requested_at: datetime
+    status: str
+    decided_by: str | None
+    decided_at: datetime | None
+    comment: str | None
+    applied: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, r: asyncpg.Record, applied: dict[str, Any] | None = None) -> FinanceRequestOut:
+        return cls(
+            request_id=str(r["request_id"]),
+            kind=r["kind"],
+            fund_id=r["fund_id"],
+            payout_id=None if r["payout_id"] is None else str(r["payout_id"]),
+            amount=yuan(r["amount_fen"]),
+            payee=None if r["payee"] is None else json.loads(r["payee"]),
+            reason=r["reason"],
+            requested_by=r["requested_by"],
+            requested_at=r["requested_at"],
+            status=r["status"],
+            decided_by=r["decided_by"],
+            decided_at=r["decided_at"],
+            comment=r["comment"],
+            applied=applied,
+        )

@@ -55,7 +55,7 @@ async def top_up(
     return list(uow.events[before:])
 
 
-async def _correctable(uow: UnitOfWork, payout_id: uuid.UUID, action: str) -> asyncpg.Record:
+async def correctable(uow: UnitOfWork, payout_id: uuid.UUID, action: str) -> asyncpg.Record:
     """The payout, locked, if finance may correct or close it."""
     row = await payouts.lock(uow.conn, payout_id=payout_id)
     if row is None:
@@ -77,7 +77,7 @@ async def correct_account(
     commitment was kept, so it is re-issued at once (retrying). Failed: the commitment
     went back to the fund at the failure, so it is reserved again (requested) or, when
     the fund cannot cover it or others wait, joins the queue. Returns (issue, status)."""
-    row = await _correctable(uow, payout_id, "corrected")
+    row = await correctable(uow, payout_id, "corrected")
     status = PayoutStatus(row["status"])
     issue_no: int = row["issue_no"] + 1
     await payouts.start_new_issue(uow.conn, payout_id, payee.model_dump_json(), issue_no)
@@ -117,7 +117,7 @@ async def close_payout(
     """Finance gives up on a returned or permanently failed payout, with a reason: it is
     released (a returned one's commitment goes back to the fund; a failed one's went back
     at the failure) and the queue may move. Returns the released row."""
-    row = await _correctable(uow, payout_id, "closed")
+    row = await correctable(uow, payout_id, "closed")
     await funding.release(uow, row, CLOSED_BY_FINANCE + reason)
     await audit.payout_action(uow.conn, actor, "close", row, reason, {"was": row["status"]})
     await funding.drain_queue(uow, row["fund_id"])
