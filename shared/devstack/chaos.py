@@ -47,14 +47,19 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from shared.devstack import stack
+from shared.devstack import people, stack
 from shared.devstack.check import CheckReport, run_check
 from shared.devstack.demo_claims import make_claim, make_mixed_claim
 from shared.devstack.demo_finance import play_finance
 from shared.devstack.demo_reviewers import play_reviewers
 
 KINDS = ("kill", "postgres", "broker", "pause", "slow_bank")
-WINDOW = {"X-User-Id": "window-chaos"}
+WINDOW_CLERK = "window-01"
+"""Who registers the campaign's claims (a demo window clerk; tokens: shared/devstack/people)."""
+
+
+def window() -> dict[str, str]:
+    return people.headers(WINDOW_CLERK)
 
 
 @dataclass
@@ -195,6 +200,8 @@ class Chaos:
         self, cfg: stack.StackConfig, info: dict[str, Any], options: ChaosOptions, console: Console
     ) -> None:
         self.cfg = cfg
+        # The load's people (window, reviewers, finance) with tokens of this stack's issuer.
+        people.use(people.People(cfg.data_dir, cfg.issuer_url))
         self.urls: dict[str, str] = info["urls"]
         self.dsn: str = info["database_url"]
         self.options = options
@@ -211,7 +218,7 @@ class Chaos:
         while not stop.is_set():
             body = make_mixed_claim(self.rng, self.period)
             try:
-                r = await client.post(f"{self.urls['intake']}/claims", json=body, headers=WINDOW)
+                r = await client.post(f"{self.urls['intake']}/claims", json=body, headers=window())
                 if r.status_code == 201:
                     self.stats.submitted += 1
                     if body["documents_promised"]:
@@ -232,7 +239,7 @@ class Chaos:
                 r = await client.post(
                     f"{self.urls['intake']}/claims/{claim_id}/documents",
                     json={"document_id": documents[0]},
-                    headers={**WINDOW, "Idempotency-Key": f"chaos-{claim_id}-{documents[0]}"},
+                    headers={**window(), "Idempotency-Key": f"chaos-{claim_id}-{documents[0]}"},
                 )
                 if r.status_code >= 500:
                     return
@@ -332,7 +339,7 @@ class Chaos:
                     cycle.healthy_s = time.monotonic() - since
                 if probe is None:
                     r = await client.post(
-                        f"{self.urls['intake']}/claims", json=body, headers=WINDOW, timeout=5
+                        f"{self.urls['intake']}/claims", json=body, headers=window(), timeout=5
                     )
                     if r.status_code == 201:
                         probe = str(r.json()["claim_id"])
@@ -385,7 +392,9 @@ class Chaos:
         cycles: list[Cycle] = []
         final: CheckReport | None = None
         drained_s: float | None = None
-        async with httpx.AsyncClient(timeout=10) as client:
+        # Reads go as the auditor (reads everything, changes nothing).
+        reader = people.headers("auditor-zhou")
+        async with httpx.AsyncClient(timeout=10, headers=reader) as client:
             submitter = asyncio.create_task(self._submit(client, stop_submitting))
             players = [
                 asyncio.create_task(
