@@ -25,11 +25,8 @@ CLOSED_BY_FINANCE = "closed by finance: "
 tracker reads a release of a claim whose payout failed as closed)."""
 
 
-async def top_up(
-    uow: UnitOfWork, fund_id: str, amount_fen: int, actor: str, reason: str
-) -> list[EventEnvelope]:
-    """Add to a fund's budget (audited) and pay the queue from it; returns the events of
-    the payouts that left the queue."""
+async def lock_capped_fund(uow: UnitOfWork, fund_id: str) -> asyncpg.Record:
+    """The fund's row, locked; refused unless it exists and has a budget to add to."""
     fund = await funds.lock(uow.conn, fund_id)
     if fund is None:
         raise NotFound(f"no fund {fund_id!r}", field="path.fund_id")
@@ -39,6 +36,15 @@ async def top_up(
             field="path.fund_id",
             rule="capped_fund",
         )
+    return fund
+
+
+async def top_up(
+    uow: UnitOfWork, fund_id: str, amount_fen: int, actor: str, reason: str
+) -> list[EventEnvelope]:
+    """Add to a fund's budget (audited) and pay the queue from it; returns the events of
+    the payouts that left the queue."""
+    fund = await lock_capped_fund(uow, fund_id)
     await funds.add_budget(uow.conn, fund_id, amount_fen)
     detail = {"budget_before_fen": fund["budget_fen"]}
     await audit.record(

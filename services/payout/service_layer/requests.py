@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from services.payout.adapters import audit, funds
+from services.payout.adapters import audit
 from services.payout.service_layer import finance
 from shared.contracts import BankAccount
 from shared.db import DbConnection
@@ -75,15 +75,7 @@ async def request_top_up(
             field="body.amount",
             rule="max_top_up",
         )
-    fund = await funds.lock(uow.conn, fund_id)
-    if fund is None:
-        raise NotFound(f"no fund {fund_id!r}", field="path.fund_id")
-    if fund["budget_fen"] is None:
-        raise Conflict(
-            f"fund {fund_id!r} has no cap; there is nothing to top up",
-            field="path.fund_id",
-            rule="capped_fund",
-        )
+    await finance.lock_capped_fund(uow, fund_id)
     row = await _insert(
         uow,
         request_id=uuid.uuid4(),
