@@ -13,6 +13,7 @@ import httpx
 from shared.devstack.stack import SERVICES, StackConfig
 from tests.conftest import ServiceProcesses
 from tests.e2e.helpers import eventually, submit_claim, tasks_for
+from tests.tokens import AUDITOR
 
 
 def mapped_files(pid: int) -> str:
@@ -33,7 +34,7 @@ async def test_consumed_batches_are_not_logged_at_info(services: StackConfig) ->
     cost CPU on the claim path); the start-up marker stays at INFO."""
     logs = services.data_dir / "logs"
     sizes = {name: (logs / f"{name}.log").stat().st_size for name in SERVICES}
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=dict(AUDITOR)) as client:
         claim_id = await submit_claim(client, services)
         # claim.submitted reaches review, and review's events reach intake and payout.
         await tasks_for(client, services, claim_id)

@@ -20,6 +20,7 @@ from shared.devstack.stack import StackConfig
 from shared.messaging import signing
 from tests.e2e.helpers import claim_status, eventually, submit_claim
 from tests.kafka_helpers import produce, signature_headers
+from tests.tokens import AUDITOR
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +31,7 @@ PAYEE = BankAccount(
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as c:
+    async with httpx.AsyncClient(timeout=10, headers=dict(AUDITOR)) as c:
         yield c
 
 

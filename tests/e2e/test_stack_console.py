@@ -25,7 +25,9 @@ from tests.conftest import PORT_BASE
 pytestmark = pytest.mark.e2e
 
 BASE = PORT_BASE + 34
-"""Ports BASE..BASE+15 (PORT_BASE+34 … +49): clear of the other e2e stacks."""
+"""Ports BASE..BASE+13 (PORT_BASE+34 … +47), the issuer and console at BASE+48/49: clear
+of the other e2e stacks."""
+PORTS = stack.StackPorts.from_base(BASE)
 
 
 def claimflow(*args: str, data_dir: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -66,7 +68,7 @@ def test_stack_up_prints_the_console_and_the_demo_users(
     stack_up: tuple[Path, subprocess.CompletedProcess[str]],
 ) -> None:
     _, started = stack_up
-    console_url = f"http://127.0.0.1:{BASE + 15}"
+    console_url = f"http://127.0.0.1:{PORTS.console}"
     assert f"Console: {console_url}" in started.stderr
     for user in load_demo_users().users:
         assert user.id in started.stderr
@@ -78,8 +80,8 @@ def test_stack_status_shows_issuer_and_console_supervised(
 ) -> None:
     data_dir, _ = stack_up
     info = status(data_dir)
-    assert info["urls"]["console"] == f"http://127.0.0.1:{BASE + 15}"
-    assert info["urls"]["issuer"] == f"http://127.0.0.1:{BASE + 14}"
+    assert info["urls"]["console"] == f"http://127.0.0.1:{PORTS.console}"
+    assert info["urls"]["issuer"] == f"http://127.0.0.1:{PORTS.issuer}"
     users = {u["id"]: u for u in info["demo_users"]}
     assert users["finance-wang"]["roles"] == ["finance_clerk"]
     assert users["auditor-zhou"]["roles"] == ["auditor"]
@@ -117,4 +119,4 @@ def test_a_killed_console_comes_back(
         time.sleep(0.2)
     else:
         raise AssertionError("the console was not restarted")
-    stack.wait_http_ok(f"http://127.0.0.1:{BASE + 15}/status", "console", cfg)
+    stack.wait_http_ok(f"http://127.0.0.1:{PORTS.console}/status", "console", cfg)
