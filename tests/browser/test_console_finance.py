@@ -77,16 +77,27 @@ async def approve_in_console(
     await requester.goto(was)
 
 
-async def payout_of(console: ConsoleStack, claim_id: str) -> dict[str, Any]:
+async def payout_if_any(console: ConsoleStack, claim_id: str) -> dict[str, Any] | None:
+    """The claim's payout, or None while payout has not made it yet (the approval is an
+    event on its way)."""
     # As finance: full account numbers (everyone else reads them masked).
     async with httpx.AsyncClient(timeout=20, headers=dict(finance_clerk())) as client:
         r = await client.get(f"{console.cfg.url('payout')}/payouts", params={"claim_id": claim_id})
         r.raise_for_status()
-        (row,) = r.json()
+        rows = r.json()
+        if not rows:
+            return None
+        (row,) = rows
         detail = await client.get(f"{console.cfg.url('payout')}/payouts/{row['payout_id']}")
         detail.raise_for_status()
         payout: dict[str, Any] = detail.json()
         return payout
+
+
+async def payout_of(console: ConsoleStack, claim_id: str) -> dict[str, Any]:
+    payout = await payout_if_any(console, claim_id)
+    assert payout is not None, f"no payout for {claim_id}"
+    return payout
 
 
 def beijing_day(moment: str) -> str:
@@ -192,8 +203,8 @@ async def test_a_returned_payment_is_corrected_and_paid(
         await approve_through_review(client, console_stack.cfg, claim_id)
 
     async def returned() -> dict[str, Any] | None:
-        payout = await payout_of(console_stack, claim_id)
-        return payout if payout["status"] == "returned" else None
+        payout = await payout_if_any(console_stack, claim_id)
+        return payout if payout is not None and payout["status"] == "returned" else None
 
     await eventually(returned, timeout=60, what=f"payout of {claim_id} returned")
 
