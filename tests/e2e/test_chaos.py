@@ -138,11 +138,22 @@ def test_check_finds_each_broken_invariant(
                    VALUES (gen_random_uuid(), 'nowhere', NULL, 'test.stuck', '{}',
                            now() - interval '1 hour', now())"""
             )
-            await conn.execute(
-                """DELETE FROM payout.inbox WHERE message_id = (
-                       SELECT event_id::text FROM review.outbox
-                       WHERE event_type = 'review.decided' LIMIT 1)"""
+            # One payout has consumed, made to look published an hour ago: the check
+            # only counts events older than its grace period, and the campaign may have
+            # ended seconds before (seen in CI: the row picked was 20 s old).
+            consumed = await conn.fetchval(
+                """SELECT o.event_id FROM review.outbox o
+                   JOIN payout.inbox i ON i.message_id = o.event_id::text
+                   WHERE o.event_type = 'review.decided' AND o.published_at IS NOT NULL
+                   ORDER BY o.published_at LIMIT 1"""
             )
+            assert consumed is not None, "payout consumed no decision"
+            await conn.execute(
+                "UPDATE review.outbox SET published_at = now() - interval '1 hour' "
+                "WHERE event_id = $1",
+                consumed,
+            )
+            await conn.execute("DELETE FROM payout.inbox WHERE message_id = $1", str(consumed))
         finally:
             await conn.close()
 
