@@ -52,6 +52,7 @@ from shared.contracts import (
     ReviewDecidedV1,
 )
 from shared.contracts.topics import PAYOUT_EVENTS
+from shared.audit.chain import audit_hook
 from shared.db import DbConnection, create_pool, migrate
 from shared.devstack.stack import StackConfig
 from shared.messaging.after_commit import after_commit_scope
@@ -1649,6 +1650,8 @@ async def test_a_status_write_needs_the_row_in_the_moves_source_status(
 
 # --- issue 12 item 5: payout checks what it pays ------------------------------------------
 
+AUDITED = subscriptions.handlers(UnitOfWorkFactory("payout", PAYOUT_EVENTS, hooks=(audit_hook,)))
+"""The handlers with the service's audit hook (``bootstrap.create_app``)."""
 CAP_FEN = 300_000_00
 """startup-loan-interest-2026's per-enterprise cap (shared/reference/programs.yaml)."""
 
@@ -1678,8 +1681,8 @@ async def run_payment_loop(pool: asyncpg.Pool, gw: Any, rounds: int = 5) -> None
 async def withheld_events(pool: asyncpg.Pool, claim_id: uuid.UUID) -> list[dict[str, Any]]:
     rows = await pool.fetch(
         """SELECT payload FROM outbox WHERE event_type = 'payout.withheld'
-           AND claim_id = $1 ORDER BY id""",
-        claim_id,
+           AND message_key = $1 ORDER BY id""",
+        str(claim_id),
     )
     return [json.loads(r["payload"])["payload"] for r in rows]
 
@@ -1690,7 +1693,9 @@ async def test_an_approval_above_intakes_eligible_amount_is_withheld_and_never_p
     before = counter("claimflow_payouts_withheld_total", reason="above_eligible")
     claim_id = uuid.uuid4()
     await apply(pool, submission(claim_id, 1_000_00))
-    await apply(pool, approval(500_000_000_000, claim_id=claim_id, submitted=False))
+    decided = approval(500_000_000_000, claim_id=claim_id, submitted=False)
+    async with pool.acquire() as conn:  # as the service runs it: events chained (audit)
+        await AUDITED[("review.decided", 1)](conn, decided)
     row = await payout_row(pool, claim_id)
     assert (row["status"], row["withheld_reason"]) == ("withheld", "above_eligible")
     assert "1000.00 yuan eligible" in row["withheld_detail"]

@@ -149,7 +149,7 @@ async def insert(conn: DbConnection, p: NewPayout, m: Move) -> asyncpg.Record | 
                program_id, voucher_kind, documents_pending, uscc, cap_charged_fen,
                withheld_reason, withheld_detail, withheld_at)
            VALUES ($1, $2, $3, $4, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                   $15, $16, CASE WHEN $15::text IS NULL THEN NULL ELSE $8 END)
+                   $15, $16, $17)
            ON CONFLICT (claim_id) DO NOTHING RETURNING *""",
         p.payout_id,
         p.claim_id,
@@ -167,6 +167,7 @@ async def insert(conn: DbConnection, p: NewPayout, m: Move) -> asyncpg.Record | 
         p.cap_charged_fen,
         reason,
         detail,
+        None if p.withheld is None else p.requested_at,
     )
 
 
