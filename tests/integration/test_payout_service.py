@@ -1617,6 +1617,7 @@ async def test_a_new_program_in_the_catalogue_gets_its_fund_and_pays_from_it(
         approval(500_00, program_id="green-transition-2027"),
     )
     for e in (first, second):
+        await submit(pool, e)
         async with pool.acquire() as conn:
             await consume[("review.decided", 1)](conn, e)
     assert await status_of(pool, first.claim_id) == "requested"
