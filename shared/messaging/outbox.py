@@ -325,6 +325,15 @@ class OutboxRelay:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
             self._wake.clear()
 
+    async def _hold_outbox(self, conn: DbConnection) -> bool:
+        """Take this schema's outbox for the transaction, or learn another relay has it:
+        one relay publishes or puts back rows at a time, so offsets are recorded in order."""
+        locked: bool = await conn.fetchval(
+            "SELECT pg_try_advisory_xact_lock(hashtext('claimflow.outbox.' || $1::text))",
+            self._schema,
+        )
+        return locked
+
     async def publish_batch(self) -> int:
         """Publish up to one batch; returns how many rows were published.
 
@@ -334,11 +343,7 @@ class OutboxRelay:
         outage: str | None = None
         replays: list[tuple[str, int]] = []
         async with self._pool.acquire() as conn, conn.transaction():
-            locked = await conn.fetchval(
-                "SELECT pg_try_advisory_xact_lock(hashtext('claimflow.outbox.' || $1::text))",
-                self._schema,
-            )
-            if not locked:
+            if not await self._hold_outbox(conn):
                 return 0
             rows = await conn.fetch(
                 """SELECT id, topic, message_key, payload, attempts, key_id, signature FROM outbox
@@ -619,11 +624,7 @@ class OutboxRelay:
         metadata = await asyncio.wait_for(self._checker._client.fetch_all_metadata(), timeout)
         replays: list[tuple[str, int]] = []
         async with self._pool.acquire() as conn, conn.transaction():
-            locked = await conn.fetchval(
-                "SELECT pg_try_advisory_xact_lock(hashtext('claimflow.outbox.' || $1::text))",
-                self._schema,
-            )
-            if not locked:
+            if not await self._hold_outbox(conn):
                 return 0
             if cluster_id is not None:
                 known = await conn.fetchval("SELECT cluster_id FROM outbox_broker_cluster")
