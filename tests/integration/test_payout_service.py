@@ -42,6 +42,7 @@ from services.payout.service_layer.resolver import resolve_unknown
 from services.payout.service_layer.retry import in_unit_of_work
 from services.payout.subscriptions import payout_subscriptions, subscriptions
 from services.payout.views import fund_views, report_for, stuck_payouts
+from shared.audit.chain import audit_hook
 from shared.contracts import (
     BankAccount,
     ClaimDocumentsCompletedV1,
@@ -52,7 +53,6 @@ from shared.contracts import (
     ReviewDecidedV1,
 )
 from shared.contracts.topics import PAYOUT_EVENTS
-from shared.audit.chain import audit_hook
 from shared.db import DbConnection, create_pool, migrate
 from shared.devstack.stack import StackConfig
 from shared.messaging.after_commit import after_commit_scope
