@@ -260,9 +260,6 @@ class OutboxRelay:
         if self._producer:
             await self._producer.stop()
 
-    def wake(self) -> None:
-        self._wake.set()
-
     async def _run(self) -> None:
         while True:
             failed = False
