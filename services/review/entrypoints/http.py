@@ -84,7 +84,7 @@ async def decide(
     caller: CallerDep,
 ) -> DecisionOut:
     """approve / reject / return (with documents) for a department task; approve /
-    reject for a sign-off task (X-Role: approver)."""
+    reject for a sign-off task (an approver's token)."""
     result = await decisions.decide_task(
         uow,
         policy,
