@@ -3,7 +3,6 @@ routes, the gateway and the payment loop. The only place that names the wall clo
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from pathlib import Path
@@ -29,8 +28,11 @@ from shared.money import yuan_to_fen
 from shared.programs import Catalogue, load_catalogue
 from shared.service_app import ServiceRuntime, build_service_app
 from shared.unit_of_work import Clock, UnitOfWorkFactory, system_clock
+from shared.wakeup import Wakeup
 
 GAUGE_REFRESH_S = 2.0
+PAYOUT_WORK_CHANNEL = "claimflow_payout_work"
+"""Notified by the trigger of migration 0005 when a payout becomes `requested`."""
 
 
 async def make_gateway(runtime: ServiceRuntime, settings: PayoutSettings) -> SimulatedGateway:
@@ -87,9 +89,13 @@ def create_app(
         if payments is None:
             payments = runtime.extras["payments"] = await start_payments(runtime)
         exporter = GaugeExporter(SERVICE)
+        # Woken at the commit that makes a payout issuable (migration 0005), so a claim
+        # does not wait out the idle poll; notices and retries fall due by the clock.
+        wakeup = Wakeup(settings.database_url, PAYOUT_WORK_CHANNEL)
         refreshed = 0.0
         try:
             while True:
+                await wakeup.listen()
                 sent = await dispatch_requested(payments)
                 noticed = await record_notices(payments)
                 resolved = await resolve_unknown(payments)
@@ -97,8 +103,9 @@ def create_app(
                     await exporter.refresh(runtime.db, stuck_after_s=settings.payout_stuck_after_s)
                     refreshed = time.monotonic()
                 if not sent and not noticed and not resolved:
-                    await asyncio.sleep(settings.dispatch_interval_s)
+                    await wakeup.wait(settings.dispatch_interval_s)
         finally:
+            await wakeup.close()
             await exporter.release()
 
     app = build_service_app(

@@ -39,6 +39,7 @@ from shared.metrics import (
     OUTBOX_REPLAYED,
     OUTBOX_SEND_FAILURES,
 )
+from shared.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,6 @@ class OutboxRelay:
         (shared/messaging/kafka_security.py; none: PLAINTEXT)."""
         self._pool = pool
         self._security = dict(client_security or {})
-        self._dsn = dsn
         self._schema = schema
         self._bootstrap = bootstrap_servers
         self._batch_size = batch_size
@@ -223,10 +223,9 @@ class OutboxRelay:
         """Check the broker for lost messages before the next publish (at start and after
         a failed cycle: the broker may have restarted meanwhile)."""
         self._checker: AIOKafkaConsumer | None = None
-        self._wake = asyncio.Event()
+        self._wake = Wakeup(dsn, notify_channel(schema))
         self._task: asyncio.Task[None] | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._listen_conn: DbConnection | None = None
         self.last_progress_at = time.monotonic()
         """When a cycle last completed without error (not merely ran)."""
         self.last_error: str | None = None
@@ -261,9 +260,7 @@ class OutboxRelay:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._listen_conn is not None:
-            with contextlib.suppress(Exception):
-                await self._listen_conn.close()
+        await self._wake.close()
         if self._checker:
             await self._checker.stop()
         if self._producer:
@@ -272,23 +269,11 @@ class OutboxRelay:
     def wake(self) -> None:
         self._wake.set()
 
-    async def _listen(self) -> None:
-        if self._listen_conn is not None and not self._listen_conn.is_closed():
-            return
-        try:
-            self._listen_conn = await asyncpg.connect(self._dsn)
-            await self._listen_conn.add_listener(
-                notify_channel(self._schema), lambda *_: self._wake.set()
-            )
-        except (OSError, asyncpg.PostgresError) as exc:
-            self._listen_conn = None
-            log.warning("outbox relay cannot LISTEN (polling only for now): %s", exc)
-
     async def _run(self) -> None:
         while True:
             failed = False
             try:
-                await self._listen()
+                await self._wake.listen()
                 now = time.monotonic()
                 if self._suspect_broker or (
                     now - self._last_broker_check >= self._broker_check_interval_s
@@ -327,9 +312,16 @@ class OutboxRelay:
                 log.warning("%s: outbox gauges not refreshed: %s", self._schema, exc)
             if failed:
                 await asyncio.sleep(self._poll_interval)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
-            self._wake.clear()
+            await self._wake.wait(self._poll_interval)
+
+    async def _hold_outbox(self, conn: DbConnection) -> bool:
+        """Take this schema's outbox for the transaction, or learn another relay has it:
+        one relay publishes or puts back rows at a time, so offsets are recorded in order."""
+        locked: bool = await conn.fetchval(
+            "SELECT pg_try_advisory_xact_lock(hashtext('claimflow.outbox.' || $1::text))",
+            self._schema,
+        )
+        return locked
 
     async def publish_batch(self) -> int:
         """Publish up to one batch; returns how many rows were published.
@@ -340,11 +332,7 @@ class OutboxRelay:
         outage: str | None = None
         replays: list[tuple[str, int]] = []
         async with self._pool.acquire() as conn, conn.transaction():
-            locked = await conn.fetchval(
-                "SELECT pg_try_advisory_xact_lock(hashtext('claimflow.outbox.' || $1::text))",
-                self._schema,
-            )
-            if not locked:
+            if not await self._hold_outbox(conn):
                 return 0
             rows = await conn.fetch(
                 """SELECT id, topic, message_key, payload, attempts, key_id, signature FROM outbox
@@ -625,11 +613,7 @@ class OutboxRelay:
         metadata = await asyncio.wait_for(self._checker._client.fetch_all_metadata(), timeout)
         replays: list[tuple[str, int]] = []
         async with self._pool.acquire() as conn, conn.transaction():
-            locked = await conn.fetchval(
-                "SELECT pg_try_advisory_xact_lock(hashtext('claimflow.outbox.' || $1::text))",
-                self._schema,
-            )
-            if not locked:
+            if not await self._hold_outbox(conn):
                 return 0
             if cluster_id is not None:
                 known = await conn.fetchval("SELECT cluster_id FROM outbox_broker_cluster")
