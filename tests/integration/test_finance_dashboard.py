@@ -22,7 +22,7 @@ from services.payout.bootstrap import create_app
 from services.payout.service_layer import funding
 from services.payout.views import DashboardWindow
 from shared.contracts.topics import PAYOUT_EVENTS
-from shared.db import create_pool, migrate
+from shared.db import DbConnection, create_pool, migrate
 from shared.devstack.stack import StackConfig
 from shared.problems import Invalid
 from shared.programs import load_catalogue
@@ -69,7 +69,7 @@ async def api(pool: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def payout(
-    conn: asyncpg.Connection,
+    conn: DbConnection,
     fund_id: str,
     amount_fen: int,
     *,
