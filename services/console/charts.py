@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 WIDTH = 720
@@ -119,6 +119,10 @@ def duration(seconds: float | None, lang: str) -> str:
     """A table cell: "2 h 30 min" / "2小时30分钟", to the second below a minute."""
     if seconds is None:
         return "—"
+    if seconds < 10:
+        # The simulated bank pays within a second: "0.6 s", not "1 s".
+        text = plain_number(round(seconds, 1)) if seconds >= 0.05 else "0"
+        return f"{text} s" if lang == "en" else f"{text}秒"
     whole = round(seconds)
     parts: list[tuple[int, str, str]] = []
     for size, en, zh in DURATION_UNITS:
@@ -137,11 +141,13 @@ def fen_to_yuan(fen: int | None) -> Decimal | None:
     return None if fen is None else Decimal(fen) / 100
 
 
-def day_labels(days: Sequence[str], x_of: Callable[[int], float]) -> list[Label]:
-    """At most ``MAX_DAY_LABELS`` day labels ("11-02"), evenly spaced, the last day always."""
+def day_labels(
+    days: Sequence[str], x_of: Callable[[int], float], *, max_labels: int = MAX_DAY_LABELS
+) -> list[Label]:
+    """At most ``max_labels`` day labels ("11-02"), evenly spaced, the last day always."""
     if not days:
         return []
-    step = max(1, math.ceil(len(days) / MAX_DAY_LABELS))
+    step = max(1, math.ceil(len(days) / max(1, max_labels)))
     chosen = [i for i in range(len(days)) if i % step == 0]
     if chosen[-1] != len(days) - 1 and len(days) - 1 - chosen[-1] >= step / 2:
         chosen.append(len(days) - 1)
@@ -156,6 +162,16 @@ def _ticks(upper: float, lower: float, top: float, label: Callable[[float], str]
 # --- the charts -------------------------------------------------------------------------
 
 
+def _frame(chart_id: str, width: int, height: int) -> Chart:
+    return Chart(
+        chart_id,
+        width=width,
+        height=height,
+        right=width - RIGHT,
+        bottom=height - BOTTOM,
+    )
+
+
 def bar_chart(
     chart_id: str,
     days: Sequence[str],
@@ -164,33 +180,36 @@ def bar_chart(
     label: Callable[[float], str],
     titles: Sequence[str],
     css: str = "bar",
+    width: int = WIDTH,
+    height: int = HEIGHT,
 ) -> Chart:
-    """One bar per day (``values`` in the axis' unit), scaled to a nice maximum."""
-    base = Chart(chart_id)
+    """One bar per day (``values`` in the axis' unit), scaled to a nice maximum; a
+    narrower ``width`` for charts side by side keeps their lettering the same size."""
+    base = _frame(chart_id, width, height)
     top = nice_max(max(values, default=0.0))
     slot = (base.right - base.left) / max(1, len(days))
-    width = max(1.0, slot * 0.7)
-    height = base.bottom - base.top
+    bar_width = max(1.0, slot * 0.7)
+    plot = base.bottom - base.top
 
     def x_of(i: int) -> float:
         return base.left + slot * (i + 0.5)
 
     bars = [
         Bar(
-            x=round(x_of(i) - width / 2, 2),
-            y=round(base.bottom - height * v / top, 2),
-            width=round(width, 2),
-            height=round(height * v / top, 2),
+            x=round(x_of(i) - bar_width / 2, 2),
+            y=round(base.bottom - plot * v / top, 2),
+            width=round(bar_width, 2),
+            height=round(plot * v / top, 2),
             css=css,
             title=titles[i],
         )
         for i, v in enumerate(values)
         if v > 0
     ]
-    return Chart(
-        chart_id,
+    return replace(
+        base,
         y_ticks=_ticks(base.top, base.bottom, top, label),
-        x_labels=day_labels(days, x_of),
+        x_labels=day_labels(days, x_of, max_labels=MAX_DAY_LABELS * width // WIDTH),
         bars=bars,
     )
 

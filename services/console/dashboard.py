@@ -22,6 +22,8 @@ from services.console.i18n import bilingual_name, translate
 from services.console.web import ConsoleError, Kit
 
 PERCENTILES = ("p50", "p90", "p99")
+HALF_WIDTH = 400
+"""Amount and count side by side: each drawn narrower, so their lettering stays legible."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ def dashboard_view(body: dict[str, Any], lang: str) -> dict[str, Any]:
         [d["paid_fen"] / 100 for d in paid],
         label=yuan_label,
         titles=[f"{d['day']}: {_yuan_text(d['paid_fen'])} {t('dash.yuan')}" for d in paid],
+        width=HALF_WIDTH,
     )
     count_chart = charts.bar_chart(
         "chart-paid-count",
@@ -78,6 +81,7 @@ def dashboard_view(body: dict[str, Any], lang: str) -> dict[str, Any]:
         label=lambda v: charts.plain_number(v),
         titles=[f"{d['day']}: {d['payouts_paid']} {t('dash.payouts_unit')}" for d in paid],
         css="bar count",
+        width=HALF_WIDTH,
     )
     highest = max(
         (d["time_to_payment"][f"{p}_seconds"] or 0.0 for d in paid for p in PERCENTILES),
