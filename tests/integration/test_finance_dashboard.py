@@ -347,3 +347,22 @@ def test_the_window_rules() -> None:
     assert DashboardWindow.resolve(date(2026, 1, 1), date(2027, 1, 1), today).first.year == 2026
     with pytest.raises(Invalid):
         DashboardWindow.resolve(date(2026, 1, 1), date(2027, 1, 2), today)
+
+
+@pytest.mark.parametrize(
+    ("first", "last"),
+    [("0001-01-01", "0001-01-10"), ("9999-12-22", "9999-12-31"), ("2026-11-04", "2026-11-04")],
+)
+async def test_the_calendars_ends_answer_not_fail(
+    pool: asyncpg.Pool, api: httpx.AsyncClient, first: str, last: str
+) -> None:
+    r = await api.get(
+        "/finance/dashboard", params={"from": first, "to": last}, headers=dict(finance_clerk())
+    )
+    assert r.status_code == 200, r.text[:500]
+    assert r.json()["days"][-1]["day"] == last
+    default_from = await api.get(
+        "/finance/dashboard", params={"to": "0001-01-05"}, headers=dict(finance_clerk())
+    )
+    assert default_from.status_code == 200, default_from.text[:500]
+    assert default_from.json()["from"] == "0001-01-01"

@@ -29,7 +29,9 @@ from shared.db import DbConnection
 BUSINESS_TIMEZONE = BANK_TIMEZONE
 PERCENTILES = (0.5, 0.9, 0.99)
 
-# $1 first day, $2 last day (inclusive): both ends as instants of Beijing midnights.
+# $1 first day, $2 last day (inclusive), sent as ISO text: asyncpg sends date.min and
+# date.max (0001-01-01, 9999-12-31, valid days to ask for) as -infinity and infinity,
+# on which PostgreSQL's date arithmetic fails. Both ends become Beijing midnights.
 _PAID_IN_RANGE = f"""
     SELECT (paid_at AT TIME ZONE '{BUSINESS_TIMEZONE}')::date AS day,
            paid_amount_fen,
@@ -37,8 +39,8 @@ _PAID_IN_RANGE = f"""
            greatest(paid_at - claim_received_at, interval '0') AS after_received
     FROM payouts
     WHERE paid_at IS NOT NULL
-      AND paid_at >= $1::date::timestamp AT TIME ZONE '{BUSINESS_TIMEZONE}'
-      AND paid_at < ($2::date + 1)::timestamp AT TIME ZONE '{BUSINESS_TIMEZONE}'
+      AND paid_at >= $1::text::date::timestamp AT TIME ZONE '{BUSINESS_TIMEZONE}'
+      AND paid_at < ($2::text::date + 1)::timestamp AT TIME ZONE '{BUSINESS_TIMEZONE}'
       AND ($3::text IS NULL OR fund_id = $3)"""
 
 _PERCENTILES = "ARRAY[{}]::float8[]".format(", ".join(str(p) for p in PERCENTILES))
@@ -71,13 +73,13 @@ async def paid_per_day(
     return list(
         await conn.fetch(
             f"""WITH paid AS ({_PAID_IN_RANGE}),
-                     days AS (SELECT $1::date + i AS day
-                              FROM generate_series(0, $2::date - $1::date) AS i)
+                     days AS (SELECT $1::text::date + i AS day
+                              FROM generate_series(0, $2::text::date - $1::text::date) AS i)
                 SELECT days.day, {_AGGREGATES}
                 FROM days LEFT JOIN paid ON paid.day = days.day
                 GROUP BY days.day ORDER BY days.day""",
-            first,
-            last,
+            first.isoformat(),
+            last.isoformat(),
             fund_id,
         )
     )
@@ -89,7 +91,10 @@ async def paid_in_range(
     """The same figures over the whole range (percentiles of all its payouts, not an
     average of the days')."""
     row = await conn.fetchrow(
-        f"SELECT {_AGGREGATES} FROM ({_PAID_IN_RANGE}) AS paid", first, last, fund_id
+        f"SELECT {_AGGREGATES} FROM ({_PAID_IN_RANGE}) AS paid",
+        first.isoformat(),
+        last.isoformat(),
+        fund_id,
     )
     assert row is not None  # an aggregate without GROUP BY always answers one row
     return row
@@ -121,22 +126,22 @@ async def burn_per_day(
     :func:`funds`."""
     return list(
         await conn.fetch(
-            f"""WITH days AS (SELECT $1::date + i AS day
-                              FROM generate_series(0, $2::date - $1::date) AS i),
+            f"""WITH days AS (SELECT $1::text::date + i AS day
+                              FROM generate_series(0, $2::text::date - $1::text::date) AS i),
                      daily AS (
                          SELECT fund_id,
                                 (paid_at AT TIME ZONE '{BUSINESS_TIMEZONE}')::date AS day,
                                 sum(paid_amount_fen) AS paid_fen
                          FROM payouts
                          WHERE paid_at IS NOT NULL
-                           AND paid_at < ($2::date + 1)::timestamp
+                           AND paid_at < ($2::text::date + 1)::timestamp
                                          AT TIME ZONE '{BUSINESS_TIMEZONE}'
                            AND fund_id IS NOT NULL
                            AND ($3::text IS NULL OR fund_id = $3)
                          GROUP BY 1, 2),
                      earlier AS (
                          SELECT fund_id, sum(paid_fen) AS paid_fen
-                         FROM daily WHERE day < $1::date GROUP BY fund_id),
+                         FROM daily WHERE day < $1::text::date GROUP BY fund_id),
                      top_ups AS (
                          SELECT fund_id,
                                 (at AT TIME ZONE '{BUSINESS_TIMEZONE}')::date AS day,
@@ -160,8 +165,8 @@ async def burn_per_day(
                 LEFT JOIN earlier ON earlier.fund_id = f.fund_id
                 WHERE ($3::text IS NULL OR f.fund_id = $3)
                 ORDER BY f.fund_id, days.day""",
-            first,
-            last,
+            first.isoformat(),
+            last.isoformat(),
             fund_id,
         )
     )
