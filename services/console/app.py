@@ -28,6 +28,7 @@ from stdnum.exceptions import ValidationError as StdnumError
 from services.console.api import ApiAnswer, ApiClient, ServiceUnavailable, new_idempotency_key
 from services.console.audit import install_audit
 from services.console.config import ConsoleSettings
+from services.console.dashboard import install_dashboard
 from services.console.finance import install_finance
 from services.console.i18n import LANGS, bilingual_name, translate, translate_or
 from services.console.oidc import OidcClient, SignInFailed
@@ -800,6 +801,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
 
     kit = Kit(render=render, call=call, need=need)
     install_finance(app, kit)
+    install_dashboard(app, kit)
     install_audit(app, kit)
 
     # --- public status page (进度查询) --------------------------------------------------
