@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -13,6 +13,18 @@ class ServiceSettings(BaseSettings):
 
     database_url: str = "postgresql://claimflow@127.0.0.1:15432/claimflow"
     kafka_bootstrap: str = "127.0.0.1:19092"
+    # How the service authenticates to the broker (shared/messaging/kafka_security.py).
+    # The embedded tansu stack: none of these (PLAINTEXT on loopback). docker-compose's
+    # Apache Kafka: SCRAM-SHA-256 as the service's own principal, whose ACLs let it write
+    # only its own topics and read what it consumes (docs/audit.md).
+    kafka_sasl_mechanism: Literal["", "SCRAM-SHA-256", "SCRAM-SHA-512"] = ""
+    """Empty: no SASL. Else the SASL mechanism, with the username and password below."""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_tls: bool = False
+    """TLS to the broker (SASL_SSL with a mechanism, SSL without)."""
+    kafka_tls_cafile: str = ""
+    """The CA bundle that signed the brokers' certificates; empty: the system's."""
     http_host: str = "127.0.0.1"
     http_port: int = 8100
 
@@ -76,3 +88,18 @@ class ServiceSettings(BaseSettings):
     """Folder the seals are written to (``<dir>/<service>/*.json``); empty: no seals."""
     audit_seal_interval_s: float = Field(default=300.0, gt=0)
     """How often the chain heads are sealed and the service's chains verified."""
+
+    @model_validator(mode="after")
+    def _kafka_credentials_complete(self) -> Self:
+        # A mechanism without credentials would fail at the first connection, as a
+        # broker error far from its cause: refuse at start, naming the variables.
+        if self.kafka_sasl_mechanism and not (
+            self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()
+        ):
+            raise ValueError(
+                f"CLAIMFLOW_KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism} needs "
+                "CLAIMFLOW_KAFKA_SASL_USERNAME and CLAIMFLOW_KAFKA_SASL_PASSWORD"
+            )
+        if self.kafka_tls_cafile and not self.kafka_tls:
+            raise ValueError("CLAIMFLOW_KAFKA_TLS_CAFILE is set but CLAIMFLOW_KAFKA_TLS is not")
+        return self

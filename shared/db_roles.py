@@ -22,12 +22,13 @@ with psql variables for the passwords, checked by a test to be this module's out
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
+
+from shared.secret_files import write_private
 
 SCHEMAS = ("intake", "review", "payout", "bank_sim")
 """Every schema of the system, in migration order; bank_sim is the simulated bank's."""
@@ -133,14 +134,7 @@ def generate_passwords(admin: str = ADMIN_ROLE) -> dict[str, str]:
 def write_passwords(data_dir: Path, passwords: Mapping[str, str]) -> Path:
     """Written with mode 0600 from its creation (never readable by others, not even
     for a moment), replacing the file atomically."""
-    path = data_dir / PASSWORDS_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(dict(passwords), f, indent=2)
-    tmp.replace(path)
-    return path
+    return write_private(data_dir / PASSWORDS_FILE, json.dumps(dict(passwords), indent=2))
 
 
 def read_passwords(data_dir: Path) -> dict[str, str] | None:

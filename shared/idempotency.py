@@ -27,33 +27,6 @@ UnitOfWorkWork = Callable[[UnitOfWork], Awaitable[tuple[int, dict[str, Any]]]]
 HEADER = "Idempotency-Key"
 
 
-class Refusal(Exception):
-    """A 4xx answer from inside ``work``: whatever the work did is rolled back, the
-    answer is stored under the key like any other."""
-
-    status_code = 409
-
-    def body(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-
-class Problem(Refusal):
-    """A refusal with the project's one error body, naming one field and its rule."""
-
-    def __init__(
-        self, status_code: int, detail: str, field: str, rule: str, message: str | None = None
-    ) -> None:
-        super().__init__(detail)
-        self.status_code = status_code
-        self.detail = detail
-        self.field = field
-        self.rule = rule
-        self.message = message or detail
-
-    def body(self) -> dict[str, Any]:
-        return problem_body(self.detail, self.field, self.rule, self.message)
-
-
 @dataclass(frozen=True)
 class Response:
     status_code: int
@@ -66,8 +39,8 @@ def request_hash(method: str, path: str, body: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-KEY_REUSED = Problem(
-    422,
+KEY_REUSED_STATUS = 422
+KEY_REUSED = problem_body(
     "Idempotency-Key reused with a different request",
     f"header.{HEADER}",
     "idempotency_key_reused",
@@ -81,8 +54,9 @@ async def respond(
     """Runs ``work`` in one transaction. With an Idempotency-Key, the first response is
     stored with the request's hash in the same transaction: a repeat with the same body
     gets that response (a concurrent repeat waits on the key's row until the first
-    commits), a repeat with another body gets a 422 (not stored). Refusals (4xx) are
-    stored too; the refused work itself leaves nothing behind (a savepoint)."""
+    commits), a repeat with another body gets a 422 (not stored). Refusals (4xx, the
+    project's one hierarchy in shared/problems.py) are stored too; the refused work
+    itself leaves nothing behind (a savepoint)."""
     async with conn.transaction():
         if idempotency_key is not None:
             fresh = await conn.fetchval(
@@ -99,12 +73,12 @@ async def respond(
                 )
                 assert row is not None and row["status_code"] is not None
                 if row["request_hash"] != fingerprint:
-                    return Response(KEY_REUSED.status_code, KEY_REUSED.body())
+                    return Response(KEY_REUSED_STATUS, KEY_REUSED)
                 return Response(row["status_code"], json.loads(row["response"]), replayed=True)
         try:
             async with conn.transaction():
                 status_code, body = await work(conn)
-        except (Refusal, problems.Refusal) as refusal:
+        except problems.Refusal as refusal:
             status_code, body = refusal.status_code, refusal.body()
         if idempotency_key is not None:
             await conn.execute(

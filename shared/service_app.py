@@ -35,6 +35,7 @@ from shared.http_guard import RequestGuard, refuse_bad_path_text
 from shared.messaging import signing
 from shared.messaging.consumer import Handlers, IdempotentBatchConsumer
 from shared.messaging.fetch import wait_for_data_when_idle
+from shared.messaging.kafka_security import aiokafka_security, broker_security
 from shared.messaging.outbox import OutboxRelay
 from shared.messaging.watch import ConsumerWatch, exit_process
 from shared.metrics import REGISTRY
@@ -128,6 +129,7 @@ def build_service_app(
             max_attempts=settings.outbox_max_attempts,
             retention_s=settings.outbox_retention_s,
             broker_check_interval_s=settings.outbox_broker_check_interval_s,
+            client_security=aiokafka_security(settings),
         )
         await runtime.relay.start()
         for loop in background_loops:
@@ -154,6 +156,8 @@ def build_service_app(
         middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY, app_name=name)],
         lifespan=lifespan,
         client_id=f"claimflow-{name}",
+        # Its own principal on docker-compose's Kafka (SASL/SCRAM; ACLs: docs/audit.md).
+        security=broker_security(settings),
         # FastStream logs "Received" and "Processed" for every fetched batch at this level:
         # at INFO that was two formatted, written log lines per batch on the claim path.
         # Start-up and rebalance messages keep their own level (INFO).

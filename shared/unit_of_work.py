@@ -105,14 +105,6 @@ class UnitOfWork:
         self._events.append(envelope)
         return envelope
 
-    def emit_envelope(self, envelope: EventEnvelope) -> None:
-        """Stage an envelope built elsewhere (its producer must be this service)."""
-        if envelope.producer != self.service:
-            raise ValueError(
-                f"{self.service} cannot emit an event produced by {envelope.producer!r}"
-            )
-        self._events.append(envelope)
-
     def after_commit(self, callback: Callable[[], object]) -> None:
         _after_commit.after_commit(callback)
 

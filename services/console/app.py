@@ -4,6 +4,7 @@ database or a topic."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -27,6 +28,7 @@ from stdnum.exceptions import ValidationError as StdnumError
 from services.console.api import ApiAnswer, ApiClient, ServiceUnavailable, new_idempotency_key
 from services.console.audit import install_audit
 from services.console.config import ConsoleSettings
+from services.console.dashboard import install_dashboard
 from services.console.finance import install_finance
 from services.console.i18n import LANGS, bilingual_name, translate, translate_or
 from services.console.oidc import OidcClient, SignInFailed
@@ -54,6 +56,8 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 DUE_SOON_S = 24 * 3600
 PROGRAMS_TTL_S = 300.0
+DESK_CATCH_UP_S = 5.0
+"""How long a reviewer's task page waits for intake's tracker to learn a new desk."""
 LOW_RISK_CHECK = "pass"
 
 Form = Annotated[FormData, Depends(checked_form)]
@@ -660,7 +664,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             # Another department's task: not shown at all (the review service would also
             # refuse the decision).
             raise ConsoleError(403, "error.403")
-        claim = await need(request, "intake", f"/claims/{claim_id}")
+        claim = await claim_on_my_desk(request, claim_id)
         cat = await catalogue(request)
         return {
             "review": review,
@@ -669,6 +673,23 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             "names": doc_names(cat),
             "checklist": checklist(cat, claim["kind"], claim["program_id"]),
         }
+
+    async def claim_on_my_desk(request: Request, claim_id: uuid.UUID) -> Any:
+        """Intake's claim for a task review has just shown as the caller's. Intake learns
+        which desks a claim is on from review's events, a moment after review made the
+        task: a reviewer who opens a brand-new task may get there first, so a
+        department_scope refusal is asked again for a few seconds before it stands."""
+        deadline = time.monotonic() + DESK_CATCH_UP_S
+        while True:
+            answer = await call(request, "intake", "GET", f"/claims/{claim_id}")
+            if answer.status != 403 or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.2)
+        if answer.status in (403, 404):
+            raise ConsoleError(answer.status, f"error.{answer.status}", answer.detail)
+        if not answer.ok:
+            raise ConsoleError(502, "error.unavailable", f"intake: {answer.detail}")
+        return answer.body
 
     @app.get("/review/claims/{claim_id}/tasks/{task_id}")
     async def task_page(
@@ -780,6 +801,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
 
     kit = Kit(render=render, call=call, need=need)
     install_finance(app, kit)
+    install_dashboard(app, kit)
     install_audit(app, kit)
 
     # --- public status page (进度查询) --------------------------------------------------

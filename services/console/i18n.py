@@ -360,6 +360,84 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "rule.tax_period_not_future": ("所属期不能晚于当月", "not in the future"),
     "rule.greater_than": ("必须大于 0", "greater than 0"),
     "rule.decimal_parsing": ("请输入数字金额", "a decimal amount"),
+    "rule.date_from_datetime_parsing": ("请输入日期 (YYYY-MM-DD)", "a date (YYYY-MM-DD)"),
+    "rule.date_parsing": ("请输入日期 (YYYY-MM-DD)", "a date (YYYY-MM-DD)"),
+    "rule.not_before_from": ("截止日期早于开始日期", "the end is before the start"),
+    "rule.max_days": ("起止日期最多 366 天", "at most 366 days"),
+    "rule.known_fund": ("没有这个资金", "no such fund"),
+    # the finance dashboard (services/console/dashboard.py)
+    "nav.dashboard": ("资金看板", "Dashboard"),
+    "dash.title": ("资金看板", "Finance dashboard"),
+    "dash.intro": (
+        "按北京时间逐日统计到账、到账时长与预算执行, 数据直接取自拨付服务。生产环境的完整看板:",
+        "Paid per day, time to payment and budget burn by Beijing day, straight from the "
+        "payout service. The production dashboards:",
+    ),
+    "dash.from": ("日期自", "From"),
+    "dash.to": ("至", "to"),
+    "dash.show": ("显示", "Show"),
+    "dash.days_note": (
+        "按到账日期 (北京时间) 统计, 含起止日, 最多 366 天; 默认最近 30 天",
+        "Days of arrival (Beijing time), both inclusive, at most 366; the last 30 days by default",
+    ),
+    "dash.range": ("统计区间", "Range"),
+    "dash.days": ("天", "days"),
+    "dash.as_of": ("数据截至", "as of"),
+    "dash.payouts_paid": ("到账笔数", "Payouts paid"),
+    "dash.paid_amount": ("到账金额 (元)", "Paid (yuan)"),
+    "dash.ttp": ("到账时长", "Time to payment"),
+    "dash.paid_title": ("每日到账", "Paid per day"),
+    "dash.paid_amount_chart": ("每日到账金额", "Amount paid per day"),
+    "dash.paid_amount_desc": (
+        "柱状图: 每个北京时间日的到账金额 (元), 数据见下表",
+        "Bar chart: yuan paid on each Beijing day; the table below has the figures",
+    ),
+    "dash.paid_count_chart": ("每日到账笔数", "Payouts paid per day"),
+    "dash.paid_count_desc": (
+        "柱状图: 每日到账笔数, 数据见下表",
+        "Bar chart: payouts paid on each day; the table below has the figures",
+    ),
+    "dash.day": ("日期", "Day"),
+    "dash.total": ("合计", "Total"),
+    "dash.yuan": ("元", "yuan"),
+    "dash.payouts_unit": ("笔", "payouts"),
+    "dash.ttp_title": ("到账时长 (P50 / P90 / P99)", "Time to payment (P50 / P90 / P99)"),
+    "dash.ttp_note": (
+        "到账时长 = 资金到账时间 − 审批通过 (拨付服务收到终审结论) 的时间, 含等待资金额度、"
+        "待补材料、银行处理、重试与退回更正; 按到账日期归日。另列自窗口受理起的时长 "
+        "(即 Grafana 的 time-to-payment 直方图)。",
+        "Time to payment = when the money arrived − when the final approval reached payout: "
+        "waiting for budget, for promised documents, the bank, retries, returns and "
+        "corrections included; counted on the day of arrival. From the window's "
+        "registration (Grafana's time-to-payment histogram) alongside.",
+    ),
+    "dash.ttp_chart": ("每日到账时长百分位", "Time to payment per day, percentiles"),
+    "dash.ttp_desc": (
+        "折线图: 每日到账时长的第 50、90、99 百分位, 无到账的日期断开; 数据见下表",
+        "Line chart: the 50th, 90th and 99th percentile of time to payment per day, broken "
+        "on days without payments; the table below has the figures",
+    ),
+    "dash.after_approval": ("自审批通过", "From approval"),
+    "dash.after_received": ("自窗口受理", "From registration"),
+    "dash.burn_title": ("预算执行", "Budget burn"),
+    "dash.burn_note": (
+        "柱: 截至每日末的累计到账; 线: 当日预算 (含追加); 右侧「当前」: 已到账 + 在途 "
+        "(已拨出未到账) + 已预留。拨付服务只保存当前的预留与拨出, 历史按到账重建。",
+        "Bars: paid up to the end of each day; line: the day's budget (top-ups included); "
+        "'now' on the right: paid + in flight (committed, not arrived) + reserved. Payout "
+        "keeps only today's reserved and committed, so the history is what arrived.",
+    ),
+    "dash.burn_chart": ("累计到账与预算", "Cumulative paid against the budget"),
+    "dash.burn_desc": (
+        "柱状图: 每日末累计到账, 折线为预算, 最右为当前已到账、在途与预留; 数据见下表",
+        "Bar chart: cumulative paid at each day's end, the line is the budget, the last "
+        "column paid, in flight and reserved now; the tables have the figures",
+    ),
+    "dash.now": ("当前", "now"),
+    "dash.now_caption": ("当前", "Now"),
+    "dash.in_flight": ("在途", "In flight"),
+    "dash.paid_cumulative": ("累计到账", "Paid to date"),
+    "dash.paid_on_day": ("当日到账", "Paid on the day"),
     # errors, misc
     "error.title": ("出错了", "Something went wrong"),
     "error.403": (

@@ -25,6 +25,7 @@ from services.intake.entrypoints.schemas import (
     EnterpriseView,
     TimelineEntry,
 )
+from shared.auth.scope import Desks, off_desk
 from shared.db import DbConnection
 from shared.money import fen_to_yuan
 
@@ -71,9 +72,25 @@ def _summary(row: asyncpg.Record, now: datetime) -> dict[str, Any]:
     }
 
 
-async def claim(conn: DbConnection, claim_id: uuid.UUID, *, now: datetime) -> ClaimView | None:
-    row = await conn.fetchrow("SELECT * FROM claims WHERE claim_id = $1", claim_id)
+# A department reviewer's reads (shared/auth/scope.py): only claims review put before one
+# of their departments. In the WHERE clause, so another desk's claim is never fetched.
+_ON_DESKS = "({0}::text[] IS NULL OR review_desks && {0}::text[])"
+
+
+async def claim(
+    conn: DbConnection, claim_id: uuid.UUID, *, now: datetime, desks: Desks
+) -> ClaimView | None:
+    """The claim with its documents and timeline; None when there is no such claim.
+    ``desks``: a department reviewer's departments (None: no department scope); a claim
+    off those desks is refused exactly as one that does not exist would be."""
+    row = await conn.fetchrow(
+        f"SELECT * FROM claims WHERE claim_id = $1 AND {_ON_DESKS.format('$2')}",
+        claim_id,
+        desks,
+    )
     if row is None:
+        if desks is not None:
+            raise off_desk(desks)
         return None
     documents = await conn.fetch(
         """SELECT document_id, critical, state, requested_by, supplied_at, title,
@@ -102,16 +119,18 @@ async def _search(
     status: str | None = None,
     kind: str | None = None,
     program_id: str | None = None,
+    desks: Desks,
     limit: int,
     offset: int,
 ) -> tuple[list[asyncpg.Record], int]:
-    where = """($1::text IS NULL OR uscc = $1) AND ($2::text IS NULL OR status = $2)
-               AND ($3::text IS NULL OR kind = $3) AND ($4::text IS NULL OR program_id = $4)"""
-    args = (uscc, status, kind, program_id)
+    where = f"""($1::text IS NULL OR uscc = $1) AND ($2::text IS NULL OR status = $2)
+               AND ($3::text IS NULL OR kind = $3) AND ($4::text IS NULL OR program_id = $4)
+               AND {_ON_DESKS.format("$5")}"""
+    args = (uscc, status, kind, program_id, desks)
     total: int = await conn.fetchval(f"SELECT count(*) FROM claims WHERE {where}", *args)
     rows = await conn.fetch(
         f"""SELECT * FROM claims WHERE {where}
-            ORDER BY received_at DESC, claim_id LIMIT $5 OFFSET $6""",
+            ORDER BY received_at DESC, claim_id LIMIT $6 OFFSET $7""",
         *args,
         limit,
         offset,
@@ -126,6 +145,7 @@ async def claims(
     status: ClaimStatus | None,
     kind: str | None,
     program_id: str | None,
+    desks: Desks,
     limit: int,
     offset: int,
     now: datetime,
@@ -136,6 +156,7 @@ async def claims(
         status=status.value if status else None,
         kind=kind,
         program_id=program_id,
+        desks=desks,
         limit=limit,
         offset=offset,
     )
@@ -147,9 +168,11 @@ async def claims(
     )
 
 
-async def enterprise(conn: DbConnection, uscc: str, *, now: datetime) -> EnterpriseView:
-    """Every claim of one enterprise, newest first, with counts per status."""
-    rows, _ = await _search(conn, uscc=uscc, limit=500, offset=0)
+async def enterprise(
+    conn: DbConnection, uscc: str, *, now: datetime, desks: Desks
+) -> EnterpriseView:
+    """Every claim of one enterprise (on ``desks``), newest first, with counts per status."""
+    rows, _ = await _search(conn, uscc=uscc, desks=desks, limit=500, offset=0)
     by_status: dict[str, int] = {}
     for r in rows:
         by_status[r["status"]] = by_status.get(r["status"], 0) + 1

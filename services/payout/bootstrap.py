@@ -13,6 +13,7 @@ from services.payout import metrics
 from services.payout.adapters.gateway import SimulatedGateway
 from services.payout.config import PayoutSettings
 from services.payout.domain.model import RetryPolicy
+from services.payout.entrypoints.dashboard import router as dashboard_router
 from services.payout.entrypoints.http import router
 from services.payout.gauges import GaugeExporter
 from services.payout.service_layer.dispatch import dispatch_requested
@@ -114,7 +115,7 @@ def create_app(
         migrations=Path(__file__).parent / "migrations",
         subscribe_to=subscriptions.topics,
         handlers=subscriptions.handlers(uows),
-        routers=[router],
+        routers=[router, dashboard_router],
         background_loops=[payment_loop],
         description="Payout: budgets, payment vouchers to the treasury/bank, reconciliation.",
     )

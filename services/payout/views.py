@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
+from services.payout.adapters import dashboard
 from services.payout.adapters.statements import report_for
 from services.payout.domain.model import IN_DOUBT, WAITING
 from shared.db import DbConnection
+from shared.problems import Invalid
 
 __all__ = [
+    "Dashboard",
+    "DashboardWindow",
     "PayoutDetail",
     "PayoutFilter",
+    "finance_dashboard",
     "fund_exists",
     "fund_queue",
     "fund_views",
@@ -139,3 +144,79 @@ async def stuck_payouts(conn: DbConnection, *, stuck_after_s: float) -> dict[str
         stuck_after_s,
     )
     return {r["status"]: int(r["n"]) for r in rows}
+
+
+# --- the finance dashboard (issue 13) -------------------------------------------------
+
+DASHBOARD_MAX_DAYS = 366
+"""A year, leap day included: a wider window is refused (422), not silently cut."""
+DASHBOARD_DEFAULT_DAYS = 30
+
+
+@dataclass(frozen=True)
+class DashboardWindow:
+    """The dashboard's days, both inclusive, Beijing calendar days."""
+
+    first: date
+    last: date
+
+    @classmethod
+    def resolve(cls, first: date | None, last: date | None, today: date) -> DashboardWindow:
+        """``to`` defaults to today, ``from`` to the 30 days ending on ``to``; ``from``
+        after ``to`` or more than 366 days are refused naming the field."""
+        end = today if last is None else last
+        start = first
+        if start is None:
+            try:
+                start = end - timedelta(days=DASHBOARD_DEFAULT_DAYS - 1)
+            except OverflowError:  # to = 0001-01-05: the window starts with the calendar
+                start = date.min
+        field = "query.to" if last is not None else "query.from"
+        if start > end:
+            raise Invalid(
+                f"'to' ({end}) is before 'from' ({start})", field=field, rule="not_before_from"
+            )
+        if (end - start).days + 1 > DASHBOARD_MAX_DAYS:
+            raise Invalid(
+                f"at most {DASHBOARD_MAX_DAYS} days from 'from' to 'to' (both inclusive); "
+                f"{start} to {end} is {(end - start).days + 1}",
+                field=field,
+                rule="max_days",
+            )
+        return cls(start, end)
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    window: DashboardWindow
+    fund_id: str | None
+    as_of: datetime
+    days: list[asyncpg.Record]
+    totals: asyncpg.Record
+    funds: list[asyncpg.Record]
+    burn: dict[str, list[asyncpg.Record]]
+
+
+async def finance_dashboard(
+    conn: DbConnection, first: date | None, last: date | None, fund_id: str | None
+) -> Dashboard:
+    """Paid per day, time-to-payment percentiles and budget burn (adapters/dashboard.py)
+    from one snapshot: a read-only repeatable-read transaction, so the days, the totals
+    and the funds' current figures agree with one another."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        window = DashboardWindow.resolve(first, last, await dashboard.business_today(conn))
+        funds = await dashboard.funds(conn, fund_id)
+        if fund_id is not None and not funds:
+            raise Invalid(f"no fund {fund_id!r}", field="query.fund_id", rule="known_fund")
+        burn: dict[str, list[asyncpg.Record]] = {}
+        for row in await dashboard.burn_per_day(conn, window.first, window.last, fund_id):
+            burn.setdefault(row["fund_id"], []).append(row)
+        return Dashboard(
+            window=window,
+            fund_id=fund_id,
+            as_of=await dashboard.snapshot_time(conn),
+            days=await dashboard.paid_per_day(conn, window.first, window.last, fund_id),
+            totals=await dashboard.paid_in_range(conn, window.first, window.last, fund_id),
+            funds=funds,
+            burn=burn,
+        )

@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel
 
+from shared.auth.scope import Desks, off_desk
 from shared.db import DbConnection
 from shared.money import fen_to_yuan, optional_fen_to_yuan
 from shared.problems import NotFound
@@ -147,11 +148,24 @@ _WORKLIST_COLUMNS = [
 ]
 
 
-async def claim_review(conn: DbConnection, claim_id: uuid.UUID) -> ClaimReview:
+async def claim_review(conn: DbConnection, claim_id: uuid.UUID, *, desks: Desks) -> ClaimReview:
     """The whole joint review of a claim: cross-checks, every task, who decided and when,
-    deadlines with their warnings and escalations."""
-    case = await conn.fetchrow("SELECT * FROM review_cases WHERE claim_id = $1", claim_id)
+    deadlines with their warnings and escalations.
+
+    ``desks`` (shared/auth/scope.py): a department reviewer's departments; the case is
+    read only when one of them has (or had) a task on the claim, else the caller gets
+    the same refusal as for a claim review has never seen."""
+    case = await conn.fetchrow(
+        """SELECT * FROM review_cases c WHERE claim_id = $1
+             AND ($2::text[] IS NULL OR EXISTS (
+                   SELECT 1 FROM review_tasks t
+                   WHERE t.claim_id = c.claim_id AND t.department = ANY($2::text[])))""",
+        claim_id,
+        desks,
+    )
     if case is None:
+        if desks is not None:
+            raise off_desk(desks)
         raise NotFound(f"no review case for claim {claim_id}", field="claim_id", rule="exists")
     tasks = await conn.fetch(
         """SELECT task_id, department, stage, status, created_at, due_at, decided_by,

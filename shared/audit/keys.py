@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from shared.secret_files import write_private
 
 KEYS_FORMAT = "claimflow-keys/1"
 
@@ -134,11 +135,7 @@ __all__ = ["InvalidSignature", "KeyRing", "ServiceKey", "UnknownKey", "ensure_ke
 
 
 def _write_private(path: Path, key: ServiceKey) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(key.private_document(), f)
-    tmp.replace(path)
+    write_private(path, json.dumps(key.private_document()))
 
 
 def ensure_keys(directory: Path, services: Iterable[str]) -> KeyRing:

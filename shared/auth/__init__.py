@@ -10,7 +10,7 @@ from shared.auth.dependency import (
 )
 from shared.auth.errors import AuthProblem
 from shared.auth.settings import AuthSettings
-from shared.auth.verify import TokenVerifier, verify_token
+from shared.auth.verify import TokenVerifier
 
 __all__ = [
     "AuthProblem",
@@ -21,5 +21,4 @@ __all__ = [
     "build_authenticator",
     "install_auth",
     "require",
-    "verify_token",
 ]

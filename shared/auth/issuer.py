@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from shared import secret_files
 from shared.auth.demo_users import DemoUser, DemoUsers, load_demo_users
 from shared.auth.keys import SigningKey, load_or_create_key
 from shared.auth.mint import DEFAULT_TTL_S, SERVICE_AUDIENCES, sign, token_claims
@@ -49,15 +50,7 @@ MAX_FORM_BYTES = 16_384
 
 
 def load_or_create_secret(data_dir: Path) -> str:
-    path = data_dir / SECRET_FILE
-    if path.exists():
-        return path.read_text(encoding="ascii").strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as out:
-        out.write(secret)
-    return secret
+    return secret_files.load_or_create_secret(data_dir / SECRET_FILE)
 
 
 def s256(verifier: str) -> str:

@@ -91,8 +91,4 @@ def load_policy(path: Path = PERMISSIONS_FILE) -> Policy:
 @functools.cache
 def known_departments() -> frozenset[str]:
     """The departments that review something (shared/reference/programs.yaml)."""
-    catalogue = load_catalogue()
-    found = set(catalogue.vat_refund.departments)
-    for program in catalogue.programs:
-        found.update(program.departments)
-    return frozenset(found)
+    return frozenset(load_catalogue().departments)

@@ -198,9 +198,4 @@ class TokenVerifier:
         )
 
 
-async def verify_token(verifier: TokenVerifier, token: str) -> Caller:
-    """Module-level spelling of ``verifier.verify(token)``."""
-    return await verifier.verify(token)
-
-
-__all__ = ["AuthProblem", "TokenVerifier", "claim", "verify_token"]
+__all__ = ["AuthProblem", "TokenVerifier", "claim"]

@@ -15,17 +15,20 @@ from typing import Any
 import asyncpg
 from rich.table import Table
 
+from services.intake.domain.model import FINAL as CLAIM_FINAL
+from services.payout.domain.model import COMMITTED as PAYOUT_COMMITTED
+from services.payout.domain.model import RESERVED as PAYOUT_RESERVED
 from shared.contracts.topics import INTAKE_EVENTS, PAYOUT_EVENTS, REVIEW_EVENTS
 
 SERVICES = ("intake", "review", "payout")
 SUBSCRIBERS: dict[str, tuple[str, ...]] = {
-    # Who consumes each topic (services/*/bootstrap.py, subscribe_to): every event
-    # published there must reach each of them.
+    # Who consumes each topic: every event published there must reach each of them.
+    # (Kept equal to the services' subscriptions.py by tests/unit/test_event_flow_diagram.py.)
     INTAKE_EVENTS: ("review", "payout"),
     REVIEW_EVENTS: ("intake", "payout"),
     PAYOUT_EVENTS: ("intake",),
 }
-FINAL = ("rejected", "closed", "paid", "withdrawn", "lapsed")
+FINAL = tuple(sorted(s.value for s in CLAIM_FINAL))
 # Intake statuses in which a claim waits for a person, and which of its columns holds
 # the deadline the tracker shows.
 WAITING_DEADLINE = {
@@ -39,8 +42,9 @@ WAITING_DEADLINE = {
 QUEUED = "payout_queued"
 """Waits for finance to top up the fund's budget: a holder, but no deadline exists for
 it in the model; reported, not a violation."""
-RESERVED = ("held", "requested")
-COMMITTED = ("issuing", "issued", "unknown", "accepted", "sent", "retrying", "returned", "paid")
+# Which payouts a fund's reserved and committed figures must add up to: payout's own sets.
+RESERVED = tuple(sorted(s.value for s in PAYOUT_RESERVED))
+COMMITTED = tuple(sorted(s.value for s in PAYOUT_COMMITTED))
 EXAMPLES = 5
 
 

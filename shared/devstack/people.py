@@ -11,7 +11,6 @@ anywhere in the demo's bots.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,13 +22,27 @@ import httpx
 from shared.auth.cli_token import token_for
 from shared.auth.demo_users import load_demo_users
 
+TOKEN_TTL_S = 3600
+_minted: dict[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], tuple[str, float]] = {}
+"""Tokens already minted, with when they expire: minted again a minute before, since a
+chaos campaign or a long test run on a loaded machine outlives an hour."""
 
-@functools.cache
+
+def _now() -> float:
+    return time.time()
+
+
 def _token(
     data_dir: str, issuer: str, user: str, roles: tuple[str, ...], departments: tuple[str, ...]
 ) -> str:
-    # Tokens live an hour: a demo or a test session is shorter.
-    return token_for(Path(data_dir), user, roles, departments, issuer=issuer)
+    key = (data_dir, issuer, user, roles, departments)
+    held = _minted.get(key)
+    if held is not None and held[1] > _now() + 60:
+        return held[0]
+    expires = _now() + TOKEN_TTL_S
+    token = token_for(Path(data_dir), user, roles, departments, issuer=issuer, ttl_s=TOKEN_TTL_S)
+    _minted[key] = (token, expires)
+    return token
 
 
 @dataclass

@@ -13,7 +13,6 @@ import concurrent.futures
 import json
 import os
 import pwd
-import secrets
 import shutil
 import signal
 import socket
@@ -32,6 +31,7 @@ from shared import db_roles
 from shared.auth.keys import load_or_create_key
 from shared.contracts.topics import ALL_TOPICS
 from shared.db import migrate
+from shared.secret_files import load_or_create_secret, write_private
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("intake", "review", "payout")
@@ -754,14 +754,19 @@ def start_service(cfg: StackConfig, name: str) -> int:
 
 
 def service_popen(
-    cfg: StackConfig, name: str, *, warm_spare: bool = False
+    cfg: StackConfig, name: str, *, warm_spare: bool = False, http_port: int | None = None
 ) -> subprocess.Popen[bytes]:
     """The service process; a ``warm_spare`` imports everything, then waits for a line on
-    its stdin before it binds its port and connects (shared/run.py)."""
+    its stdin before it binds its port and connects (shared/run.py). With ``http_port``:
+    another instance of the service (same database, same consumer group), logging to
+    ``<name>-<port>.log``."""
     env = service_environment(cfg, name)
     if warm_spare:
         env["CLAIMFLOW_WARM_SPARE"] = "1"
-    with open(_log_file(cfg, name), "ab") as log:
+    if http_port is not None:
+        env["CLAIMFLOW_HTTP_PORT"] = str(http_port)
+    log_name = name if http_port is None else f"{name}-{http_port}"
+    with open(_log_file(cfg, log_name), "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"],
             cwd=REPO_ROOT,
@@ -803,14 +808,7 @@ CONSOLE_SECRET_FILE = "console-session-secret"
 def console_session_secret(cfg: StackConfig) -> str:
     """Made once per data folder (mode 0600) and kept: a restarted console then still
     accepts the cookies it signed (its sessions themselves live in its memory)."""
-    path = cfg.data_dir / CONSOLE_SECRET_FILE
-    if path.exists():
-        return path.read_text(encoding="ascii").strip()
-    secret = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as out:
-        out.write(secret)
-    return secret
+    return load_or_create_secret(cfg.data_dir / CONSOLE_SECRET_FILE)
 
 
 def issuer_popen(cfg: StackConfig) -> subprocess.Popen[bytes]:
@@ -1061,12 +1059,7 @@ def describe(cfg: StackConfig, info: dict[str, Any]) -> dict[str, Any]:
 
 def _write_info(cfg: StackConfig, info: dict[str, Any]) -> None:
     """stack.json holds passwords (the administrator's among them): mode 0600."""
-    tmp = cfg.info_file.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(describe(cfg, info), indent=2))
-    tmp.replace(cfg.info_file)
+    write_private(cfg.info_file, json.dumps(describe(cfg, info), indent=2))
 
 
 def down(cfg: StackConfig, *, info: dict[str, Any] | None = None) -> None:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -203,8 +203,12 @@ class OutboxRelay:
         send_timeout_s: float = 15.0,
         retention_s: float = 7 * 24 * 3600.0,
         broker_check_interval_s: float = 2.0,
+        client_security: Mapping[str, Any] | None = None,
     ) -> None:
+        """``client_security``: aiokafka's security keywords for the broker
+        (shared/messaging/kafka_security.py; none: PLAINTEXT)."""
         self._pool = pool
+        self._security = dict(client_security or {})
         self._schema = schema
         self._bootstrap = bootstrap_servers
         self._batch_size = batch_size
@@ -236,6 +240,7 @@ class OutboxRelay:
             linger_ms=2,
             max_batch_size=1024 * 1024,
             request_timeout_ms=int(self._send_timeout_s * 1000),
+            **self._security,
         )
         await self._producer.start()
         # No group: only asks the broker for log-end offsets and its cluster id.
@@ -244,6 +249,7 @@ class OutboxRelay:
             group_id=None,
             enable_auto_commit=False,
             request_timeout_ms=int(self._send_timeout_s * 1000),
+            **self._security,
         )
         await self._checker.start()
         self.last_progress_at = time.monotonic()
@@ -259,9 +265,6 @@ class OutboxRelay:
             await self._checker.stop()
         if self._producer:
             await self._producer.stop()
-
-    def wake(self) -> None:
-        self._wake.set()
 
     async def _run(self) -> None:
         while True:

@@ -18,7 +18,7 @@ from shared.auth.mint import mint_token, token_claims
 from shared.auth.permissions import ROLES, load_policy
 from shared.devstack.stack import StackConfig
 from tests.e2e.helpers import submit_claim, tasks_for
-from tests.tokens import bearer, finance_clerk, reviewer, window
+from tests.tokens import AUDITOR, approver, bearer, finance_clerk, reviewer, window
 
 pytestmark = pytest.mark.e2e
 
@@ -292,3 +292,90 @@ async def test_bank_account_numbers_are_masked_for_everyone_but_finance(
     ).json()[0]
     full = as_finance["payee"]["account_number"]
     assert not full.startswith("****") and full.endswith(as_auditor["payee"]["account_number"][-4:])
+
+
+async def test_a_reviewer_reads_only_the_claims_on_their_departments_desk(
+    client: httpx.AsyncClient, services: StackConfig
+) -> None:
+    """A tax reviewer sees the claims review put before the tax department (a VAT refund:
+    tax and treasury), not a subsidy reviewed by finance and industry only — neither the
+    claim, its review, nor its line in a list; a claim that does not exist gets the same
+    answer as one on another desk (the answer tells nothing about existence)."""
+    from shared.devstack.demo_claims import make_subsidy_claim
+    from tests.e2e.helpers import _rng, eventually
+
+    vat_id = await submit_claim(client, services)
+    vat = (await client.get(f"{services.url('intake')}/claims/{vat_id}")).json()
+    body = make_subsidy_claim(_rng, "direct-financing-2026")
+    body["uscc"] = vat["uscc"]  # one enterprise, two claims: its page lists both
+    r = await client.post(f"{services.url('intake')}/claims", json=body, headers=window())
+    assert r.status_code == 201, r.text
+    subsidy_id = r.json()["claim_id"]
+    assert {t["department"] for t in await tasks_for(client, services, vat_id)} == {
+        "tax",
+        "treasury",
+    }
+    assert {t["department"] for t in await tasks_for(client, services, subsidy_id)} == {
+        "finance",
+        "industry",
+    }
+    tax = dict(reviewer("tax"))
+    intake, review = services.url("intake"), services.url("review")
+
+    async def tracker_knows_the_desk() -> bool:
+        # Intake learns the desks from review's events: wait until it has them.
+        return (await client.get(f"{intake}/claims/{vat_id}", headers=tax)).status_code == 200
+
+    await eventually(tracker_knows_the_desk, what="intake's tracker naming the tax desk")
+    assert (await client.get(f"{review}/claims/{vat_id}/review", headers=tax)).status_code == 200
+
+    missing = str(uuid.uuid4())
+    for off_desk, unknown in (
+        (f"{intake}/claims/{subsidy_id}", f"{intake}/claims/{missing}"),
+        (f"{review}/claims/{subsidy_id}/review", f"{review}/claims/{missing}/review"),
+    ):
+        refused = await client.get(off_desk, headers=tax)
+        assert refused.status_code == 403, (off_desk, refused.text)
+        error = refused.json()["errors"][0]
+        assert (error["field"], error["rule"]) == ("claim_id", "department_scope"), error
+        assert body["enterprise_name"] not in refused.text and "industry" not in refused.text
+        # A claim that does not exist gets the very same answer: nothing tells which exist.
+        nothing = await client.get(unknown, headers=tax)
+        assert (nothing.status_code, nothing.json()) == (403, refused.json())
+
+    listed = (
+        await client.get(f"{intake}/claims", params={"uscc": vat["uscc"]}, headers=tax)
+    ).json()
+    assert [c["claim_id"] for c in listed["items"]] == [vat_id] and listed["total"] == 1
+    page = (await client.get(f"{intake}/enterprises/{vat['uscc']}/claims", headers=tax)).json()
+    assert [c["claim_id"] for c in page["claims"]] == [vat_id]
+    everything = (await client.get(f"{intake}/claims", params={"limit": 500}, headers=tax)).json()
+    assert subsidy_id not in {c["claim_id"] for c in everything["items"]}
+    # Another department's worklist is not the tax reviewer's to read either.
+    r = await client.get(f"{review}/worklist", params={"department": "finance"}, headers=tax)
+    assert r.status_code == 403, r.text
+    assert r.json()["errors"][0]["field"] == "query.department"
+
+    # The finance reviewer reads the subsidy, and not the VAT refund.
+    finance = dict(reviewer("finance"))
+
+    async def finance_desk() -> bool:
+        url = f"{intake}/claims/{subsidy_id}"
+        return (await client.get(url, headers=finance)).status_code == 200
+
+    await eventually(finance_desk, what="intake's tracker naming the finance desk")
+    assert (await client.get(f"{intake}/claims/{vat_id}", headers=finance)).status_code == 403
+
+    # Everyone else keeps their reads: the window, approvers, finance, auditors.
+    for who in (window("window-09"), approver(), finance_clerk(), AUDITOR):
+        headers = dict(who)
+        assert (
+            await client.get(f"{intake}/claims/{subsidy_id}", headers=headers)
+        ).status_code == 200
+        both = (
+            await client.get(f"{intake}/enterprises/{vat['uscc']}/claims", headers=headers)
+        ).json()
+        assert {c["claim_id"] for c in both["claims"]} == {vat_id, subsidy_id}
+    for who in (approver(), AUDITOR):
+        url = f"{review}/claims/{subsidy_id}/review"
+        assert (await client.get(url, headers=dict(who))).status_code == 200

@@ -59,7 +59,7 @@ def test_docker_compose_config_is_valid() -> None:
         "kafka",
         "kafka-2",
         "kafka-3",
-        "kafka-topics",
+        "kafka-init",
         "db-migrate",
         "keys",
         "keycloak",
@@ -79,7 +79,10 @@ def test_compose_file_wires_the_parts() -> None:
     services = doc["services"]
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
-    topic_job = "\n".join(services["kafka-topics"]["command"])
+    # The topics (and SCRAM users and ACLs: tests/unit/test_compose_kafka_acls.py) come
+    # from the kafka-init job's script.
+    assert "/claimflow/kafka-init.sh" in services["kafka-init"]["entrypoint"]
+    topic_job = (DEPLOY / "kafka" / "init.sh").read_text()
     for topic in ALL_TOPICS:
         assert topic in topic_job
     assert "--partitions 3" in topic_job
@@ -94,7 +97,7 @@ def test_compose_file_wires_the_parts() -> None:
         assert env["KAFKA_MIN_INSYNC_REPLICAS"] == 2
         assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == 3
         assert broker["restart"] == "unless-stopped" and broker["healthcheck"]["test"]
-        assert services["kafka-topics"]["depends_on"][name]["condition"] == "service_healthy"
+        assert services["kafka-init"]["depends_on"][name]["condition"] == "service_healthy"
     scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     targets = {
         job["job_name"]: job["static_configs"][0]["targets"][0] for job in scrape["scrape_configs"]
@@ -107,7 +110,7 @@ def test_compose_file_wires_the_parts() -> None:
         assert env["CLAIMFLOW_HTTP_HOST"] == "0.0.0.0"
         assert targets[name] == f"{name}:{env['CLAIMFLOW_HTTP_PORT']}"
         assert env["CLAIMFLOW_HTTP_PORT"] in " ".join(svc["healthcheck"]["test"])
-        assert svc["depends_on"]["kafka-topics"]["condition"] == "service_completed_successfully"
+        assert svc["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
         assert svc["depends_on"]["postgres"]["condition"] == "service_healthy"
         # Signed events (docs/audit.md): its own key, everyone's public keys.
         assert svc["depends_on"]["keys"]["condition"] == "service_completed_successfully"

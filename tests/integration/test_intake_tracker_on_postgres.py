@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +30,7 @@ from shared.db import create_pool, migrate
 from shared.devstack.stack import StackConfig
 from shared.messaging.after_commit import after_commit_scope
 from shared.messaging.consumer import IdempotentBatchConsumer
+from tests.integration.helpers import Rec
 from tests.integration.test_intake_rules_on_postgres import (
     HANDLERS,
     MIGRATIONS,
@@ -199,15 +199,6 @@ async def test_finance_corrects_or_closes_a_permanently_failed_payout(
     assert list(row["holders"]) == ["none (final)"]
     again = await register(pool, refund(uscc=row["uscc"]))
     assert again.status_code == 201, again.body
-
-
-@dataclass
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 def _count(outcome: str) -> float:

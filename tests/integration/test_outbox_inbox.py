@@ -6,9 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +14,9 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from shared.contracts import BankAccount, EventEnvelope, ReviewDecidedV1
+from shared.contracts import EventEnvelope
 from shared.contracts.topics import DEAD_LETTER, REVIEW_EVENTS
-from shared.db import DbConnection, create_pool, migrate
+from shared.db import DbConnection
 from shared.devstack.stack import StackConfig, StackPorts, create_topics, start_broker, stop_pid
 from shared.messaging.after_commit import after_commit, after_commit_scope
 from shared.messaging.consumer import EventHandler, IdempotentBatchConsumer, TransientError
@@ -27,38 +25,15 @@ from shared.messaging.redrive import OpenLetter, RedriveRefused, list_open, redr
 from shared.messaging.signing import envelope_bytes
 from shared.metrics import REGISTRY
 from tests.conftest import PORT_BASE
+from tests.integration import helpers
+from tests.integration.helpers import Rec, wait_for
 from tests.kafka_helpers import find_on_topic
 
 pytestmark = pytest.mark.integration
 
-PAYEE = BankAccount(
-    bank_name="自贡银行", account_name="测试企业", account_number="6222020200001234567"
-)
-
 
 def decided(claim_id: uuid.UUID | None = None) -> EventEnvelope:
-    return EventEnvelope.wrap(
-        ReviewDecidedV1(
-            decision="approved",
-            approved_amount_fen=100,
-            claim_kind="vat_refund",
-            payee=PAYEE,
-            claim_received_at=datetime.now(UTC),
-        ),
-        claim_id=claim_id or uuid.uuid4(),
-        producer="test",
-    )
-
-
-@dataclass
-class Rec:
-    """Stands in for an aiokafka ConsumerRecord; the consumer reads only these fields."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
+    return helpers.decided(claim_id=claim_id)
 
 
 def rec(value: bytes | None, offset: int) -> Rec:
@@ -67,16 +42,10 @@ def rec(value: bytes | None, offset: int) -> Rec:
 
 @pytest.fixture
 async def schema(infra: StackConfig, tmp_path: Path) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    (tmp_path / "0001_effects.sql").write_text(
-        "CREATE TABLE effects (event_id uuid, claim_id uuid);"
-    )
-    await migrate(infra.dsn, name, tmp_path)
-    pool = await create_pool(infra.dsn, name)
-    try:
-        yield name, pool
-    finally:
-        await pool.close()
+    async with helpers.scratch_schema(
+        infra.dsn, tmp_path, "CREATE TABLE effects (event_id uuid, claim_id uuid);"
+    ) as made:
+        yield made
 
 
 async def test_rolled_back_change_leaves_no_event(schema: tuple[str, asyncpg.Pool]) -> None:
@@ -552,15 +521,6 @@ async def count_on_topic(
     finally:
         await consumer.stop()
     return counts
-
-
-async def wait_for(probe: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await probe():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what} not within {timeout}s")
 
 
 async def test_an_unsendable_row_is_quarantined_and_the_rows_behind_it_flow(

@@ -13,7 +13,6 @@ import asyncio
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,34 +21,19 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from shared.contracts import BankAccount, EventEnvelope, ReviewDecidedV1
+from shared.contracts import EventEnvelope
 from shared.contracts.topics import REVIEW_EVENTS
-from shared.db import DbConnection, create_pool, migrate
+from shared.db import DbConnection
 from shared.devstack import stack
 from shared.messaging.consumer import IdempotentBatchConsumer
 from shared.messaging.outbox import OutboxRelay, replay_since, stage_events
 from tests.conftest import PORT_BASE
+from tests.integration import helpers
+from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
-PAYEE = BankAccount(
-    bank_name="自贡银行", account_name="测试企业", account_number="6222020200001234567"
-)
 EVENTS = 30
-
-
-def decided() -> EventEnvelope:
-    return EventEnvelope.wrap(
-        ReviewDecidedV1(
-            decision="approved",
-            approved_amount_fen=100,
-            claim_kind="vat_refund",
-            payee=PAYEE,
-            claim_received_at=datetime.now(UTC),
-        ),
-        claim_id=uuid.uuid4(),
-        producer="test",
-    )
 
 
 class MemoryBroker:
@@ -94,27 +78,10 @@ def memory_broker(tmp_path: Path) -> Iterator[MemoryBroker]:
 async def schema(
     infra: stack.StackConfig, tmp_path: Path
 ) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    migrations = tmp_path / "migrations"
-    migrations.mkdir()
-    (migrations / "0001_effects.sql").write_text(
-        "CREATE TABLE effects (event_id uuid, claim_id uuid);"
-    )
-    await migrate(infra.dsn, name, migrations)
-    pool = await create_pool(infra.dsn, name)
-    try:
-        yield name, pool
-    finally:
-        await pool.close()
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"not within {timeout:.0f}s: {what}")
+    async with helpers.scratch_schema(
+        infra.dsn, tmp_path, "CREATE TABLE effects (event_id uuid, claim_id uuid);"
+    ) as made:
+        yield made
 
 
 async def read_topic(bootstrap: str, topic: str, want: int, timeout: float = 20) -> list[bytes]:
@@ -169,10 +136,17 @@ async def consume_into_inbox(
 
 
 async def stage(pool: asyncpg.Pool, name: str, n: int) -> list[EventEnvelope]:
-    envelopes = [decided() for _ in range(n)]
+    envelopes = [helpers.decided() for _ in range(n)]
     async with pool.acquire() as conn, conn.transaction():
         await stage_events(conn, name, REVIEW_EVENTS, envelopes)
     return envelopes
+
+
+def recorded_cluster(pool: asyncpg.Pool) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return bool(await pool.fetchval("SELECT cluster_id FROM outbox_broker_cluster"))
+
+    return check
 
 
 def all_published(pool: asyncpg.Pool, replays: int = 0) -> Callable[[], Awaitable[bool]]:
@@ -302,8 +276,7 @@ async def test_a_new_cluster_id_publishes_every_kept_row_again(
     try:
         await stage(pool, name, 6)
         await wait_for(all_published(pool), 20, "the rows published")
-        await asyncio.sleep(1)  # a check has recorded the cluster id
-        assert await pool.fetchval("SELECT cluster_id FROM outbox_broker_cluster")
+        await wait_for(recorded_cluster(pool), 20, "a check has recorded the cluster id")
         memory_broker.kill()
         memory_broker.start("--cluster-id", "another-cluster")
         await stack.create_topics(memory_broker.bootstrap, 3)

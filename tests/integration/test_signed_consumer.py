@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,44 +16,28 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 
 from shared.audit.keys import KeyRing, ServiceKey
-from shared.contracts import BankAccount, EventEnvelope, ReviewDecidedV1
+from shared.contracts import EventEnvelope
 from shared.contracts.topics import REVIEW_EVENTS
-from shared.db import DbConnection, create_pool, migrate
+from shared.db import DbConnection
 from shared.devstack.stack import StackConfig
 from shared.messaging import signing
 from shared.messaging.consumer import IdempotentBatchConsumer
 from shared.messaging.redrive import redrive
 from shared.metrics import REGISTRY
 from shared.unit_of_work import UnitOfWorkFactory
+from tests.integration import helpers
+from tests.integration.helpers import Rec
 
 pytestmark = pytest.mark.integration
 
 KEYS = {s: ServiceKey.generate(s) for s in ("intake", "review", "payout")}
 RING = KeyRing.of(KEYS.values())
-PAYEE = BankAccount(
-    bank_name="自贡银行", account_name="测试企业", account_number="6222020200001234567"
-)
-
-
-@dataclass
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 def decided(amount: int = 100, producer: str = "review") -> EventEnvelope:
-    payload = ReviewDecidedV1(
-        decision="approved",
-        approved_amount_fen=amount,
-        claim_kind="vat_refund",
-        payee=PAYEE,
-        claim_received_at=datetime(2026, 11, 27, tzinfo=UTC),
+    return helpers.decided(
+        amount, producer=producer, received_at=datetime(2026, 11, 27, tzinfo=UTC)
     )
-    return EventEnvelope.wrap(payload, claim_id=uuid.uuid4(), producer=producer)
 
 
 def signed(env: EventEnvelope, by: str, offset: int) -> Rec:
@@ -66,14 +49,10 @@ def signed(env: EventEnvelope, by: str, offset: int) -> Rec:
 
 @pytest.fixture
 async def schema(infra: StackConfig, tmp_path: Path) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
-    name = f"s_{uuid.uuid4().hex[:10]}"
-    (tmp_path / "0001_effects.sql").write_text("CREATE TABLE effects (amount bigint);")
-    await migrate(infra.dsn, name, tmp_path)
-    pool = await create_pool(infra.dsn, name)
-    try:
-        yield name, pool
-    finally:
-        await pool.close()
+    async with helpers.scratch_schema(
+        infra.dsn, tmp_path, "CREATE TABLE effects (amount bigint);", "s"
+    ) as made:
+        yield made
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,9 +13,8 @@ import pytest
 from fastapi import FastAPI
 
 from shared.config import ServiceSettings
-from shared.contracts import BankAccount, EventEnvelope, ReviewDecidedV1
+from shared.contracts import EventEnvelope, ReviewDecidedV1
 from shared.contracts.topics import REVIEW_EVENTS
-from shared.db import create_pool, migrate
 from shared.devstack.stack import StackConfig
 from shared.http_deps import ConnectionDep, UnitOfWorkDep
 from shared.messaging.consumer import IdempotentBatchConsumer
@@ -24,46 +22,23 @@ from shared.messaging.dispatch import Subscriptions
 from shared.problems import Conflict
 from shared.service_app import ServiceRuntime, _refusal
 from shared.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from tests.integration.helpers import Rec, approved, scratch_schema
 
 pytestmark = pytest.mark.integration
 
 FIXED = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
-PAYEE = BankAccount(
-    bank_name="自贡银行", account_name="测试企业", account_number="6222020200001234567"
-)
 
 
 def decided(amount: int = 100) -> ReviewDecidedV1:
-    return ReviewDecidedV1(
-        decision="approved",
-        approved_amount_fen=amount,
-        claim_kind="vat_refund",
-        payee=PAYEE,
-        claim_received_at=FIXED,
-    )
-
-
-@dataclass
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
+    return approved(amount, FIXED)
 
 
 @pytest.fixture
 async def pool(infra: StackConfig, tmp_path: Path) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
-    name = f"u_{uuid.uuid4().hex[:10]}"
-    (tmp_path / "0001_effects.sql").write_text(
-        "CREATE TABLE effects (claim_id uuid, at timestamptz);"
-    )
-    await migrate(infra.dsn, name, tmp_path)
-    p = await create_pool(infra.dsn, name)
-    try:
-        yield name, p
-    finally:
-        await p.close()
+    async with scratch_schema(
+        infra.dsn, tmp_path, "CREATE TABLE effects (claim_id uuid, at timestamptz);", "u"
+    ) as made:
+        yield made
 
 
 async def test_emit_stages_the_events_at_commit_with_the_injected_clock(

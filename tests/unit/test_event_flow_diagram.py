@@ -83,3 +83,17 @@ def test_what_each_service_consumes_is_in_the_readme(service: str) -> None:
 def test_the_readme_diagram_is_exactly_the_generated_one() -> None:
     generated = mermaid_flow([_table(s) for s in SERVICES])
     assert _readme_diagram() == generated, "put this in README.md:\n" + generated
+
+
+def test_the_checker_knows_who_consumes_each_topic() -> None:
+    """``claimflow check`` counts an event unconsumed per subscriber it expects."""
+    from shared.devstack.check import SUBSCRIBERS
+
+    tables = {service: _table(service) for service in SERVICES}
+    declared = {
+        topic: tuple(s for s in SERVICES if topic in tables[s].topics)
+        for topic in {t for table in tables.values() for t in table.topics}
+    }
+    assert {t: tuple(sorted(s)) for t, s in SUBSCRIBERS.items()} == {
+        t: tuple(sorted(s)) for t, s in declared.items()
+    }

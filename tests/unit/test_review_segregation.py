@@ -97,7 +97,7 @@ def test_registrant_one_department_and_approver_rules() -> None:
 def test_a_database_constraint_becomes_the_same_refusal() -> None:
     refusal = refusal_for_constraint("review_segregation_one_department")
     assert refusal is not None and refusal.rule == "segregation_one_department"
-    assert refusal.field == "header.X-User-Id" and refusal.status_code == 403
+    assert refusal.field == "token.sub" and refusal.status_code == 403
     assert refusal_for_constraint("review_cases_approved_has_amount") is None
     assert refusal_for_constraint(None) is None
 

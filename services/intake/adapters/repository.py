@@ -28,6 +28,7 @@ _UPDATABLE = frozenset(
         "documents_due_days",
         "holders",
         "decided_departments",
+        "review_desks",
         "closed_reason",
         "action_due_at",
     }

@@ -301,3 +301,19 @@ def review_departments(events: Iterable[TrackedEvent]) -> list[str] | None:
         ):
             departments = [str(d) for d in event.payload.get("departments", [])]
     return departments
+
+
+def desks_of_review(events: Iterable[TrackedEvent]) -> list[str]:
+    """Every department review has put the claim before (sorted): the desks the claim is
+    or was on, which decide which department reviewers may read it (shared/auth/scope.py).
+    Unlike ``review_departments`` (who holds it now) a department stays after deciding:
+    it had a task on the claim. From review's events only, like the holders."""
+    found: set[str] = set()
+    for event in events:
+        if (
+            event.producer == "review"
+            and event.event_type == "review.stage_changed"
+            and event.payload.get("to_stage") == "department_review"
+        ):
+            found.update(str(d) for d in event.payload.get("departments", []))
+    return sorted(found)

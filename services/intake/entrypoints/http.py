@@ -43,6 +43,7 @@ from services.intake.service_layer import documents, registration, withdrawal
 from services.intake.service_layer.policy import IntakePolicy
 from services.intake.service_layer.refusals import invalid
 from shared import idempotency
+from shared.auth.scope import ClaimsReadDesks
 from shared.http_deps import ConnectionDep, RuntimeDep, UnitOfWorkFactoryDep
 from shared.identity import Caller, current_caller
 from shared.money import fen_to_yuan, yuan_to_fen
@@ -235,9 +236,12 @@ async def withdraw_claim(
 
 @router.get("/claims/{claim_id}", response_model=ClaimView, responses={404: {"model": Problem}})
 async def get_claim(
-    claim_id: uuid.UUID, conn: ConnectionDep, uows: UnitOfWorkFactoryDep
+    claim_id: uuid.UUID, conn: ConnectionDep, uows: UnitOfWorkFactoryDep, desks: ClaimsReadDesks
 ) -> ClaimView:
-    found = await views.claim(conn, claim_id, now=uows.now())
+    """The claim's tracker: status, holders, documents, timeline. A department reviewer
+    reads it only when review put it before their department (403 department_scope, the
+    same answer as for a claim that does not exist)."""
+    found = await views.claim(conn, claim_id, now=uows.now(), desks=desks)
     if found is None:
         raise NotFound(f"no claim {claim_id}")
     return found
@@ -256,7 +260,8 @@ async def public_status(
     claim number of the receipt (a random UUID) *and* the enterprise's USCC. One answer
     for "no such claim" and "not this enterprise's claim", so the endpoint does not tell
     whether a claim number exists; the console in front of it limits the rate."""
-    found = await views.claim(conn, query.claim_id, now=uows.now())
+    # No department scope: the enterprise proves it is asking about its own claim.
+    found = await views.claim(conn, query.claim_id, now=uows.now(), desks=None)
     if found is None or found.uscc != query.uscc.upper():
         raise NotFound("no claim with this number for this enterprise", field="claim_id")
     return PublicStatus(
@@ -273,6 +278,7 @@ async def public_status(
 async def list_claims(
     conn: ConnectionDep,
     uows: UnitOfWorkFactoryDep,
+    desks: ClaimsReadDesks,
     uscc: Annotated[str | None, Query(min_length=18, max_length=18)] = None,
     status: Annotated[ClaimStatus | None, Query(description="any status the tracker shows")] = None,
     kind: Literal["vat_refund", "subsidy"] | None = None,
@@ -280,12 +286,15 @@ async def list_claims(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Offset = 0,
 ) -> ClaimPage:
+    """Claims, newest first; a department reviewer's list holds the claims on their
+    department's desk only."""
     return await views.claims(
         conn,
         uscc=uscc,
         status=status,
         kind=kind,
         program_id=program_id,
+        desks=desks,
         limit=limit,
         offset=offset,
         now=uows.now(),
@@ -294,10 +303,11 @@ async def list_claims(
 
 @router.get("/enterprises/{uscc}/claims", response_model=EnterpriseView)
 async def enterprise_view(
-    uscc: str, conn: ConnectionDep, uows: UnitOfWorkFactoryDep
+    uscc: str, conn: ConnectionDep, uows: UnitOfWorkFactoryDep, desks: ClaimsReadDesks
 ) -> EnterpriseView:
-    """Every claim of one enterprise, newest first, with counts per status."""
-    return await views.enterprise(conn, uscc, now=uows.now())
+    """Every claim of one enterprise, newest first, with counts per status (a department
+    reviewer: those on their department's desk)."""
+    return await views.enterprise(conn, uscc, now=uows.now(), desks=desks)
 
 
 @router.get("/programs", tags=["reference"], response_model=Catalogue)

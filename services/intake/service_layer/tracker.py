@@ -23,6 +23,7 @@ from services.intake.domain.model import (
     ClaimStatus,
     TrackedEvent,
     derive_status,
+    desks_of_review,
     holders_for,
     review_departments,
 )
@@ -190,6 +191,9 @@ async def settle(
     holders = _holders(row, fields, events, current, status, holders)
     if holders != list(row["holders"]):
         fields["holders"] = holders
+    desks = desks_of_review(events)
+    if desks != list(row["review_desks"]):
+        fields["review_desks"] = desks
     if fields:
         await repo.update(row["claim_id"], **fields)
     _count_outcome(uow, row, current, status)

@@ -74,14 +74,17 @@ async def get(conn: DbConnection, payout_id: uuid.UUID) -> asyncpg.Record | None
     return await conn.fetchrow("SELECT * FROM payouts WHERE payout_id = $1", payout_id)
 
 
-_DUE = "(status = 'requested' OR (status = 'retrying' AND next_attempt_at <= now()))"
+# Due by the unit of work's clock ($2), the clock next_attempt_at was written with.
+_DUE = "(status = 'requested' OR (status = 'retrying' AND next_attempt_at <= $2))"
 
 
-async def lock_due_for_issue(conn: DbConnection, limit: int) -> list[asyncpg.Record]:
+async def lock_due_for_issue(conn: DbConnection, limit: int, now: datetime) -> list[asyncpg.Record]:
     """Payouts due to be issued (requested, or retrying whose wait is over), oldest
     approval first, locked in the lock order; another instance's claims are skipped."""
     candidates = await conn.fetch(
-        f"SELECT payout_id FROM payouts WHERE {_DUE} ORDER BY requested_at LIMIT $1", limit
+        f"SELECT payout_id FROM payouts WHERE {_DUE} ORDER BY requested_at LIMIT $1",
+        limit,
+        now,
     )
     if not candidates:
         return []
@@ -96,20 +99,26 @@ async def lock_due_for_issue(conn: DbConnection, limit: int) -> list[asyncpg.Rec
         f"""SELECT * FROM payouts WHERE payout_id = ANY($1::uuid[]) AND {_DUE}
             ORDER BY payout_id FOR UPDATE SKIP LOCKED""",
         ids,
+        now,
     )
     return sorted(rows, key=lambda r: r["requested_at"])
 
 
-async def in_doubt_due(conn: DbConnection, limit: int, lease_s: float) -> list[asyncpg.Record]:
-    """``unknown`` payouts whose wait is over and ``issuing`` ones older than the lease."""
+async def in_doubt_due(
+    conn: DbConnection, limit: int, lease_s: float, now: datetime
+) -> list[asyncpg.Record]:
+    """``unknown`` payouts whose wait is over (by the unit of work's clock, which wrote
+    next_attempt_at) and ``issuing`` ones older than the lease (status_at is the
+    database's: a trigger sets it)."""
     return list(
         await conn.fetch(
             """SELECT payout_id, issue_no, attempts FROM payouts
-               WHERE (status = 'unknown' AND next_attempt_at <= now())
+               WHERE (status = 'unknown' AND next_attempt_at <= $3)
                   OR (status = 'issuing' AND status_at < now() - make_interval(secs => $2))
                ORDER BY status_at LIMIT $1""",
             limit,
             lease_s,
+            now,
         )
     )
 

@@ -39,7 +39,6 @@ from services.payout.service_layer import finance, requests
 from services.payout.service_layer.retry import retried_on_conflict
 from shared import idempotency
 from shared.contracts.common import FINANCE_ROLES, mask_account_number
-from shared.db import DbConnection
 from shared.http_deps import ConnectionDep, RuntimeDep, UnitOfWorkFactoryDep
 from shared.identity import Caller, current_caller
 from shared.money import yuan_to_fen
@@ -78,23 +77,11 @@ class KeyRequired(Refusal):
     status_code = 428
 
 
-class _Stored(idempotency.Refusal):
-    """A use case's refusal, stored under the Idempotency-Key like any answer."""
-
-    def __init__(self, refusal: Refusal) -> None:
-        super().__init__(refusal.message)
-        self.status_code = refusal.status_code
-        self.refusal = refusal
-
-    def body(self) -> dict[str, Any]:
-        return self.refusal.body()
-
-
 def finance_only(caller: Caller) -> None:
     if caller.department not in FINANCE_DEPARTMENTS:
         raise Forbidden(
-            "finance staff only (X-Department: finance or treasury)",
-            field="header.X-Department",
+            "finance staff only (a token whose department is finance or treasury)",
+            field="token.department",
             rule="finance_only",
         )
 
@@ -122,21 +109,14 @@ async def idempotent(
         )
     fingerprint = idempotency.request_hash(request.method, request.url.path, body)
 
-    async def stored(conn: DbConnection) -> tuple[int, dict[str, Any]]:
-        try:
-            # Joins the transaction (a savepoint) that ``respond`` opened: a refused
-            # work leaves no row and no event behind.
-            async with uows.begin(conn) as uow:
-                answer = await work(uow)
-        except Refusal as refusal:
-            raise _Stored(refusal) from None
+    async def stored(uow: UnitOfWork) -> tuple[int, dict[str, Any]]:
+        answer = await work(uow)
         return status_code, answer.model_dump(mode="json")
 
     async def once() -> Response:
-        async with uows.acquire(runtime.db) as request_uow:
-            answer = await idempotency.respond(
-                request_uow.conn, stored, idempotency_key=key, fingerprint=fingerprint
-            )
+        answer = await idempotency.respond_in_unit_of_work(
+            uows, runtime.db, stored, idempotency_key=key, fingerprint=fingerprint
+        )
         return JSONResponse(answer.body, status_code=answer.status_code)
 
     return await retried_on_conflict(once)

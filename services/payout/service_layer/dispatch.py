@@ -36,7 +36,8 @@ async def dispatch_requested(payments: Payments, limit: int = 100) -> int:
     """Issue requested payouts and due retries; returns how many were claimed."""
     async with payments.unit() as uow:
         claimed = [
-            await _claim(uow, row) for row in await payouts.lock_due_for_issue(uow.conn, limit)
+            await _claim(uow, row)
+            for row in await payouts.lock_due_for_issue(uow.conn, limit, uow.now)
         ]
     for c in claimed:
         await _submit(payments, c)

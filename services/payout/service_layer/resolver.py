@@ -23,7 +23,9 @@ from shared.contracts import PayoutRetryScheduledV1
 async def resolve_unknown(payments: Payments, limit: int = 100) -> int:
     """Ask the bank about each payout in doubt; returns how many were resolved."""
     async with payments.pool.acquire() as conn:
-        rows = await payouts.in_doubt_due(conn, limit, payments.policy.claim_lease_s)
+        rows = await payouts.in_doubt_due(
+            conn, limit, payments.policy.claim_lease_s, payments.uows.now()
+        )
     resolved = 0
     for r in rows:
         try:

@@ -21,7 +21,7 @@ from shared.problems import Conflict, Forbidden, Invalid
 
 APPROVER_ROLE = "approver"
 
-CALLER_FIELD = "header.X-User-Id"
+CALLER_FIELD = "token.sub"
 
 SEGREGATION_RULES = {
     "review_segregation_registrant": "the registrant of a claim cannot review it",
@@ -53,7 +53,7 @@ def check_may_decide(
         if actor.role != APPROVER_ROLE:
             raise Forbidden(
                 "only a person with the approver role signs off",
-                field="header.X-Role",
+                field="token.roles",
                 rule="approver_role",
             )
         if decision is Decision.RETURN:
@@ -65,7 +65,7 @@ def check_may_decide(
     elif actor.department != task.department:
         raise Forbidden(
             f"task belongs to department {task.department!r}",
-            field="header.X-Department",
+            field="token.department",
             rule="task_department",
         )
     if task.status is not TaskStatus.PENDING:

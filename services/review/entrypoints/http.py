@@ -13,6 +13,7 @@ from services.review import views
 from services.review.domain.model import Decision
 from services.review.service_layer import decisions
 from services.review.service_layer.policy import ReviewPolicy
+from shared.auth.scope import ReviewReadDesks, WorklistDesks, off_desk_worklist
 from shared.http_deps import ConnectionDep, RuntimeDep, UnitOfWorkDep
 from shared.identity import Caller, current_caller
 
@@ -69,9 +70,13 @@ async def worklist(
     department: Annotated[
         str, Query(min_length=1, description="a department, or sign_off for approvers")
     ],
+    desks: WorklistDesks,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[views.WorklistItem]:
-    """Tasks waiting for the department, oldest deadline first, with the cross-checks."""
+    """Tasks waiting for the department, oldest deadline first, with the cross-checks.
+    A department reviewer reads only their own department's worklist (403 otherwise)."""
+    if desks is not None and department not in desks:
+        raise off_desk_worklist(department, desks)
     return await views.worklist(conn, department, limit)
 
 
@@ -84,7 +89,7 @@ async def decide(
     caller: CallerDep,
 ) -> DecisionOut:
     """approve / reject / return (with documents) for a department task; approve /
-    reject for a sign-off task (X-Role: approver)."""
+    reject for a sign-off task (an approver's token)."""
     result = await decisions.decide_task(
         uow,
         policy,
@@ -101,7 +106,11 @@ async def decide(
 
 
 @router.get("/claims/{claim_id}/review", response_model=views.ClaimReview)
-async def claim_review(claim_id: uuid.UUID, conn: ConnectionDep) -> views.ClaimReview:
+async def claim_review(
+    claim_id: uuid.UUID, conn: ConnectionDep, desks: ReviewReadDesks
+) -> views.ClaimReview:
     """The whole joint review of a claim: cross-checks, every task, who decided and when,
-    deadlines with their warnings and escalations."""
-    return await views.claim_review(conn, claim_id)
+    deadlines with their warnings and escalations. A department reviewer reads it only
+    when their department has (or had) a task on the claim (403 department_scope, the
+    same answer as for a claim review does not know)."""
+    return await views.claim_review(conn, claim_id, desks=desks)

@@ -22,7 +22,7 @@ async def set_stage(
 ) -> None:
     """Move the case (with its decision when final); observe the stage it leaves."""
     await cases.set_stage(uow.conn, case.claim_id, to, uow.now, decision)
-    if case.status in (CaseStatus.DEPARTMENT_REVIEW, CaseStatus.SIGN_OFF):
+    if case.status.takes_decisions:
         seconds = max(0.0, (uow.now - case.stage_started_at).total_seconds())
         histogram = metrics.STAGE_DURATION.labels(kind=case.kind, stage=case.status.value)
         uow.after_commit(lambda: histogram.observe(seconds))
