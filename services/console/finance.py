@@ -64,6 +64,7 @@ PAYOUT_STATUSES = (
     "failed",
     "returned",
     "released",
+    "withheld",
 )
 CORRECTABLE = frozenset({"returned", "failed"})
 CSV_COLUMNS = (

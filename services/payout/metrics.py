@@ -82,6 +82,20 @@ RECONCILIATION_MISMATCHES = Counter(
     ["type"],
     registry=REGISTRY,
 )
+WITHHELD = Counter(
+    "claimflow_payouts_withheld_total",
+    "Approvals payout refused to pay as they stood (issue 12 item 5), by reason: "
+    "awaiting_intake, claim_mismatch, payee_mismatch, above_eligible, above_cap.",
+    ["reason"],
+    registry=REGISTRY,
+)
+WITHHELD_REASONS = (
+    "awaiting_intake",
+    "claim_mismatch",
+    "payee_mismatch",
+    "above_eligible",
+    "above_cap",
+)
 
 
 def initialise(funds: set[str]) -> None:
@@ -92,3 +106,5 @@ def initialise(funds: set[str]) -> None:
             FAILURES.labels(fund, kind)
     for mismatch in ("missing_statement_line", "unknown_statement_line", "amount_mismatch"):
         RECONCILIATION_MISMATCHES.labels(mismatch)
+    for reason in WITHHELD_REASONS:
+        WITHHELD.labels(reason)

@@ -1,6 +1,7 @@
 """What payout consumes, and the use case that handles each (``service_layer.on_events``).
 
-Only these: review's decision and intake's documents completed, lapse and withdrawal.
+Only these: review's decision and intake's submission (what payout checks an approval
+against), documents completed, lapse and withdrawal.
 Other events on those topics have no subscription here, so the consumer passes them by.
 """
 
@@ -10,6 +11,7 @@ from services.payout.service_layer import on_events
 from shared.contracts import (
     ClaimDocumentsCompletedV1,
     ClaimLapsedV1,
+    ClaimSubmittedV1,
     ClaimWithdrawnV1,
     EventEnvelope,
     ReviewDecidedV1,
@@ -28,6 +30,10 @@ def payout_subscriptions(catalogue: Catalogue) -> Subscriptions:
     @table.on(ReviewDecidedV1)
     async def review_decided(uow: UnitOfWork, event: ReviewDecidedV1, env: EventEnvelope) -> None:
         await on_events.review_decided(uow, event, env, catalogue)
+
+    @table.on(ClaimSubmittedV1)
+    async def claim_submitted(uow: UnitOfWork, event: ClaimSubmittedV1, env: EventEnvelope) -> None:
+        await on_events.claim_submitted(uow, event, env, catalogue)
 
     table.add(ClaimDocumentsCompletedV1, on_events.documents_completed)
     table.add(ClaimLapsedV1, on_events.claim_lapsed)

@@ -26,6 +26,7 @@ from shared.contracts.payout_events import (
     PayoutRetryScheduledV1,
     PayoutReturnedV1,
     PayoutSentV1,
+    PayoutWithheldV1,
 )
 from shared.contracts.registry import REGISTRY, UnknownEventType, payload_model
 from shared.contracts.review_events import (
@@ -66,6 +67,7 @@ __all__ = [
     "PayoutRetryScheduledV1",
     "PayoutReturnedV1",
     "PayoutSentV1",
+    "PayoutWithheldV1",
     "ReviewCrossCheckedV1",
     "ReviewDeadlineWarningV1",
     "ReviewDecidedV1",

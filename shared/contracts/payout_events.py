@@ -153,3 +153,27 @@ class PayoutReleasedV1(EventPayload):
     fund_id: str
     amount_fen: Fen = Field(ge=0)
     reason: str
+
+
+# --- Issue 12 item 5: payout checks what it pays (docs/payout.md).
+
+WithheldReason = Literal[
+    "awaiting_intake", "claim_mismatch", "payee_mismatch", "above_eligible", "above_cap"
+]
+"""Why payout refuses to pay an approval (machine-readable; ``detail`` says it in words)."""
+
+
+class PayoutWithheldV1(EventPayload):
+    """An approval payout will not pay as it stands: not seen submitted by intake, or not
+    what intake received (kind, program, payee), above the eligible amount intake
+    computed or above the program's per-enterprise cap. Nothing is reserved or sent; it
+    waits for intake's event (``awaiting_intake``) or for two finance people."""
+
+    event_type: ClassVar[str] = "payout.withheld"
+    version: ClassVar[int] = 1
+
+    payout_id: uuid.UUID
+    fund_id: str
+    amount_fen: Fen = Field(gt=0)
+    reason: WithheldReason
+    detail: str

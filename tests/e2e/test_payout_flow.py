@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import random
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from shared.contracts import (
 )
 from shared.contracts.topics import INTAKE_EVENTS, REVIEW_EVENTS
 from shared.devstack.demo import run_demo
+from shared.devstack.demo_claims import make_subsidy_claim
 from shared.devstack.stack import StackConfig
 from shared.money import fen_to_yuan
 from tests.e2e.helpers import claim_status, decide, eventually, submit_claim, tasks_for, wait_status
@@ -184,7 +186,9 @@ async def test_permanent_failure_is_final_and_releases_the_commitment(
 async def test_held_claim_is_paid_when_intake_reports_documents_complete(
     services: StackConfig, client: httpx.AsyncClient
 ) -> None:
-    claim_id = await submit_claim(client, services)
+    # Payout pays only what intake received (issue 12 item 5): the decision names the
+    # account the claim was submitted with, and an amount within its eligible amount.
+    claim_id = await submit_claim(client, services, bank_account=account("0000000099"))
     view = await claim_status(client, services, claim_id)
     decided = EventEnvelope.wrap(
         ReviewDecidedV1(
@@ -324,11 +328,27 @@ async def test_claim_waits_in_the_visible_queue_and_is_paid_after_a_top_up(
 ) -> None:
     base = services.url("payout")
     fund_id = "startup-loan-interest-2026"
-    funds = {f["fund_id"]: f for f in (await client.get(f"{base}/funds")).json()}
-    remaining = Decimal(funds[fund_id]["remaining"])
-    claim_id = await submit_claim(client, services)
+    # A subsidy claim of the program through intake (payout pays only what intake
+    # received and within the per-enterprise cap: issue 12 item 5) ...
+    body = make_subsidy_claim(random.Random(77), fund_id)
+    body.update(bank_account=account("0000000077"), requested_amount="120000.00")
+    r = await client.post(f"{services.url('intake')}/claims", json=body, headers=window())
+    assert r.status_code == 201, r.text
+    claim_id = r.json()["claim_id"]
     view = await claim_status(client, services, claim_id)
-    amount_fen = int((remaining + 1) * 100)  # one yuan more than the fund has left
+    amount_fen = 120_000_00
+    # ... and a fund left with one yuan less than the claim (the administrator lowers
+    # the budget: a real approval never exceeds the cap, far below the whole budget).
+    conn = await asyncpg.connect(services.admin_dsn)
+    try:
+        await conn.execute(
+            """UPDATE payout.funds SET budget_fen = reserved_fen + committed_fen + $2
+               WHERE fund_id = $1""",
+            fund_id,
+            amount_fen - 100,
+        )
+    finally:
+        await conn.close()
     decided = EventEnvelope.wrap(
         ReviewDecidedV1(
             decision="approved",

@@ -1,14 +1,19 @@
 """Events that cannot be forged (issue 12 item 4), on the real stack: a review.decided
 that review did not sign — unsigned, signed with another service's key, or a signed one
 replayed with a changed amount — is dead-lettered with the reason and pays nothing;
-the genuine event still pays afterwards (the forgery did not take its inbox slot)."""
+the genuine event still pays afterwards (the forgery did not take its inbox slot).
+And (item 5) a genuinely signed review.decided above the eligible amount intake computed
+is withheld by payout: nothing reaches the bank."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import httpx
@@ -18,6 +23,7 @@ from shared.contracts import BankAccount, EventEnvelope, ReviewDecidedV1
 from shared.contracts.topics import REVIEW_EVENTS
 from shared.devstack.stack import StackConfig
 from shared.messaging import signing
+from shared.money import fen_to_yuan
 from tests.e2e.helpers import claim_status, eventually, submit_claim
 from tests.kafka_helpers import produce, signature_headers
 from tests.tokens import AUDITOR
@@ -77,7 +83,9 @@ async def refusal(db: asyncpg.Connection, service: str, marker: bytes) -> str:
 async def test_forged_review_decided_is_dead_lettered_and_nothing_is_paid(
     services: StackConfig, client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
-    claim_id = await submit_claim(client, services)
+    # Submitted with the account the genuine decision names (payout pays only the
+    # account intake registered: issue 12 item 5).
+    claim_id = await submit_claim(client, services, bank_account=PAYEE.model_dump())
     received_at = (await claim_status(client, services, claim_id))["received_at"]
     key = claim_id.encode()
 
@@ -169,3 +177,46 @@ async def test_the_services_own_events_travel_signed(
         assert await eventually(find, timeout=30, what="intake's event on its topic") == "intake"
     finally:
         await consumer.stop()
+
+
+async def test_signed_decision_above_intakes_eligible_amount_is_withheld_not_paid(
+    services: StackConfig, client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    """Issue 12 item 5: review's signature is genuine, so payout accepts the event; but
+    it approves more than intake found eligible. Payout withholds it with the reason,
+    nothing is reserved and the simulated bank never gets an instruction."""
+    claim_id = await submit_claim(client, services, bank_account=PAYEE.model_dump())
+    view = await claim_status(client, services, claim_id)
+    eligible_fen = int(Decimal(str(view["eligible_amount"])) * 100)
+    genuine = decided(claim_id, view["received_at"], eligible_fen + 1_000_00, "review")
+    headers = signature_headers(services.data_dir, "review", genuine)
+    await produce(
+        services.bootstrap, REVIEW_EVENTS, genuine, key=claim_id.encode(), headers=headers
+    )
+    base = services.url("payout")
+
+    async def withheld() -> dict[str, Any] | None:
+        r = await client.get(f"{base}/payouts", params={"claim_id": claim_id, "status": "withheld"})
+        assert r.status_code == 200, r.text
+        rows: list[dict[str, Any]] = r.json()
+        return rows[0] if rows else None
+
+    payout = await eventually(withheld, timeout=30, what="payout withholds the approval")
+    assert payout["withheld_reason"] == "above_eligible"
+    assert payout["approved_amount"] == str(fen_to_yuan(eligible_fen + 1_000_00))
+    assert payout["reserved_at"] is None and payout["issued_at"] is None
+    await asyncio.sleep(3)  # several rounds of the payment loop
+    admin = await asyncpg.connect(services.admin_dsn)
+    try:
+        at_bank = await admin.fetchval(
+            "SELECT count(*) FROM bank_sim.instructions WHERE payout_id = $1",
+            uuid.UUID(payout["payout_id"]),
+        )
+        status = await admin.fetchval(
+            "SELECT status FROM payout.payouts WHERE claim_id = $1", uuid.UUID(claim_id)
+        )
+    finally:
+        await admin.close()
+    assert at_bank == 0 and status == "withheld"
+    metrics = (await client.get(f"{base}/metrics")).text
+    assert 'claimflow_payouts_withheld_total{reason="above_eligible"}' in metrics

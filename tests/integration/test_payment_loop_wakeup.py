@@ -21,6 +21,7 @@ from tests.integration.test_payout_service import (  # noqa: F401 - the pool fix
     gateway,
     pool,
     status_of,
+    submit,
 )
 
 pytestmark = pytest.mark.integration
@@ -54,6 +55,7 @@ async def test_a_rolled_back_approval_wakes_nobody(
     wakeup: Wakeup,
 ) -> None:
     event = approval(50_000)
+    await submit(pool, event)  # intake's submission: the approval would be requested
     async with pool.acquire() as conn:
         tx = conn.transaction()
         await tx.start()

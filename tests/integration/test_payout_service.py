@@ -42,10 +42,12 @@ from services.payout.service_layer.resolver import resolve_unknown
 from services.payout.service_layer.retry import in_unit_of_work
 from services.payout.subscriptions import payout_subscriptions, subscriptions
 from services.payout.views import fund_views, report_for, stuck_payouts
+from shared.audit.chain import audit_hook
 from shared.contracts import (
     BankAccount,
     ClaimDocumentsCompletedV1,
     ClaimLapsedV1,
+    ClaimSubmittedV1,
     ClaimWithdrawnV1,
     EventEnvelope,
     ReviewDecidedV1,
@@ -78,24 +80,63 @@ def payee(account_number: str = "6222020200001234567") -> BankAccount:
     return BankAccount(bank_name="自贡银行", account_name="测试企业", account_number=account_number)
 
 
+SUBMISSIONS: dict[uuid.UUID, EventEnvelope] = {}
+"""Intake's claim.submitted for each approval made by ``approval()`` (issue 12 item 5:
+payout pays only what intake received), applied by ``apply`` / ``submit`` first."""
+
+
+def submission(
+    claim_id: uuid.UUID,
+    eligible_fen: int,
+    *,
+    program_id: str | None = PROGRAM,
+    account: BankAccount | None = None,
+    uscc: str | None = None,
+) -> EventEnvelope:
+    """Intake's claim.submitted: ``eligible_fen`` eligible, paid to ``account``."""
+    return EventEnvelope.wrap(
+        ClaimSubmittedV1(
+            claim_kind="subsidy" if program_id else "vat_refund",
+            uscc=uscc or f"91{uuid.uuid4().hex[:16].upper()}",
+            enterprise_name="测试企业",
+            tax_period="2026-09",
+            program_id=program_id,
+            requested_amount_fen=max(eligible_fen, 1),
+            eligible_amount_fen=eligible_fen,
+            payee=account or payee(),
+            registered_by="window-01",
+            received_at=datetime.now(UTC),
+        ),
+        claim_id=claim_id,
+        producer="intake",
+    )
+
+
 def approval(
     amount_fen: int,
     *,
     claim_id: uuid.UUID | None = None,
     program_id: str | None = PROGRAM,
     documents_pending: bool = False,
+    submitted: bool = True,
+    account: BankAccount | None = None,
 ) -> EventEnvelope:
+    """Review's approval; unless ``submitted=False``, intake's matching submission
+    (eligible = the approved amount, same payee) is kept to be applied before it."""
+    claim_id = claim_id or uuid.uuid4()
+    if submitted and claim_id not in SUBMISSIONS:
+        SUBMISSIONS[claim_id] = submission(claim_id, amount_fen, program_id=program_id)
     return EventEnvelope.wrap(
         ReviewDecidedV1(
             decision="approved",
             approved_amount_fen=amount_fen,
             claim_kind="subsidy" if program_id else "vat_refund",
             program_id=program_id,
-            payee=payee(),
+            payee=account or payee(),
             claim_received_at=datetime.now(UTC),
             documents_pending=documents_pending,
         ),
-        claim_id=claim_id or uuid.uuid4(),
+        claim_id=claim_id,
         producer="review",
     )
 
@@ -132,9 +173,20 @@ def payments_of(pool: asyncpg.Pool, gw: Any, policy: RetryPolicy = POLICY) -> Pa
 
 
 async def apply(pool: asyncpg.Pool, envelope: EventEnvelope) -> None:
-    """Consume one event in a transaction of its own, as the consumer would."""
+    """Consume one event in a transaction of its own, as the consumer would (an approval
+    made by ``approval()`` after intake's matching submission)."""
+    if envelope.event_type == "review.decided":
+        await submit(pool, envelope)
     async with pool.acquire() as conn:
         await CONSUME[(envelope.event_type, envelope.version)](conn, envelope)
+
+
+async def submit(pool: asyncpg.Pool, decided: EventEnvelope) -> None:
+    """Intake's submission kept for an approval, consumed (a repeat changes nothing)."""
+    submitted = SUBMISSIONS.get(decided.claim_id)
+    if submitted is not None:
+        async with pool.acquire() as conn:
+            await CONSUME[("claim.submitted", 1)](conn, submitted)
 
 
 async def top_up(pool: asyncpg.Pool, fund_id: str, amount_fen: int, actor: str, reason: str) -> Any:
@@ -1120,6 +1172,7 @@ async def test_a_slow_bank_holds_no_lock_on_the_payout_or_the_fund(pool: asyncpg
             )
         # Meanwhile the consumer can still reserve on the same fund.
         other = approval(10_00)
+        await submit(pool, other)
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SET LOCAL lock_timeout = '300ms'")
             with after_commit_scope():
@@ -1236,6 +1289,7 @@ async def test_payout_counters_move_once_per_committed_change(pool: asyncpg.Pool
     labels = {"claim_kind": "subsidy", "status": "requested"}
     before = counter("claimflow_payouts_total", **labels)
     good = approval(12_00)
+    await submit(pool, good)
     bad = EventEnvelope.wrap(
         ClaimLapsedV1(missing_documents=["x"], due_by=datetime.now(UTC).date()),
         claim_id=uuid.uuid4(),
@@ -1563,6 +1617,7 @@ async def test_a_new_program_in_the_catalogue_gets_its_fund_and_pays_from_it(
         approval(500_00, program_id="green-transition-2027"),
     )
     for e in (first, second):
+        await submit(pool, e)
         async with pool.acquire() as conn:
             await consume[("review.decided", 1)](conn, e)
     assert await status_of(pool, first.claim_id) == "requested"
@@ -1592,3 +1647,283 @@ async def test_a_status_write_needs_the_row_in_the_moves_source_status(
     with pytest.raises(IllegalTransition):
         move(PayoutStatus.REQUESTED, PayoutStatus.PAID)
     assert await status_of(pool, envelope.claim_id) == "requested"
+
+
+# --- issue 12 item 5: payout checks what it pays ------------------------------------------
+
+AUDITED = subscriptions.handlers(UnitOfWorkFactory("payout", PAYOUT_EVENTS, hooks=(audit_hook,)))
+"""The handlers with the service's audit hook (``bootstrap.create_app``)."""
+CAP_FEN = 300_000_00
+"""startup-loan-interest-2026's per-enterprise cap (shared/reference/programs.yaml)."""
+
+
+async def payout_row(pool: asyncpg.Pool, claim_id: uuid.UUID) -> asyncpg.Record:
+    return await one(pool, "SELECT * FROM payouts WHERE claim_id = $1", claim_id)
+
+
+async def at_the_bank(pool: asyncpg.Pool, claim_id: uuid.UUID) -> int:
+    """How many instructions the simulated bank holds for the claim's payout."""
+    n: int = await pool.fetchval(
+        """SELECT count(*) FROM bank_sim.instructions
+           WHERE payout_id = (SELECT payout_id FROM payouts WHERE claim_id = $1)""",
+        claim_id,
+    )
+    return n
+
+
+async def run_payment_loop(pool: asyncpg.Pool, gw: Any, rounds: int = 5) -> None:
+    """Give the payment loop every chance to issue what it would issue."""
+    for _ in range(rounds):
+        await dispatch_requested(payments_of(pool, gw))
+        await record_notices(payments_of(pool, gw))
+        await asyncio.sleep(0.02)
+
+
+async def withheld_events(pool: asyncpg.Pool, claim_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        """SELECT payload FROM outbox WHERE event_type = 'payout.withheld'
+           AND message_key = $1 ORDER BY id""",
+        str(claim_id),
+    )
+    return [json.loads(r["payload"])["payload"] for r in rows]
+
+
+async def test_an_approval_above_intakes_eligible_amount_is_withheld_and_never_paid(
+    pool: asyncpg.Pool, finance_api: httpx.AsyncClient
+) -> None:
+    before = counter("claimflow_payouts_withheld_total", reason="above_eligible")
+    claim_id = uuid.uuid4()
+    await apply(pool, submission(claim_id, 1_000_00))
+    decided = approval(500_000_000_000, claim_id=claim_id, submitted=False)
+    async with pool.acquire() as conn:  # as the service runs it: events chained (audit)
+        await AUDITED[("review.decided", 1)](conn, decided)
+    row = await payout_row(pool, claim_id)
+    assert (row["status"], row["withheld_reason"]) == ("withheld", "above_eligible")
+    assert "1000.00 yuan eligible" in row["withheld_detail"]
+    # Nothing reserved, nothing queued, nothing issued.
+    f = await fund(pool)
+    assert f["reserved_fen"] == f["committed_fen"] == 0
+    await run_payment_loop(pool, gateway(pool, always("arrive")))
+    assert await status_of(pool, claim_id) == "withheld"
+    assert await at_the_bank(pool, claim_id) == 0
+    assert await pool.fetchval("SELECT count(*) FROM vouchers") == 0
+    # payout.withheld, with its reason, chained in the claim's audit history.
+    assert [e["reason"] for e in await withheld_events(pool, claim_id)] == ["above_eligible"]
+    chained = await pool.fetch(
+        "SELECT action FROM audit_log WHERE chain_id = $1 ORDER BY seq", str(claim_id)
+    )
+    assert "payout.withheld" in [r["action"] for r in chained]
+    assert counter("claimflow_payouts_withheld_total", reason="above_eligible") == before + 1
+    # Finance sees it: GET /payouts?status=withheld, with the reason.
+    listed = await finance_api.get("/payouts", params={"status": "withheld"}, headers=FINANCE)
+    assert listed.status_code == 200, listed.text
+    assert [(p["claim_id"], p["withheld_reason"]) for p in listed.json()] == [
+        (str(claim_id), "above_eligible")
+    ]
+    # The database refuses a withheld payout without its reason.
+    with pytest.raises(asyncpg.CheckViolationError):
+        await pool.execute(
+            "UPDATE payouts SET withheld_reason = NULL WHERE claim_id = $1", claim_id
+        )
+
+
+async def test_an_approval_to_another_account_than_intake_registered_is_withheld(
+    pool: asyncpg.Pool,
+) -> None:
+    claim_id = uuid.uuid4()
+    await apply(pool, submission(claim_id, 800_00))
+    other = payee("6222020200009999999")
+    await apply(pool, approval(800_00, claim_id=claim_id, submitted=False, account=other))
+    row = await payout_row(pool, claim_id)
+    assert (row["status"], row["withheld_reason"]) == ("withheld", "payee_mismatch")
+    assert "9999999" not in row["withheld_detail"]  # masked: ****9999
+    await run_payment_loop(pool, gateway(pool, always("arrive")))
+    assert await at_the_bank(pool, claim_id) == 0
+    # Kind or program other than intake's: withheld too.
+    claim_b = uuid.uuid4()
+    await apply(pool, submission(claim_b, 800_00, program_id=None))
+    await apply(pool, approval(800_00, claim_id=claim_b, submitted=False))
+    assert (await payout_row(pool, claim_b))["withheld_reason"] == "claim_mismatch"
+
+
+async def test_an_approval_before_intakes_event_waits_then_is_paid_once(
+    pool: asyncpg.Pool,
+) -> None:
+    gw = gateway(pool, always("arrive"))
+    claim_id = uuid.uuid4()
+    decided = approval(640_00, claim_id=claim_id, submitted=False)
+    await apply(pool, decided)
+    row = await payout_row(pool, claim_id)
+    assert (row["status"], row["withheld_reason"]) == ("withheld", "awaiting_intake")
+    await run_payment_loop(pool, gw)
+    assert await at_the_bank(pool, claim_id) == 0
+    # Intake's event arrives (another topic, later): checked again, admitted, paid.
+    submitted = submission(claim_id, 640_00)
+    await apply(pool, submitted)
+    assert await status_of(pool, claim_id) == "requested"
+    assert (await fund(pool))["reserved_fen"] == 640_00
+
+    async def paid() -> bool:
+        return await status_of(pool, claim_id) == "paid"
+
+    await drive(pool, gw, paid)
+    # Redelivered (at least once), both events change nothing: paid once.
+    await apply(pool, submitted)
+    await apply(pool, decided)
+    await run_payment_loop(pool, gw)
+    assert await at_the_bank(pool, claim_id) == 1
+    row = await payout_row(pool, claim_id)
+    assert (row["status"], row["paid_amount_fen"]) == ("paid", 640_00)
+    assert await pool.fetchval("SELECT count(*) FROM vouchers") == 1
+
+
+async def test_an_approval_before_intakes_event_is_withheld_with_the_real_reason(
+    pool: asyncpg.Pool,
+) -> None:
+    claim_id = uuid.uuid4()
+    await apply(pool, approval(640_00, claim_id=claim_id, submitted=False))
+    await apply(pool, submission(claim_id, 600_00))  # intake computed less
+    row = await payout_row(pool, claim_id)
+    assert (row["status"], row["withheld_reason"]) == ("withheld", "above_eligible")
+    assert [e["reason"] for e in await withheld_events(pool, claim_id)] == [
+        "awaiting_intake",
+        "above_eligible",
+    ]
+    assert (await fund(pool))["reserved_fen"] == 0
+    await run_payment_loop(pool, gateway(pool, always("arrive")))
+    assert await at_the_bank(pool, claim_id) == 0
+
+
+async def test_two_claims_of_one_enterprise_cannot_together_exceed_the_program_cap(
+    pool: asyncpg.Pool,
+) -> None:
+    uscc = "91510300MA6XYZ0001"
+    first, second = uuid.uuid4(), uuid.uuid4()
+    for claim_id in (first, second):
+        await apply(pool, submission(claim_id, 200_000_00, uscc=uscc))
+    # Both in one batch of the consumer, concurrently on two connections.
+    await asyncio.gather(
+        apply(pool, approval(200_000_00, claim_id=first, submitted=False)),
+        apply(pool, approval(200_000_00, claim_id=second, submitted=False)),
+    )
+    rows = await pool.fetch("SELECT * FROM payouts ORDER BY withheld_reason NULLS FIRST")
+    assert [(r["status"], r["withheld_reason"]) for r in rows] == [
+        ("requested", None),
+        ("withheld", "above_cap"),
+    ]
+    ledger = await one(pool, "SELECT * FROM enterprise_cap_ledger WHERE uscc = $1", uscc)
+    assert (ledger["used_fen"], ledger["cap_fen"]) == (200_000_00, CAP_FEN)
+    # A smaller claim that fits is admitted; the database refuses going past the cap.
+    third = uuid.uuid4()
+    await apply(pool, submission(third, 100_000_00, uscc=uscc))
+    await apply(pool, approval(100_000_00, claim_id=third, submitted=False))
+    assert await status_of(pool, third) == "requested"
+    with pytest.raises(asyncpg.CheckViolationError):
+        await pool.execute(
+            "UPDATE enterprise_cap_ledger SET used_fen = used_fen + 1 WHERE uscc = $1", uscc
+        )
+    # A withdrawal gives its part of the cap back.
+    withdrawn = EventEnvelope.wrap(
+        ClaimWithdrawnV1(reason="changed mind", withdrawn_by="window-01"),
+        claim_id=third,
+        producer="intake",
+    )
+    await apply(pool, withdrawn)
+    assert await status_of(pool, third) == "released"
+    ledger = await one(pool, "SELECT * FROM enterprise_cap_ledger WHERE uscc = $1", uscc)
+    assert ledger["used_fen"] == 200_000_00
+
+
+async def request_hold(
+    api: httpx.AsyncClient,
+    payout_id: uuid.UUID,
+    who: Mapping[str, str],
+    key: str,
+    **body: Any,
+) -> httpx.Response:
+    return await api.post(
+        f"/payouts/{payout_id}/hold-release",
+        json={"reason": "checked with the enterprise", **body},
+        headers={**who, "Idempotency-Key": key},
+    )
+
+
+async def test_a_withheld_payout_is_released_by_two_finance_people_and_paid_once(
+    pool: asyncpg.Pool, finance_api: httpx.AsyncClient
+) -> None:
+    gw = gateway(pool, always("arrive"))
+    claim_id = uuid.uuid4()
+    registered = payee("6222020200001111111")
+    await apply(pool, submission(claim_id, 420_00, account=registered))
+    await apply(pool, approval(420_00, claim_id=claim_id, submitted=False))  # other account
+    row = await payout_row(pool, claim_id)
+    assert row["withheld_reason"] == "payee_mismatch"
+    asked = await request_hold(finance_api, row["payout_id"], FINANCE, "rel-1", action="release")
+    assert asked.status_code == 202, asked.text
+    assert asked.json()["kind"] == "hold_release" and asked.json()["status"] == "pending"
+    request_id = asked.json()["request_id"]
+    own = await approve(finance_api, request_id, FINANCE, "rel-own")
+    assert own.status_code == 403 and own.json()["errors"][0]["rule"] == "four_eyes"
+    assert await status_of(pool, claim_id) == "withheld"
+    other = await approve(finance_api, request_id, SUPERVISOR, "rel-other")
+    assert other.status_code == 200, other.text
+    assert other.json()["applied"]["status"] == "requested"
+    # Paid to the account intake registered, once.
+    row = await payout_row(pool, claim_id)
+    assert json.loads(row["payee"])["account_number"] == registered.account_number
+
+    async def paid() -> bool:
+        return await status_of(pool, claim_id) == "paid"
+
+    await drive(pool, gw, paid)
+    again = await approve(finance_api, request_id, SUPERVISOR, "rel-again")
+    assert again.status_code == 409
+    await run_payment_loop(pool, gw)
+    assert await at_the_bank(pool, claim_id) == 1
+    instruction = await one(
+        pool, "SELECT * FROM bank_sim.instructions WHERE payout_id = $1", row["payout_id"]
+    )
+    assert instruction["account_number"] == registered.account_number
+    actions = await pool.fetch(
+        "SELECT actor, action FROM finance_audit WHERE payout_id = $1 ORDER BY id",
+        row["payout_id"],
+    )
+    assert [(r["actor"], r["action"]) for r in actions] == [
+        ("finance-01", "hold_release_requested"),
+        ("finance-02", "request_approved"),
+        ("finance-01", "hold_release"),
+    ]
+
+
+async def test_a_release_re_checks_the_amount_and_a_cancel_releases(
+    pool: asyncpg.Pool, finance_api: httpx.AsyncClient
+) -> None:
+    claim_id = uuid.uuid4()
+    await apply(pool, submission(claim_id, 100_00))
+    await apply(pool, approval(900_00, claim_id=claim_id, submitted=False))
+    payout_id = (await payout_row(pool, claim_id))["payout_id"]
+    asked = await request_hold(finance_api, payout_id, FINANCE, "r-1", action="release")
+    assert asked.status_code == 202, asked.text
+    refused = await approve(finance_api, asked.json()["request_id"], SUPERVISOR, "r-2")
+    # Above what intake found eligible: no two people can make payout pay it.
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["errors"][0]["rule"] == "above_eligible"
+    assert await status_of(pool, claim_id) == "withheld"
+    rejected = await finance_api.post(
+        f"/finance/requests/{asked.json()['request_id']}/reject",
+        json={"comment": "cannot pay more than eligible"},
+        headers={**SUPERVISOR, "Idempotency-Key": "r-3"},
+    )
+    assert rejected.status_code == 200, rejected.text
+    cancel = await request_hold(finance_api, payout_id, FINANCE, "c-1", action="cancel")
+    assert cancel.status_code == 202, cancel.text
+    done = await approve(finance_api, cancel.json()["request_id"], SUPERVISOR, "c-2")
+    assert done.status_code == 200, done.text
+    row = await payout_row(pool, claim_id)
+    assert row["status"] == "released"
+    assert row["release_reason"].startswith("withheld payout cancelled by finance: ")
+    # Only a withheld payout can be released or cancelled this way.
+    again = await request_hold(finance_api, payout_id, FINANCE, "c-3", action="cancel")
+    assert again.status_code == 409 and again.json()["errors"][0]["rule"] == "withheld_only"
+    bad = await request_hold(finance_api, payout_id, FINANCE, "c-4", action="pay-twice")
+    assert bad.status_code == 422

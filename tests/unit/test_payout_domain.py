@@ -41,11 +41,19 @@ HEADER = "value_date,bank_reference,end_to_end_id,amount,account_number,directio
 def test_final_statuses_have_no_way_out_and_every_status_is_reachable() -> None:
     for status in FINAL:
         assert TRANSITIONS[status] == frozenset()
-    reachable = {PayoutStatus.QUEUED, PayoutStatus.HELD, PayoutStatus.REQUESTED}
+    # Where an approval lands: held / requested / queued, or withheld when it is not
+    # what intake received (issue 12 item 5).
+    reachable = {
+        PayoutStatus.QUEUED,
+        PayoutStatus.HELD,
+        PayoutStatus.REQUESTED,
+        PayoutStatus.WITHHELD,
+    }
     for targets in TRANSITIONS.values():
         reachable |= targets
     assert reachable == set(PayoutStatus)
     assert not RESERVED & COMMITTED
+    assert PayoutStatus.WITHHELD not in RESERVED | COMMITTED  # nothing reserved or sent
 
 
 def test_paid_is_reached_only_from_the_gateway_hops() -> None:

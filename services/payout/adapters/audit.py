@@ -19,6 +19,10 @@ Action = Literal[
     "account_correction_requested",
     "request_approved",
     "request_rejected",
+    "hold_release_requested",
+    "hold_cancel_requested",
+    "hold_release",
+    "hold_cancel",
 ]
 
 
@@ -65,7 +69,7 @@ async def record(
 async def payout_action(
     conn: DbConnection,
     actor: str,
-    action: Literal["account_correction", "close"],
+    action: Literal["account_correction", "close", "hold_release", "hold_cancel"],
     row: asyncpg.Record,
     reason: str,
     detail: dict[str, Any],

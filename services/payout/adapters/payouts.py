@@ -19,6 +19,8 @@ from typing import Any
 
 import asyncpg
 
+from services.payout.domain.admission import Withhold
+from services.payout.domain.model import PayoutStatus
 from services.payout.domain.transitions import Move
 from shared.db import DbConnection
 
@@ -137,16 +139,26 @@ class NewPayout:
     program_id: str | None
     voucher_kind: str
     documents_pending: bool
+    uscc: str | None = None
+    """The enterprise, as intake reported it (None until intake's event is seen)."""
+    cap_charged_fen: int = 0
+    withheld: Withhold | None = None
 
 
 async def insert(conn: DbConnection, p: NewPayout, m: Move) -> asyncpg.Record | None:
-    """The claim's payout, or None when the claim has one already (one per claim)."""
+    """The claim's payout, or None when the claim has one already (one per claim).
+    Written queued, or withheld with its reason (``p.withheld``)."""
     assert m.source is None
+    assert (m.target is PayoutStatus.WITHHELD) == (p.withheld is not None)
+    reason = p.withheld.reason if p.withheld else None
+    detail = p.withheld.detail if p.withheld else None
     return await conn.fetchrow(
         """INSERT INTO payouts (payout_id, claim_id, claim_kind, amount_fen,
                approved_amount_fen, payee, status, claim_received_at, requested_at, fund_id,
-               program_id, voucher_kind, documents_pending)
-           VALUES ($1, $2, $3, $4, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12)
+               program_id, voucher_kind, documents_pending, uscc, cap_charged_fen,
+               withheld_reason, withheld_detail, withheld_at)
+           VALUES ($1, $2, $3, $4, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                   $15, $16, $17)
            ON CONFLICT (claim_id) DO NOTHING RETURNING *""",
         p.payout_id,
         p.claim_id,
@@ -160,7 +172,67 @@ async def insert(conn: DbConnection, p: NewPayout, m: Move) -> asyncpg.Record | 
         p.program_id,
         p.voucher_kind,
         p.documents_pending,
+        p.uscc,
+        p.cap_charged_fen,
+        reason,
+        detail,
+        None if p.withheld is None else p.requested_at,
     )
+
+
+async def withhold_again(
+    conn: DbConnection, payout_id: uuid.UUID, w: Withhold, uscc: str | None, now: datetime
+) -> None:
+    """A withheld payout stays withheld for another reason (intake's event arrived and
+    does not agree): no status write, only the reason."""
+    await conn.execute(
+        """UPDATE payouts SET withheld_reason = $2, withheld_detail = $3, withheld_at = $4,
+               uscc = coalesce($5, uscc)
+           WHERE payout_id = $1 AND status = 'withheld'""",
+        payout_id,
+        w.reason,
+        w.detail,
+        now,
+        uscc,
+    )
+
+
+async def admitted(
+    conn: DbConnection, payout_id: uuid.UUID, uscc: str, cap_charged_fen: int
+) -> None:
+    """A withheld payout admitted for payment (after its status moved on): the
+    enterprise and what it took of the cap (its withheld reason stays, as history)."""
+    await conn.execute(
+        "UPDATE payouts SET uscc = $2, cap_charged_fen = $3 WHERE payout_id = $1",
+        payout_id,
+        uscc,
+        cap_charged_fen,
+    )
+
+
+async def set_payee(conn: DbConnection, payout_id: uuid.UUID, payee_json: str) -> None:
+    """The account two finance people chose when releasing a withheld payout."""
+    await conn.execute(
+        "UPDATE payouts SET payee = $2::jsonb WHERE payout_id = $1 AND status = 'withheld'",
+        payout_id,
+        payee_json,
+    )
+
+
+async def admit_to_queue(conn: DbConnection, payout_id: uuid.UUID, m: Move, now: datetime) -> int:
+    """A withheld payout admitted joins its fund's queue (keeping its documents flag);
+    returns its place."""
+    await _write(
+        conn,
+        """UPDATE payouts SET status = $2, queue_seq = nextval('payout_queue_seq'),
+               queued_at = $4
+           WHERE payout_id = $1 AND status = $3""",
+        payout_id,
+        m,
+        now,
+    )
+    seq: int = await conn.fetchval("SELECT queue_seq FROM payouts WHERE payout_id = $1", payout_id)
+    return seq
 
 
 async def reserve(

@@ -14,7 +14,10 @@ State machine (docs/payout.md)::
     issued|accepted|sent ─(returned)─> returned ─(account corrected)─> retrying
     failed ─(account corrected by finance)─> requested (reserved again) | queued
     failed|returned ─(closed by finance, with a reason)─> released
-    queued|held|requested|retrying|returned ─(lapsed / withdrawn)─> released
+    queued|held|requested|retrying|returned|withheld ─(lapsed / withdrawn)─> released
+    approval ─(not what intake received, above eligible / cap, intake not seen yet)─> withheld
+    withheld ─(intake's event agrees / two finance people release)─> queued|held|requested
+    withheld ─(two finance people cancel)─> released
 """
 
 from __future__ import annotations
@@ -53,6 +56,11 @@ class PayoutStatus(StrEnum):
     RETURNED = "returned"
     """The bank returned the money; waits for finance to correct the account."""
     RELEASED = "released"
+    WITHHELD = "withheld"
+    """Not paid as approved: not seen submitted by intake, or not what intake received
+    (payee, kind, program), above the eligible amount or the per-enterprise cap
+    (``withheld_reason``). Nothing reserved, never issued; admitted when intake's event
+    arrives (``awaiting_intake``) or released / cancelled by two finance people."""
 
 
 FINAL = frozenset({PayoutStatus.PAID, PayoutStatus.RELEASED})
@@ -61,6 +69,7 @@ WAITING = {
     PayoutStatus.HELD: "documents",
     PayoutStatus.RETURNED: "account_correction",
     PayoutStatus.FAILED: "finance_decision",
+    PayoutStatus.WITHHELD: "payee_check",
 }
 """Statuses that will not move without a person, and what they wait for."""
 RESERVED = frozenset({PayoutStatus.HELD, PayoutStatus.REQUESTED})
@@ -85,6 +94,7 @@ CANCELLABLE = frozenset(
         PayoutStatus.REQUESTED,
         PayoutStatus.RETRYING,
         PayoutStatus.RETURNED,
+        PayoutStatus.WITHHELD,
     }
 )
 """A lapse or withdrawal releases these: no money is with the bank (a retrying voucher's
@@ -128,6 +138,16 @@ TRANSITIONS: dict[PayoutStatus, frozenset[PayoutStatus]] = {
         {PayoutStatus.REQUESTED, PayoutStatus.QUEUED, PayoutStatus.RELEASED}
     ),
     PayoutStatus.RELEASED: frozenset(),
+    # Admitted (intake's event arrived and agrees, or finance released it): reserved
+    # (held / requested) or queued, like a new approval; or cancelled (released).
+    PayoutStatus.WITHHELD: frozenset(
+        {
+            PayoutStatus.QUEUED,
+            PayoutStatus.HELD,
+            PayoutStatus.REQUESTED,
+            PayoutStatus.RELEASED,
+        }
+    ),
 }
 CORRECTABLE = frozenset({PayoutStatus.RETURNED, PayoutStatus.FAILED})
 """Finance may correct the account of these (and re-issue) or close them with a reason."""

@@ -23,8 +23,9 @@ from services.payout.domain.model import (
     target_of_notice,
 )
 
-INITIAL = frozenset({PayoutStatus.QUEUED})
-"""A new payout is written queued; reserving moves it on in the same transaction."""
+INITIAL = frozenset({PayoutStatus.QUEUED, PayoutStatus.WITHHELD})
+"""A new payout is written queued (reserving moves it on in the same transaction), or
+withheld when the approval is not what intake received (issue 12 item 5)."""
 
 
 class IllegalTransition(ValueError):

@@ -25,6 +25,7 @@ from services.payout.entrypoints.schemas import (
     Decision,
     FinanceRequestOut,
     FundOut,
+    HoldRelease,
     HopOut,
     PayoutDetailOut,
     PayoutOut,
@@ -52,7 +53,7 @@ CallerDep = Annotated[Caller, Depends(current_caller)]
 
 STATUSES = (
     "^(queued|held|requested|issuing|issued|unknown|accepted|sent|retrying|paid|failed"
-    "|returned|released)$"
+    "|returned|released|withheld)$"
 )
 
 IdempotencyKey = Annotated[
@@ -338,6 +339,39 @@ async def correct_account(
     async def work(uow: UnitOfWork) -> FinanceRequestOut:
         row = await requests.request_correction(
             uow, payout_id, body.payee, caller.user_id, body.reason
+        )
+        return FinanceRequestOut.of(row)
+
+    payload = body.model_dump(mode="json")
+    return await idempotent(request, runtime, uows, idempotency_key, payload, work, status_code=202)
+
+
+@router.post(
+    "/payouts/{payout_id}/hold-release",
+    response_model=FinanceRequestOut,
+    status_code=202,
+    responses=NEEDS_KEY,
+)
+async def request_hold_release(
+    request: Request,
+    runtime: RuntimeDep,
+    uows: UnitOfWorkFactoryDep,
+    payout_id: uuid.UUID,
+    body: HoldRelease,
+    caller: CallerDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Request the release (``release``: pay it) or the cancellation (``cancel``) of a
+    withheld payout (dual control): 202 with the pending request. Another finance person's
+    approval applies it: a release checks again what intake received (the payee becomes
+    ``payee`` if given, else intake's registered account; the amount must be within the
+    eligible amount and the enterprise's cap, else 409 naming the rule), then reserves or
+    queues it; a cancel releases it with the reason. Needs an Idempotency-Key."""
+    finance_only(caller)
+
+    async def work(uow: UnitOfWork) -> FinanceRequestOut:
+        row = await requests.request_hold_decision(
+            uow, payout_id, body.action, body.payee, caller.user_id, body.reason
         )
         return FinanceRequestOut.of(row)
 

@@ -7,7 +7,7 @@ import json
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,6 +31,17 @@ class AccountCorrection(BaseModel):
 
     payee: BankAccountInput
     reason: VisibleText = Field(min_length=1, max_length=500)
+
+
+class HoldRelease(BaseModel):
+    """Release (pay) or cancel a withheld payout (issue 12 item 5), under dual control.
+    A release may name the account to pay (verified by finance; else intake's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["release", "cancel"]
+    reason: VisibleText = Field(min_length=1, max_length=500)
+    payee: BankAccountInput | None = None
 
 
 class Decision(BaseModel):
@@ -135,6 +146,13 @@ class PayoutOut(BaseModel):
     failure_reason: str | None
     release_reason: str | None
     late_cancellation: str | None
+    withheld_reason: str | None = Field(
+        default=None,
+        description="Why payout refused to pay the approval as it stood (issue 12 item 5): "
+        "awaiting_intake, claim_mismatch, payee_mismatch, above_eligible, above_cap",
+    )
+    withheld_detail: str | None = None
+    withheld_at: datetime | None = None
     queue_seq: int | None
     claim_received_at: datetime
     requested_at: datetime

@@ -10,14 +10,23 @@ import uuid
 
 import asyncpg
 
-from services.payout.adapters import audit, funds, hops, payouts, queue, statements
+from services.payout.adapters import (
+    audit,
+    funds,
+    hops,
+    intake_facts,
+    payouts,
+    queue,
+    statements,
+)
 from services.payout.domain.model import CORRECTABLE, PayoutStatus
 from services.payout.domain.statements import ReconciliationReport, parse_statement_csv
 from services.payout.domain.transitions import move
 from services.payout.metrics import RECONCILIATION_MISMATCHES
-from services.payout.service_layer import funding
+from services.payout.service_layer import admission, funding
 from shared.contracts import BankAccount, EventEnvelope, PayoutAccountCorrectedV1
 from shared.problems import Conflict, NotFound
+from shared.programs import Catalogue
 from shared.unit_of_work import UnitOfWork
 
 CLOSED_BY_FINANCE = "closed by finance: "
@@ -130,6 +139,72 @@ async def close_payout(
     closed = await payouts.get(uow.conn, payout_id)
     assert closed is not None
     return closed
+
+
+# --- issue 12 item 5: withheld payouts, released or cancelled under dual control -------
+
+CANCELLED_BY_FINANCE = "withheld payout cancelled by finance: "
+
+
+async def withheld(uow: UnitOfWork, payout_id: uuid.UUID) -> asyncpg.Record:
+    """The payout, locked, if it is withheld."""
+    row = await payouts.lock(uow.conn, payout_id=payout_id)
+    if row is None:
+        raise NotFound(f"no payout {payout_id}", field="path.payout_id")
+    if row["status"] != PayoutStatus.WITHHELD:
+        raise Conflict(
+            f"payout is {row['status']}; only a withheld payout is released or cancelled",
+            field="path.payout_id",
+            rule="withheld_only",
+        )
+    return row
+
+
+async def release_withheld(
+    uow: UnitOfWork,
+    payout_id: uuid.UUID,
+    payee: BankAccount | None,
+    actor: str,
+    reason: str,
+    catalogue: Catalogue,
+) -> PayoutStatus:
+    """Two finance people release a withheld payout: it is checked again against what
+    intake received, except the payee, which is the one they chose (``payee``) or the
+    account intake registered; then reserved or queued like any admitted approval.
+    Refused (409, the rule is the reason) when it still cannot be paid: intake never
+    reported the claim, another kind or program, above eligible, above the cap."""
+    row = await withheld(uow, payout_id)
+    submitted = await intake_facts.get(uow.conn, row["claim_id"])
+    chosen = payee or (submitted.payee if submitted else None)
+    if chosen is not None and chosen != BankAccount.model_validate_json(row["payee"]):
+        await payouts.set_payee(uow.conn, payout_id, chosen.model_dump_json())
+        again = await payouts.locked(uow.conn, payout_id)
+        assert again is not None
+        row = again
+    verdict = await admission.judge(
+        uow, row["claim_id"], admission.approval_of(row), catalogue, payee_chosen_by_finance=True
+    )
+    if verdict.withhold is not None:
+        raise Conflict(
+            f"still cannot be paid: {verdict.withhold.detail}",
+            field="path.request_id",
+            rule=verdict.withhold.reason,
+        )
+    detail = {"was": row["withheld_reason"], "payee": json.loads(row["payee"])}
+    await audit.payout_action(uow.conn, actor, "hold_release", row, reason, detail)
+    await admission.admit_withheld(uow, row, verdict)
+    status: str = await uow.conn.fetchval(
+        "SELECT status FROM payouts WHERE payout_id = $1", payout_id
+    )
+    return PayoutStatus(status)
+
+
+async def cancel_withheld(uow: UnitOfWork, payout_id: uuid.UUID, actor: str, reason: str) -> None:
+    """Two finance people cancel a withheld payout: released with their reason."""
+    row = await withheld(uow, payout_id)
+    await funding.release(uow, row, CANCELLED_BY_FINANCE + reason)
+    detail = {"was": row["withheld_reason"]}
+    await audit.payout_action(uow.conn, actor, "hold_cancel", row, reason, detail)
 
 
 Imported = tuple[uuid.UUID, int, int, list[ReconciliationReport]]

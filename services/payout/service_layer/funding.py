@@ -9,7 +9,15 @@ from datetime import datetime
 
 import asyncpg
 
-from services.payout.adapters import claim_documents, funds, hops, payouts, queue, vouchers
+from services.payout.adapters import (
+    claim_documents,
+    funds,
+    hops,
+    intake_facts,
+    payouts,
+    queue,
+    vouchers,
+)
 from services.payout.domain.model import COMMITTED, RESERVED, PayoutStatus, after_approval
 from services.payout.domain.transitions import move
 from services.payout.metrics import FAILURES, PAYOUTS
@@ -107,6 +115,8 @@ async def release(uow: UnitOfWork, row: asyncpg.Record, reason: str) -> None:
         await funds.unreserve(uow.conn, fund_id, amount)
     elif status in COMMITTED:  # retrying or returned: no money is with the bank
         await funds.uncommit(uow.conn, fund_id, amount)
+    # What it took of its enterprise's per-program cap is free again (issue 12 item 5).
+    await intake_facts.give_back(uow.conn, row)
     pid = row["payout_id"]
     await payouts.release(uow.conn, pid, move(status, PayoutStatus.RELEASED), uow.now, reason)
     await hops.add(uow.conn, pid, row["issue_no"], row["attempts"], "released", uow.now, reason)

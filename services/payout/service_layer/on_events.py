@@ -1,19 +1,23 @@
 """What payout does with review's and intake's events: an approval becomes a payout
-(reserved → requested or held, or queued), completed documents release a hold, a lapse
-or withdrawal releases what has not reached the bank."""
+(reserved → requested or held, or queued; withheld when it is not what intake received),
+intake's claim.submitted is kept (and re-checks an approval that waited for it),
+completed documents release a hold, a lapse or withdrawal releases what has not reached
+the bank."""
 
 from __future__ import annotations
 
 import uuid
 
-from services.payout.adapters import claim_documents, funds, hops, payouts, queue
+from services.payout.adapters import claim_documents, funds, hops, intake_facts, payouts
 from services.payout.adapters.claim_documents import Ending
+from services.payout.domain.admission import Approval
 from services.payout.domain.model import CANCELLABLE, PayoutStatus, fund_of, voucher_kind
 from services.payout.domain.transitions import move
-from services.payout.service_layer import funding
+from services.payout.service_layer import admission, funding
 from shared.contracts import (
     ClaimDocumentsCompletedV1,
     ClaimLapsedV1,
+    ClaimSubmittedV1,
     ClaimWithdrawnV1,
     EventEnvelope,
     ReviewDecidedV1,
@@ -34,6 +38,15 @@ async def review_decided(
     if await funds.lock(uow.conn, fund_id) is None:
         # Funds are seeded when the service starts; read the batch again shortly.
         raise TransientError(f"fund {fund_id!r} not seeded yet")
+    # Issue 12 item 5: pay only what intake received. Checked (and the enterprise's cap
+    # taken) before the payout row is written, so it is written queued or withheld.
+    approval = Approval(
+        claim_kind=decided.claim_kind,
+        program_id=decided.program_id,
+        amount_fen=decided.approved_amount_fen,
+        payee=decided.payee,
+    )
+    verdict = await admission.judge(uow, envelope.claim_id, approval, catalogue)
     new = payouts.NewPayout(
         payout_id=uuid.uuid4(),
         claim_id=envelope.claim_id,
@@ -46,23 +59,46 @@ async def review_decided(
         program_id=decided.program_id,
         voucher_kind=voucher_kind(decided.claim_kind),
         documents_pending=decided.documents_pending,
+        uscc=verdict.uscc,
+        cap_charged_fen=verdict.charged_fen,
+        withheld=verdict.withhold,
     )
-    row = await payouts.insert(uow.conn, new, move(None, PayoutStatus.QUEUED))
+    status = PayoutStatus.QUEUED if verdict.withhold is None else PayoutStatus.WITHHELD
+    row = await payouts.insert(uow.conn, new, move(None, status))
     if row is None:
-        return  # a second approval for a claim already in payout pays nothing more
+        # A second approval for a claim already in payout pays nothing more (and takes
+        # nothing of the cap).
+        if verdict.charged_fen:
+            await intake_facts.give_back(uow.conn, _charge(new))
+        return
     docs = await claim_documents.get(uow.conn, envelope.claim_id)
     if docs and (docs["lapsed_at"] or docs["withdrawn_at"]):
         reason = "lapsed" if docs["lapsed_at"] else "withdrawn"
         await funding.release(uow, row, f"claim {reason} before approval")
         return
-    # A claim that finds others waiting joins the queue behind them (first come, first
-    # served), even when it would fit.
-    someone_waiting = await queue.queued_exists(uow.conn, fund_id, other_than=new.payout_id)
-    if not someone_waiting and await funds.try_reserve(uow.conn, fund_id, new.amount_fen):
-        await funding.after_reserved(uow, row)
-    else:
-        seq = await queue.enqueue(uow.conn, new.payout_id, uow.now)
-        await funding.announce_queued(uow, row, row["issue_no"], seq)
+    if verdict.withhold is not None:
+        await admission.announce_withheld(uow, row, verdict.withhold)
+        return
+    await admission.admit(uow, row)
+
+
+def _charge(new: payouts.NewPayout) -> dict[str, object]:
+    """What ``give_back`` reads of a payout, for an approval whose row was not written."""
+    return {
+        "payout_id": new.payout_id,
+        "program_id": new.program_id,
+        "uscc": new.uscc,
+        "cap_charged_fen": new.cap_charged_fen,
+    }
+
+
+async def claim_submitted(
+    uow: UnitOfWork, submitted: ClaimSubmittedV1, envelope: EventEnvelope, catalogue: Catalogue
+) -> None:
+    """Keep what intake received (same transaction as the inbox row); an approval that
+    arrived first (another topic) and waits for it is checked again now."""
+    await intake_facts.record(uow.conn, envelope.claim_id, envelope.event_id, submitted, uow.now)
+    await admission.recheck_awaiting(uow, envelope.claim_id, catalogue)
 
 
 async def documents_completed(

@@ -1,6 +1,7 @@
-"""Dual control (maker–checker) on money: a top-up or an account correction is a pending
-request of one person, applied (``finance.top_up`` / ``finance.correct_account``) in the
-unit of work of another person's approval. The requester never decides their own
+"""Dual control (maker–checker) on money: a top-up, an account correction, or the release
+or cancellation of a withheld payout is a pending request of one person, applied
+(``finance.top_up`` / ``correct_account`` / ``release_withheld`` / ``cancel_withheld``)
+in the unit of work of another person's approval. The requester never decides their own
 request (here: 403 ``four_eyes``; in the database: CHECK ``finance_requests_four_eyes``),
 and a large top-up needs an approver holding ``funds.top_up`` (a supervisor)."""
 
@@ -10,7 +11,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
@@ -20,6 +21,7 @@ from shared.contracts import BankAccount
 from shared.db import DbConnection
 from shared.money import yuan_to_fen
 from shared.problems import Conflict, Forbidden, Invalid, NotFound
+from shared.programs import Catalogue, load_catalogue
 from shared.unit_of_work import UnitOfWork
 
 SUPERVISOR_PERMISSION = "funds.top_up"
@@ -138,6 +140,62 @@ async def request_correction(
     return row
 
 
+async def request_hold_decision(
+    uow: UnitOfWork,
+    payout_id: uuid.UUID,
+    action: Literal["release", "cancel"],
+    payee: BankAccount | None,
+    actor: str,
+    reason: str,
+) -> asyncpg.Record:
+    """A pending request to release (pay) or cancel a withheld payout (audited)."""
+    payout = await finance.withheld(uow, payout_id)  # locks the payout
+    await _no_other_pending(uow, payout_id)
+    kind = "hold_release" if action == "release" else "hold_cancel"
+    if kind == "hold_cancel" and payee is not None:
+        raise Invalid("a cancel pays no one: leave payee out", field="body.payee", rule="no_payee")
+    row = await _insert(
+        uow,
+        request_id=uuid.uuid4(),
+        kind=kind,
+        payout_id=payout_id,
+        payee=None if payee is None else payee.model_dump_json(),
+        reason=reason,
+        requested_by=actor,
+    )
+    detail: dict[str, Any] = {
+        "request_id": str(row["request_id"]),
+        "withheld_reason": payout["withheld_reason"],
+    }
+    if payee is not None:
+        detail["payee"] = payee.model_dump()
+    await audit.record(
+        uow.conn,
+        actor,
+        "hold_release_requested" if kind == "hold_release" else "hold_cancel_requested",
+        fund_id=payout["fund_id"],
+        payout_id=payout_id,
+        amount_fen=payout["amount_fen"],
+        reason=reason,
+        detail=detail,
+    )
+    return row
+
+
+async def _no_other_pending(uow: UnitOfWork, payout_id: uuid.UUID) -> None:
+    pending = await uow.conn.fetchval(
+        "SELECT request_id FROM finance_requests WHERE payout_id = $1 AND status = 'pending'",
+        payout_id,
+    )
+    if pending is not None:
+        # Two pending requests on one payout: the second approval could only fail.
+        raise Conflict(
+            f"request {pending} of this payout is still pending",
+            field="path.payout_id",
+            rule="one_pending_request",
+        )
+
+
 async def decide(
     uow: UnitOfWork,
     request_id: uuid.UUID,
@@ -146,6 +204,7 @@ async def decide(
     approve: bool,
     comment: str | None,
     limits: Limits,
+    catalogue: Catalogue | None = None,
 ) -> Decided:
     """Approve (apply, same unit of work) or reject a pending request of another person."""
     row = await uow.conn.fetchrow(
@@ -215,6 +274,15 @@ async def decide(
         events = await finance.top_up(uow, fund_id, amount_fen, actor, row["reason"])
         released = sum(e.event_type != "payout.queued" for e in events)
         return Decided(decided, {"fund_id": fund_id, "released_from_queue": released})
+    if row["kind"] in ("hold_release", "hold_cancel"):
+        chosen = None if row["payee"] is None else BankAccount.model_validate_json(row["payee"])
+        if row["kind"] == "hold_cancel":
+            await finance.cancel_withheld(uow, payout_id, actor, row["reason"])
+            return Decided(decided, {"payout_id": str(payout_id), "status": "released"})
+        status = await finance.release_withheld(
+            uow, payout_id, chosen, actor, row["reason"], catalogue or load_catalogue()
+        )
+        return Decided(decided, {"payout_id": str(payout_id), "status": status.value})
     payee = BankAccount.model_validate(json.loads(row["payee"]))
     issue_no, target = await finance.correct_account(uow, payout_id, payee, actor, row["reason"])
     applied = {"payout_id": str(payout_id), "issue_no": issue_no, "status": target.value}
