@@ -11,11 +11,13 @@ import csv
 import io
 import random
 import re
+import uuid
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
@@ -294,7 +296,7 @@ async def test_a_statement_upload_shows_the_reconciliation_result(
     await screenshot(page, "finance-reconciliation", full_page=False)
 
 
-async def test_an_auditor_opens_a_claims_history(
+async def test_an_auditor_sees_a_claims_verified_history_and_a_tampered_row(
     console_stack: ConsoleStack, browser: Browser
 ) -> None:
     claim_id, number = await paid_claim(console_stack)
@@ -307,19 +309,59 @@ async def test_an_auditor_opens_a_claims_history(
     history = page.locator("[data-testid=history] tbody tr")
     sources = set(await history.evaluate_all("rows => rows.map(r => r.dataset.source)"))
     assert sources == {"intake", "review", "payout"}
-    await expect(page.locator("[data-testid=history]")).to_contain_text("claim.submitted")
-    await expect(page.locator("[data-testid=history]")).to_contain_text("task.approved")
-    await expect(page.locator("[data-testid=history]")).to_contain_text("hop.arrived")
-    # Not one entry claims a verification that has not been made (issue 12 brings it).
+    for action in ("claim.submitted", "review.task_decided", "review.decided", "payout.confirmed"):
+        await expect(page.locator("[data-testid=history]")).to_contain_text(action)
+    # Untouched: every entry verified by its service, no banner.
     marks = await page.locator("[data-testid=verification]").all_inner_texts()
-    assert marks and set(marks) == {"尚未校验"}
-    await expect(page.locator("[data-testid=chain-note]")).to_contain_text("尚未上线")
-    assert "✓" not in await page.locator("[data-testid=history]").inner_text()
+    assert marks and all(m.startswith("✓ 已校验") for m in marks), marks
+    statuses = await history.evaluate_all("rows => rows.map(r => r.dataset.status)")
+    assert set(statuses) == {"ok"}
+    await expect(page.locator("[data-testid=audit-ok]")).to_be_visible()
+    await expect(page.locator("[data-testid=audit-broken]")).to_have_count(0)
+    seals = await page.locator("[data-testid=seals] tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.seal)"
+    )
+    assert seals and set(seals) <= {"sealed", "not_sealed_yet"}
     assert number not in await page.content()
-    # In time order.
     times = await page.locator("[data-testid=history] tbody tr td:first-child").all_inner_texts()
     assert times == sorted(times)
     await screenshot(page, "audit-history", full_page=False)
+
+    # The psql attacker of issue 12 rewrites who decided, in review's table only.
+    admin = await asyncpg.connect(console_stack.cfg.admin_dsn)
+    task = await admin.fetchrow(
+        """SELECT task_id, decided_by FROM review.review_tasks
+           WHERE claim_id = $1 AND decided_by IS NOT NULL ORDER BY department LIMIT 1""",
+        uuid.UUID(claim_id),
+    )
+    assert task is not None
+
+    async def set_decided_by(who: str) -> None:
+        async with admin.transaction():
+            await admin.execute("SET LOCAL session_replication_role = replica")
+            await admin.execute(
+                "UPDATE review.review_tasks SET decided_by = $2 WHERE task_id = $1",
+                task["task_id"],
+                who,
+            )
+
+    try:
+        await set_decided_by("someone-else")
+        await page.reload()
+        banner = page.locator("[data-testid=audit-broken]")
+        await expect(banner).to_be_visible()
+        await expect(banner).to_contain_text("review_tasks.decided_by")
+        await expect(banner).to_contain_text("someone-else")
+        await expect(banner).to_contain_text(task["decided_by"])
+        broken = page.locator("[data-testid=history] tbody tr[data-status=state_differs]")
+        await expect(broken).to_have_count(1)
+        await expect(broken).to_contain_text("业务数据与记录不符")
+        await screenshot(page, "audit-broken", full_page=False)
+    finally:
+        await set_decided_by(task["decided_by"])
+        await admin.close()
+    await page.reload()
+    await expect(page.locator("[data-testid=audit-ok]")).to_be_visible()
     # A claim number that is not one: said so, no error page.
     await page.goto(f"{console_stack.url}/audit?claim=not-a-claim")
     await expect(page.locator("[role=alert]")).to_contain_text("UUID")
