@@ -157,8 +157,15 @@ async def claim_audit(
             else []
         )
         chains = [str(claim_id), *sorted(linked)]
+        seals = load_seals(service, seal_dir, keyring, chains) if seal_dir else None
         report = await verify_service(
-            conn, service, schema=schema, seal_dir=seal_dir, keyring=keyring, chains=chains
+            conn,
+            service,
+            schema=schema,
+            seal_dir=seal_dir,
+            keyring=keyring,
+            chains=chains,
+            seals=seals,
         )
         rows = await read_log(conn, schema, chains)
         heads = {
@@ -183,7 +190,6 @@ async def claim_audit(
                 rule="exists",
             )
     breaks = [*report.breaks, *(state_break(d) for d in diffs)]
-    seals = load_seals(service, seal_dir, keyring, chains) if seal_dir else None
     at: dict[tuple[str, int], list[Break]] = {}
     for b in breaks:
         if b.seq is not None:

@@ -16,6 +16,9 @@ What each check catches:
   was **deleted**, a backup restored, or the chain **rewritten** with recomputed hashes
   since the seal (nothing inside the database can hide this: the seal is outside it and
   signed).
+
+``verify_services`` adds the state tables against the chains (``shared.audit.state``):
+a row edited alone is **state_differs**, naming table, row, column and both values.
 """
 
 from __future__ import annotations
@@ -78,9 +81,11 @@ async def verify_service(
     seal_dir: Path | None = None,
     keyring: KeyRing | None = None,
     chains: Sequence[str] | None = None,
+    seals: Seals | None = None,
 ) -> Report:
     """Check ``service``'s chains (all, or only ``chains``) in ``schema`` (default: the
-    service's name) against themselves, ``audit_heads`` and the seals in ``seal_dir``."""
+    service's name) against themselves, ``audit_heads`` and the seals in ``seal_dir``
+    (``seals``: those seals already loaded with ``load_seals``)."""
     schema = schema or service
     report = Report(service)
     wanted = list(chains) if chains is not None else None
@@ -108,7 +113,8 @@ async def verify_service(
                 Break(service, chain, seq, "deleted", f"the head says seq {seq}; no entry left")
             )
     if seal_dir is not None:
-        report.breaks.extend(_check_seals(service, seal_dir, keyring, log, wanted, report))
+        loaded = seals or load_seals(service, seal_dir, keyring, wanted)
+        report.breaks.extend(_check_seals(service, loaded, log, report))
     return report
 
 
@@ -312,15 +318,9 @@ def load_seals(
 
 
 def _check_seals(
-    service: str,
-    seal_dir: Path,
-    keyring: KeyRing | None,
-    log: dict[str, dict[int, str]],
-    wanted: list[str] | None,
-    report: Report,
+    service: str, seals: Seals, log: dict[str, dict[int, str]], report: Report
 ) -> list[Break]:
     # Every (seq, hash) any valid seal recorded for a chain: each one must still be there.
-    seals = load_seals(service, seal_dir, keyring, wanted)
     report.seals += seals.count
     breaks = list(seals.bad)
     sealed = seals.sealed
