@@ -195,11 +195,13 @@ PROJECTIONS: Mapping[str, tuple[RowProjection, ...]] = {
             claim_column="claim_id",
             match="task_id",
             chained_if="decided_by IS NOT NULL",
+            # A department's decision is review.task_decided; the approver's on the
+            # sign-off task is review.signed_off.
             columns=(
-                Column("decided_by", ("review.task_decided",), "decided_by"),
+                Column("decided_by", ("review.task_decided", "review.signed_off"), "decided_by"),
                 Column(
                     "status",
-                    ("review.task_decided",),
+                    ("review.task_decided", "review.signed_off"),
                     "decision",
                     values={"approve": "approved", "reject": "rejected", "return": "returned"},
                 ),
@@ -491,6 +493,8 @@ async def _compare_timeline(
             continue
         if e.service != "intake" and (cutoff is None or e.at > cutoff):
             continue  # maybe not consumed yet
+        if e.chain not in entries.get("intake", {}):
+            continue  # a claim intake never registered (or older than its chain) has no timeline
         diffs.append(
             Difference(
                 "intake",
