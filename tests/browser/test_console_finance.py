@@ -22,6 +22,8 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from shared.audit.seal import seal_now
+from shared.devstack import stack
 from shared.workdays import CHINA
 from tests.browser.conftest import ConsoleStack, screenshot, sign_in
 from tests.e2e.helpers import approve_through_review, eventually, submit_claim, wait_status
@@ -300,6 +302,9 @@ async def test_an_auditor_sees_a_claims_verified_history_and_a_tampered_row(
     console_stack: ConsoleStack, browser: Browser
 ) -> None:
     claim_id, number = await paid_claim(console_stack)
+    # Sealed now (the services seal every CLAIMFLOW_AUDIT_SEAL_INTERVAL_S): the page shows it.
+    cfg = console_stack.cfg
+    await seal_now(cfg.admin_dsn, stack.SERVICES, stack.keys_dir(cfg), stack.seal_dir(cfg))
     page = await sign_in(browser, console_stack, "auditor-zhou")
     await expect(page).to_have_url(re.compile(r"/audit$"))
     await expect(page.locator("header .who")).to_contain_text("审计")
@@ -313,7 +318,7 @@ async def test_an_auditor_sees_a_claims_verified_history_and_a_tampered_row(
         await expect(page.locator("[data-testid=history]")).to_contain_text(action)
     # Untouched: every entry verified by its service, no banner.
     marks = await page.locator("[data-testid=verification]").all_inner_texts()
-    assert marks and all(m.startswith("✓ 已校验") for m in marks), marks
+    assert marks and all(m == "✓ 已校验 · 已封存" for m in marks), marks
     statuses = await history.evaluate_all("rows => rows.map(r => r.dataset.status)")
     assert set(statuses) == {"ok"}
     await expect(page.locator("[data-testid=audit-ok]")).to_be_visible()
@@ -321,7 +326,7 @@ async def test_an_auditor_sees_a_claims_verified_history_and_a_tampered_row(
     seals = await page.locator("[data-testid=seals] tbody tr").evaluate_all(
         "rows => rows.map(r => r.dataset.seal)"
     )
-    assert seals and set(seals) <= {"sealed", "not_sealed_yet"}
+    assert seals and set(seals) == {"sealed"}
     assert number not in await page.content()
     times = await page.locator("[data-testid=history] tbody tr td:first-child").all_inner_texts()
     assert times == sorted(times)
