@@ -209,8 +209,7 @@ async def claim_audit(
         own = [b for b in mine if b.kind != "deleted"]
         status: EntryStatus = "ok"
         if own:
-            worst = max((b.kind for b in own), key=lambda k: _SEVERITY.get(k, 0))
-            status = "state_differs" if worst == "state_differs" else _entry_status(worst)
+            status = _entry_status(max((b.kind for b in own), key=lambda k: _SEVERITY.get(k, 0)))
         sealed_seqs = seals.sealed.get(chain, {}) if seals else {}
         entries.append(
             AuditEntry(
