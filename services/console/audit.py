@@ -1,10 +1,11 @@
-"""The auditor's screen (审计): any claim's merged history — intake's tracker timeline (the
-events of every service as intake saw them), review's decisions and deadlines, payout's
-hops and vouchers — in one list ordered by time, from the services' existing APIs.
+"""The auditor's screen (审计): any claim's merged history from the three services' hash
+chains, each entry with the verification status the service computed on the server
+(issue 12 item 3: ``GET /claims/{id}/audit`` in intake, review and payout — one call per
+service), the seal status of each chain, and a banner when anything is broken.
 
-The hash-chain verification of each entry comes with issue 12 (shared/audit). Until
-then every entry's verification column says "not verified yet": the console shows no
-check it has not made.
+The console verifies nothing itself: it shows what the services' shared verifier
+(``shared.audit``) found — hashes, links, heads, signed seals and state rows against the
+chain — and never marks an entry verified that the service did not report ``ok``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -22,23 +24,48 @@ from services.console.web import ConsoleError, Kit, with_role
 
 Auditor = Annotated[Session, Depends(with_role("auditor"))]
 
-ACTOR_FIELDS = ("registered_by", "recorded_by", "withdrawn_by", "decided_by", "corrected_by")
-"""The person an event names (shared/contracts), shown as "who" rather than the service."""
-VERIFICATION_PENDING = "not_verified_yet"
-"""The only verification state until issue 12 gives entries a chain to check against."""
+SERVICES = ("intake", "review", "payout")
+DETAIL_FIELDS = ("department", "decision", "status", "reason", "document_id", "stage")
+"""Payload fields worth a glance in the detail column (the full body is one click away)."""
+MISSING = "missing"
+"""The status of a placeholder row: an entry the chain should have and does not."""
 
 
 @dataclass(frozen=True)
 class HistoryEntry:
-    at: datetime
+    at: datetime | None
     source: str
-    """intake (tracker timeline), review, payout."""
+    """The service whose chain holds the entry: intake, review, payout."""
+    chain: str
+    seq: int
     what: str
     who: str = ""
     detail: str = ""
-    ref: str = ""
-    """The entry's own id in its source (event id, task id, hop's payout)."""
-    verification: str = field(default=VERIFICATION_PENDING)
+    status: str = "ok"
+    """ok | tampered | inserted | state_differs (from the service) | missing (a deleted seq)."""
+    problems: list[str] = field(default_factory=list)
+    sealed: bool = False
+
+
+@dataclass(frozen=True)
+class ChainSeal:
+    source: str
+    chain: str
+    entries: int
+    seal: str
+    sealed_seq: int | None
+
+
+@dataclass
+class Verified:
+    """The three services' answers, merged for the page."""
+
+    history: list[HistoryEntry]
+    seals: list[ChainSeal]
+    breaks: list[dict[str, Any]]
+    facts: dict[str, Any]
+    services: list[str]
+    """The services that have a history of the claim (404 elsewhere: not there yet)."""
 
 
 def _moment(value: Any) -> datetime | None:
@@ -51,90 +78,134 @@ def _moment(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def merge_history(
-    claim: dict[str, Any] | None,
-    review: dict[str, Any] | None,
-    payouts: list[dict[str, Any]],
-) -> list[HistoryEntry]:
-    """One list, oldest first; equal times keep the sources' order (intake, review,
-    payout). Entries without a time are left out rather than guessed."""
-    entries: list[HistoryEntry] = []
-    for event in (claim or {}).get("timeline", []):
-        at = _moment(event.get("occurred_at"))
-        if at is None:
+def _yuan(fen: Any) -> str:
+    try:
+        return f"¥{Decimal(str(fen)) / 100:,.2f}"
+    except (InvalidOperation, ValueError):
+        return str(fen)
+
+
+def _fen_to_yuan(fen: Any) -> Decimal | None:
+    try:
+        return Decimal(str(fen)) / 100
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def summarise(body: dict[str, Any] | None) -> str:
+    """A line about the entry: the payload's (or a finance body's) telling fields, money
+    in yuan."""
+    if not body:
+        return ""
+    data = body.get("data") or {}
+    payload = data.get("payload") if isinstance(data.get("payload"), dict) else data
+    if not isinstance(payload, dict):
+        return ""
+    parts = [f"{k}={payload[k]}" for k in DETAIL_FIELDS if payload.get(k) not in (None, "", [], {})]
+    parts += [
+        f"{k.removesuffix('_fen')}={_yuan(v)}"
+        for k, v in payload.items()
+        if k.endswith("_fen") and v not in (None, "")
+    ]
+    return ", ".join(parts)
+
+
+def merge_audits(views: dict[str, dict[str, Any] | None]) -> Verified:
+    """One history, oldest first (equal times: intake, review, payout, then seq); a row
+    for every entry a break says is missing; every break and every chain's seal."""
+    history: list[HistoryEntry] = []
+    seals: list[ChainSeal] = []
+    breaks: list[dict[str, Any]] = []
+    facts: dict[str, Any] = {}
+    for source in SERVICES:
+        view = views.get(source)
+        if not view:
             continue
-        payload = event.get("payload") or {}
-        detail = ", ".join(
-            f"{k}={payload[k]}"
-            for k in ("department", "decision", "status", "reason", "document_id", "stage")
-            if payload.get(k) not in (None, "", [])
-        )
-        actor = next((str(payload[k]) for k in ACTOR_FIELDS if payload.get(k)), "")
-        producer = str(event.get("producer", ""))
-        entries.append(
-            HistoryEntry(
-                at=at,
-                source="intake",
-                what=str(event.get("event_type", "")),
-                who=f"{actor} ({producer})" if actor else producer,
-                detail=detail,
-                ref=str(event.get("event_id", "")),
-            )
-        )
-    for task in (review or {}).get("tasks", []):
-        created = _moment(task.get("created_at"))
-        if created is not None:
-            entries.append(
+        for e in view.get("entries", []):
+            body = e.get("body") or {}
+            history.append(
                 HistoryEntry(
-                    at=created,
-                    source="review",
-                    what=f"task.created:{task.get('stage')}",
-                    detail=str(task.get("department", "")),
-                    ref=str(task.get("task_id", "")),
+                    at=_moment(e.get("occurred_at")),
+                    source=source,
+                    chain=str(e.get("chain", "")),
+                    seq=int(e.get("seq", 0)),
+                    what=str(e.get("action", "")),
+                    who=str(e.get("actor", "")),
+                    detail=summarise(body),
+                    status=str(e.get("status", "")),
+                    problems=[str(p) for p in e.get("problems", [])],
+                    sealed=bool(e.get("sealed")),
                 )
             )
-        decided = _moment(task.get("decided_at"))
-        if decided is not None:
-            entries.append(
-                HistoryEntry(
-                    at=decided,
-                    source="review",
-                    what=f"task.{task.get('status')}",
-                    who=f"{task.get('decided_by') or ''} ({task.get('decided_role') or ''})",
-                    detail=f"{task.get('department', '')}: {task.get('comment') or ''}".strip(),
-                    ref=str(task.get("task_id", "")),
+            payload = (body.get("data") or {}).get("payload") or {}
+            if e.get("action") == "claim.submitted":
+                facts.update(
+                    enterprise_name=payload.get("enterprise_name"),
+                    uscc=payload.get("uscc"),
+                    requested_amount=_fen_to_yuan(payload.get("requested_amount_fen")),
+                )
+            if e.get("action") == "review.decided":
+                facts.update(
+                    decision=payload.get("decision"),
+                    approved_amount=_fen_to_yuan(payload.get("approved_amount_fen")),
+                )
+        present = {(h.chain, h.seq) for h in history if h.source == source}
+        for b in view.get("breaks", []):
+            breaks.append({**b, "service": source})
+            seq = b.get("seq")
+            if b.get("kind") == "deleted" and seq is not None and (b["chain"], seq) not in present:
+                present.add((b["chain"], seq))
+                history.append(
+                    HistoryEntry(
+                        at=None,
+                        source=source,
+                        chain=str(b["chain"]),
+                        seq=int(seq),
+                        what="",
+                        status=MISSING,
+                        problems=[str(b.get("detail", ""))],
+                    )
+                )
+        for c in view.get("chains", []):
+            seals.append(
+                ChainSeal(
+                    source=source,
+                    chain=str(c.get("chain", "")),
+                    entries=int(c.get("entries", 0)),
+                    seal=str(c.get("seal", "")),
+                    sealed_seq=c.get("sealed_seq"),
                 )
             )
-    if review and _moment(review.get("decided_at")) is not None:
-        entries.append(
-            HistoryEntry(
-                at=_moment(review["decided_at"]),  # type: ignore[arg-type]
-                source="review",
-                what=f"review.{review.get('status')}",
-                detail=str(review.get("decision_reason") or ""),
-            )
-        )
-    for payout in payouts:
-        for hop in payout.get("hops", []):
-            at = _moment(hop.get("at"))
-            if at is None:
-                continue
-            detail = hop.get("detail")
-            entries.append(
-                HistoryEntry(
-                    at=at,
-                    source="payout",
-                    what=f"hop.{hop.get('hop')}",
-                    detail=(
-                        f"issue {hop.get('issue_no')}, attempt {hop.get('attempt')}"
-                        + (f": {detail}" if detail else "")
-                    ),
-                    ref=str(payout.get("payout_id", "")),
-                )
-            )
-    order = {"intake": 0, "review": 1, "payout": 2}
-    entries.sort(key=lambda e: (e.at, order.get(e.source, 3)))
-    return entries
+    # A missing entry sits right after its chain's entry before it.
+    after: dict[tuple[str, str, int], datetime | None] = {
+        (h.source, h.chain, h.seq): h.at for h in history
+    }
+    placed = [
+        h
+        if h.at is not None
+        else HistoryEntry(**{**h.__dict__, "at": _before(after, h.source, h.chain, h.seq)})
+        for h in history
+    ]
+    order = {s: i for i, s in enumerate(SERVICES)}
+    epoch = datetime.min.replace(tzinfo=UTC)
+    placed.sort(key=lambda h: (h.at or epoch, order.get(h.source, 3), h.chain, h.seq))
+    return Verified(
+        history=placed,
+        seals=seals,
+        breaks=breaks,
+        facts=facts,
+        services=[s for s in SERVICES if views.get(s)],
+    )
+
+
+def _before(
+    at: dict[tuple[str, str, int], datetime | None], source: str, chain: str, seq: int
+) -> datetime | None:
+    for earlier in range(seq - 1, 0, -1):
+        moment = at.get((source, chain, earlier))
+        if moment is not None:
+            return moment
+    return None
 
 
 def install_audit(app: FastAPI, kit: Kit) -> None:
@@ -155,23 +226,28 @@ def install_audit(app: FastAPI, kit: Kit) -> None:
     async def claim_history(
         request: Request, claim_id: uuid.UUID, session: Auditor
     ) -> HTMLResponse:
-        claim = await kit.need(request, "intake", f"/claims/{claim_id}")
-        # A claim review has not seen yet (or one it never will: withdrawn at once) has no
-        # review case: 404 from review is "nothing yet", not an error of the page.
-        review_answer = await kit.call(request, "review", "GET", f"/claims/{claim_id}/review")
-        review = review_answer.body if review_answer.ok else None
-        if not review_answer.ok and review_answer.status != 404:
-            raise ConsoleError(502, "error.unavailable", f"review: {review_answer.detail}")
-        found = await kit.need(request, "payout", "/payouts", params={"claim_id": str(claim_id)})
-        payouts = [await kit.need(request, "payout", f"/payouts/{p['payout_id']}") for p in found]
+        # One call per service. Intake registered the claim: its 404 is "no such claim".
+        # Review and payout answer 404 until the claim reaches them: "nothing there yet".
+        views: dict[str, dict[str, Any] | None] = {
+            "intake": await kit.need(request, "intake", f"/claims/{claim_id}/audit")
+        }
+        for service in ("review", "payout"):
+            answer = await kit.call(request, service, "GET", f"/claims/{claim_id}/audit")
+            if answer.status == 404:
+                views[service] = None
+            elif not answer.ok:
+                raise ConsoleError(502, "error.unavailable", f"{service}: {answer.detail}")
+            else:
+                views[service] = answer.body
+        verified = merge_audits(views)
         return kit.render(
             request,
             "audit.html",
             {
                 "query": str(claim_id),
-                "claim": claim,
-                "review": review,
-                "payouts": payouts,
-                "history": merge_history(claim, review, payouts),
+                "claim_id": str(claim_id),
+                "verified": verified,
+                "history": verified.history,
+                "broken": bool(verified.breaks),
             },
         )

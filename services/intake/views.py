@@ -25,7 +25,9 @@ from services.intake.entrypoints.schemas import (
     EnterpriseView,
     TimelineEntry,
 )
+from shared.audit.history import ClaimAudit, service_claim_audit
 from shared.auth.scope import Desks, off_desk
+from shared.config import ServiceSettings
 from shared.db import DbConnection
 from shared.money import fen_to_yuan
 
@@ -183,3 +185,11 @@ async def enterprise(
         by_status=by_status,
         claims=[ClaimSummary(**_summary(r, now)) for r in rows],
     )
+
+
+async def claim_audit(
+    conn: DbConnection, settings: ServiceSettings, claim_id: uuid.UUID
+) -> ClaimAudit:
+    """The claim's audit chain(s) in intake, each entry verified now (shared.audit.history):
+    hashes, links, head, seals, and intake's state rows against the chain."""
+    return await service_claim_audit(conn, "intake", settings, claim_id)

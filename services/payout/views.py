@@ -13,6 +13,8 @@ import asyncpg
 from services.payout.adapters import dashboard
 from services.payout.adapters.statements import report_for
 from services.payout.domain.model import IN_DOUBT, WAITING
+from shared.audit.history import ClaimAudit, service_claim_audit
+from shared.config import ServiceSettings
 from shared.db import DbConnection
 from shared.problems import Invalid
 
@@ -220,3 +222,11 @@ async def finance_dashboard(
             funds=funds,
             burn=burn,
         )
+
+
+async def claim_audit(
+    conn: DbConnection, settings: ServiceSettings, claim_id: uuid.UUID
+) -> ClaimAudit:
+    """The claim's audit chain(s) in payout, each entry verified now (shared.audit.history):
+    hashes, links, head, seals, and payout's state rows against the chain."""
+    return await service_claim_audit(conn, "payout", settings, claim_id)

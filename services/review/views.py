@@ -10,7 +10,9 @@ from decimal import Decimal
 
 from pydantic import BaseModel
 
+from shared.audit.history import ClaimAudit, service_claim_audit
 from shared.auth.scope import Desks, off_desk
+from shared.config import ServiceSettings
 from shared.db import DbConnection
 from shared.money import fen_to_yuan, optional_fen_to_yuan
 from shared.problems import NotFound
@@ -207,3 +209,11 @@ _CASE_COLUMNS = [
     "decision_reason",
     "decided_at",
 ]
+
+
+async def claim_audit(
+    conn: DbConnection, settings: ServiceSettings, claim_id: uuid.UUID
+) -> ClaimAudit:
+    """The claim's audit chain(s) in review, each entry verified now (shared.audit.history):
+    hashes, links, head, seals, and review's state rows against the chain."""
+    return await service_claim_audit(conn, "review", settings, claim_id)

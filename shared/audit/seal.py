@@ -134,6 +134,10 @@ class _snapshot:
             await self._tx.commit()
 
 
+snapshot = _snapshot
+"""For readers that want one consistent view (verification, the audit API)."""
+
+
 class SealInvalid(Exception):
     pass
 

@@ -16,6 +16,9 @@ What each check catches:
   was **deleted**, a backup restored, or the chain **rewritten** with recomputed hashes
   since the seal (nothing inside the database can hide this: the seal is outside it and
   signed).
+
+``verify_services`` adds the state tables against the chains (``shared.audit.state``):
+a row edited alone is **state_differs**, naming table, row, column and both values.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from shared.audit.chain import GENESIS, canonical, entry_hash, format_time
 from shared.audit.keys import KeyRing
-from shared.audit.seal import SealInvalid, check_seal, seal_files
+from shared.audit.seal import SealInvalid, check_seal, seal_files, snapshot
+from shared.audit.state import STATE_DIFFERS, Difference, compare_state, parse_entries
 from shared.db import DbConnection
 
 
@@ -38,8 +43,14 @@ class Break:
     chain: str
     seq: int | None
     kind: str
-    """tampered | deleted | inserted | seal"""
+    """tampered | deleted | inserted | seal | state_differs"""
     detail: str
+    # For state_differs (shared/audit/state.py): the row and the values that differ.
+    table: str | None = None
+    row: str | None = None
+    column: str | None = None
+    found: str | None = None
+    chained: str | None = None
 
     def line(self) -> str:
         at = f"seq {self.seq}" if self.seq is not None else "-"
@@ -70,19 +81,17 @@ async def verify_service(
     seal_dir: Path | None = None,
     keyring: KeyRing | None = None,
     chains: Sequence[str] | None = None,
+    seals: Seals | None = None,
 ) -> Report:
     """Check ``service``'s chains (all, or only ``chains``) in ``schema`` (default: the
-    service's name) against themselves, ``audit_heads`` and the seals in ``seal_dir``."""
+    service's name) against themselves, ``audit_heads`` and the seals in ``seal_dir``
+    (``seals``: those seals already loaded with ``load_seals``)."""
     schema = schema or service
     report = Report(service)
     wanted = list(chains) if chains is not None else None
     where = "WHERE chain_id = ANY($1::text[])" if wanted is not None else ""
     args: list[Any] = [wanted] if wanted is not None else []
-    rows = await conn.fetch(
-        f"""SELECT chain_id, seq, occurred_at, actor, action, body, prev_hash, hash
-            FROM "{schema}".audit_log {where} ORDER BY chain_id, seq""",
-        *args,
-    )
+    rows = await read_log(conn, schema, wanted)
     heads = {
         r["chain_id"]: (r["seq"], r["hash"])
         for r in await conn.fetch(
@@ -104,8 +113,71 @@ async def verify_service(
                 Break(service, chain, seq, "deleted", f"the head says seq {seq}; no entry left")
             )
     if seal_dir is not None:
-        report.breaks.extend(_check_seals(service, seal_dir, keyring, log, wanted, report))
+        loaded = seals or load_seals(service, seal_dir, keyring, wanted)
+        report.breaks.extend(_check_seals(service, loaded, log, report))
     return report
+
+
+async def read_log(conn: DbConnection, schema: str, chains: Sequence[str] | None) -> list[Any]:
+    """The entries of ``schema``'s chains (all, or only ``chains``), by chain and seq."""
+    where = "WHERE chain_id = ANY($1::text[])" if chains is not None else ""
+    return list(
+        await conn.fetch(
+            f"""SELECT chain_id, seq, occurred_at, actor, action, body, prev_hash, hash
+                FROM "{schema}".audit_log {where} ORDER BY chain_id, seq""",
+            *([list(chains)] if chains is not None else []),
+        )
+    )
+
+
+def state_break(d: Difference) -> Break:
+    return Break(
+        d.service,
+        d.chain,
+        d.seq,
+        STATE_DIFFERS,
+        d.detail,
+        table=d.table,
+        row=d.row,
+        column=d.column,
+        found=d.found,
+        chained=d.chained,
+    )
+
+
+async def verify_services(
+    conn: DbConnection,
+    services: Sequence[str],
+    *,
+    seal_dir: Path | None = None,
+    keyring: KeyRing | None = None,
+    chains: Sequence[str] | None = None,
+    state: bool = True,
+    timeline_grace: timedelta = timedelta(minutes=5),
+) -> list[Report]:
+    """``claimflow audit verify``: each service's chains (``verify_service``), then its
+    state tables against them (``shared.audit.state``), with every named service's
+    chains at hand (intake's timeline rows are other services' events). Reads one
+    snapshot, so a change committing meanwhile cannot look like a difference."""
+    async with snapshot(conn):
+        reports = [
+            await verify_service(conn, s, seal_dir=seal_dir, keyring=keyring, chains=chains)
+            for s in services
+        ]
+        if state:
+            entries = {s: parse_entries(s, await read_log(conn, s, chains)) for s in services}
+            now = datetime.now(UTC)
+            for report in reports:
+                diffs = await compare_state(
+                    conn,
+                    report.service,
+                    entries,
+                    chains=chains,
+                    now=now,
+                    timeline_grace=timeline_grace,
+                )
+                report.breaks.extend(state_break(d) for d in diffs)
+    return reports
 
 
 def _group(rows: Sequence[Any]) -> list[tuple[str, list[Any]]]:
@@ -217,28 +289,41 @@ def _check_head(
     return []
 
 
-def _check_seals(
-    service: str,
-    seal_dir: Path,
-    keyring: KeyRing | None,
-    log: dict[str, dict[int, str]],
-    wanted: list[str] | None,
-    report: Report,
-) -> list[Break]:
-    breaks: list[Break] = []
-    # Every (seq, hash) any valid seal recorded for a chain: each one must still be there.
-    sealed: dict[str, dict[int, tuple[str, str]]] = {}
+@dataclass
+class Seals:
+    """What a service's valid seals hold: every sealed (seq, hash) per chain and the file
+    that sealed it; the seals that are not usable, as breaks."""
+
+    count: int = 0
+    sealed: dict[str, dict[int, tuple[str, str]]] = field(default_factory=dict)
+    bad: list[Break] = field(default_factory=list)
+
+
+def load_seals(
+    service: str, seal_dir: Path, keyring: KeyRing | None, wanted: Sequence[str] | None
+) -> Seals:
+    seals = Seals()
     for path in seal_files(seal_dir, service):
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
             check_seal(document, service, keyring)
         except (OSError, ValueError, KeyError, TypeError, SealInvalid) as exc:
-            breaks.append(Break(service, path.name, None, "seal", f"seal not usable: {exc}"))
+            seals.bad.append(Break(service, path.name, None, "seal", f"seal not usable: {exc}"))
             continue
-        report.seals += 1
+        seals.count += 1
         for chain, seq, hash_ in document["heads"]:
             if wanted is None or chain in wanted:
-                sealed.setdefault(chain, {})[seq] = (hash_, path.name)
+                seals.sealed.setdefault(chain, {})[seq] = (hash_, path.name)
+    return seals
+
+
+def _check_seals(
+    service: str, seals: Seals, log: dict[str, dict[int, str]], report: Report
+) -> list[Break]:
+    # Every (seq, hash) any valid seal recorded for a chain: each one must still be there.
+    report.seals += seals.count
+    breaks = list(seals.bad)
+    sealed = seals.sealed
     for chain in sorted(sealed):
         entries = log.get(chain, {})
         last = max(entries, default=0)

@@ -664,6 +664,17 @@ def audit_verify(
     ] = None,
     service: ServiceOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="The reports as JSON")] = False,
+    state: Annotated[
+        bool,
+        typer.Option(help="Also compare the state tables with the chains (state_differs)"),
+    ] = True,
+    timeline_grace: Annotated[
+        float,
+        typer.Option(
+            help="Seconds an event of review or payout may take to reach intake's timeline "
+            "before its missing row counts as deleted"
+        ),
+    ] = 300.0,
     seals: SealDir = None,
     keys: KeysFile = None,
     database_url: DatabaseUrl = None,
@@ -671,9 +682,10 @@ def audit_verify(
     port_base: PortBase = None,
 ) -> None:
     """Verify every chain (or one claim's) of the three services against their hashes,
-    heads and signed seals. Exit 1 on any break, naming service, chain, seq and what differs."""
+    heads and signed seals, and the state tables against the chains. Exit 1 on any break,
+    naming service, chain, seq and what differs (for state: table, row, column, values)."""
     from shared.audit.keys import KeyRing
-    from shared.audit.verify import Report, verify_service
+    from shared.audit.verify import Report, verify_services
 
     cfg = _config(data_dir, port_base)
     seal_dir = seals or stack.seal_dir(cfg)
@@ -686,10 +698,15 @@ def audit_verify(
     async def run() -> list[Report]:
         conn = await asyncpg.connect(_database_url(database_url, data_dir, port_base))
         try:
-            return [
-                await verify_service(conn, s, seal_dir=seal_dir, keyring=keyring, chains=wanted)
-                for s in _services(service)
-            ]
+            return await verify_services(
+                conn,
+                _services(service),
+                seal_dir=seal_dir,
+                keyring=keyring,
+                chains=wanted,
+                state=state,
+                timeline_grace=timedelta(seconds=timeline_grace),
+            )
         finally:
             await conn.close()
 
@@ -698,9 +715,9 @@ def audit_verify(
         print(json.dumps([r.as_json() for r in reports], ensure_ascii=False, indent=1))
     else:
         for r in reports:
-            state = "[green]ok" if r.ok else f"[red]{len(r.breaks)} breaks"
+            verdict = "[green]ok" if r.ok else f"[red]{len(r.breaks)} breaks"
             console.print(
-                f"{r.service}: {r.chains} chains, {r.entries} entries, {r.seals} seals: {state}"
+                f"{r.service}: {r.chains} chains, {r.entries} entries, {r.seals} seals: {verdict}"
             )
             for b in r.breaks:
                 print(b.line())

@@ -11,15 +11,19 @@ import csv
 import io
 import random
 import re
+import uuid
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from shared.audit.seal import seal_now
+from shared.devstack import stack
 from shared.workdays import CHINA
 from tests.browser.conftest import ConsoleStack, screenshot, sign_in
 from tests.e2e.helpers import approve_through_review, eventually, submit_claim, wait_status
@@ -294,10 +298,13 @@ async def test_a_statement_upload_shows_the_reconciliation_result(
     await screenshot(page, "finance-reconciliation", full_page=False)
 
 
-async def test_an_auditor_opens_a_claims_history(
+async def test_an_auditor_sees_a_claims_verified_history_and_a_tampered_row(
     console_stack: ConsoleStack, browser: Browser
 ) -> None:
     claim_id, number = await paid_claim(console_stack)
+    # Sealed now (the services seal every CLAIMFLOW_AUDIT_SEAL_INTERVAL_S): the page shows it.
+    cfg = console_stack.cfg
+    await seal_now(cfg.admin_dsn, stack.SERVICES, stack.keys_dir(cfg), stack.seal_dir(cfg))
     page = await sign_in(browser, console_stack, "auditor-zhou")
     await expect(page).to_have_url(re.compile(r"/audit$"))
     await expect(page.locator("header .who")).to_contain_text("审计")
@@ -307,19 +314,59 @@ async def test_an_auditor_opens_a_claims_history(
     history = page.locator("[data-testid=history] tbody tr")
     sources = set(await history.evaluate_all("rows => rows.map(r => r.dataset.source)"))
     assert sources == {"intake", "review", "payout"}
-    await expect(page.locator("[data-testid=history]")).to_contain_text("claim.submitted")
-    await expect(page.locator("[data-testid=history]")).to_contain_text("task.approved")
-    await expect(page.locator("[data-testid=history]")).to_contain_text("hop.arrived")
-    # Not one entry claims a verification that has not been made (issue 12 brings it).
+    for action in ("claim.submitted", "review.task_decided", "review.decided", "payout.confirmed"):
+        await expect(page.locator("[data-testid=history]")).to_contain_text(action)
+    # Untouched: every entry verified by its service, no banner.
     marks = await page.locator("[data-testid=verification]").all_inner_texts()
-    assert marks and set(marks) == {"尚未校验"}
-    await expect(page.locator("[data-testid=chain-note]")).to_contain_text("尚未上线")
-    assert "✓" not in await page.locator("[data-testid=history]").inner_text()
+    assert marks and all(m == "✓ 已校验 · 已封存" for m in marks), marks
+    statuses = await history.evaluate_all("rows => rows.map(r => r.dataset.status)")
+    assert set(statuses) == {"ok"}
+    await expect(page.locator("[data-testid=audit-ok]")).to_be_visible()
+    await expect(page.locator("[data-testid=audit-broken]")).to_have_count(0)
+    seals = await page.locator("[data-testid=seals] tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.seal)"
+    )
+    assert seals and set(seals) == {"sealed"}
     assert number not in await page.content()
-    # In time order.
     times = await page.locator("[data-testid=history] tbody tr td:first-child").all_inner_texts()
     assert times == sorted(times)
     await screenshot(page, "audit-history", full_page=False)
+
+    # The psql attacker of issue 12 rewrites who decided, in review's table only.
+    admin = await asyncpg.connect(console_stack.cfg.admin_dsn)
+    task = await admin.fetchrow(
+        """SELECT task_id, decided_by FROM review.review_tasks
+           WHERE claim_id = $1 AND decided_by IS NOT NULL ORDER BY department LIMIT 1""",
+        uuid.UUID(claim_id),
+    )
+    assert task is not None
+
+    async def set_decided_by(who: str) -> None:
+        async with admin.transaction():
+            await admin.execute("SET LOCAL session_replication_role = replica")
+            await admin.execute(
+                "UPDATE review.review_tasks SET decided_by = $2 WHERE task_id = $1",
+                task["task_id"],
+                who,
+            )
+
+    try:
+        await set_decided_by("someone-else")
+        await page.reload()
+        banner = page.locator("[data-testid=audit-broken]")
+        await expect(banner).to_be_visible()
+        await expect(banner).to_contain_text("review_tasks.decided_by")
+        await expect(banner).to_contain_text("someone-else")
+        await expect(banner).to_contain_text(task["decided_by"])
+        broken = page.locator("[data-testid=history] tbody tr[data-status=state_differs]")
+        await expect(broken).to_have_count(1)
+        await expect(broken).to_contain_text("业务数据与记录不符")
+        await screenshot(page, "audit-broken", full_page=False)
+    finally:
+        await set_decided_by(task["decided_by"])
+        await admin.close()
+    await page.reload()
+    await expect(page.locator("[data-testid=audit-ok]")).to_be_visible()
     # A claim number that is not one: said so, no error page.
     await page.goto(f"{console_stack.url}/audit?claim=not-a-claim")
     await expect(page.locator("[role=alert]")).to_contain_text("UUID")

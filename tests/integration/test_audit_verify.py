@@ -224,7 +224,8 @@ async def test_update_and_delete_without_disabling_the_trigger_are_refused(books
 
 @pytest.fixture
 async def three_services(infra: StackConfig, tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
-    """A database of its own with the three services' schemas (shared migrations)."""
+    """A database of its own with the three services' schemas (their own migrations:
+    the verifier compares their state tables too)."""
     name = f"audit_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(infra.dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -233,7 +234,7 @@ async def three_services(infra: StackConfig, tmp_path: Path) -> AsyncIterator[tu
     empty.mkdir()
     try:
         for service in ("intake", "review", "payout"):
-            await migrate(dsn, service, empty)
+            await migrate(dsn, service, REPO / "services" / service / "migrations")
         yield dsn, tmp_path
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -7,12 +7,12 @@ from __future__ import annotations
 import csv
 import io
 import re
-from datetime import UTC, datetime
+from decimal import Decimal
 
 from fastapi.testclient import TestClient
 
 from services.console.app import create_app
-from services.console.audit import VERIFICATION_PENDING, merge_history
+from services.console.audit import MISSING, merge_audits
 from services.console.finance import (
     ACTIONS,
     CSV_COLUMNS,
@@ -102,80 +102,98 @@ def test_finance_actions_carry_the_forms_idempotency_key() -> None:
     assert action("top_up", "f", {}, "").idempotency_key  # never without one
 
 
-def test_the_merged_history_is_ordered_by_time_and_never_claims_verification() -> None:
-    claim = {
-        "timeline": [
-            {
-                "event_id": "e1",
-                "event_type": "claim.submitted",
-                "producer": "intake",
-                "occurred_at": "2026-11-26T01:00:00Z",
-                "payload": {"registered_by": "window-01"},
-            },
-            {
-                "event_id": "e2",
-                "event_type": "payout.confirmed",
-                "producer": "payout",
-                "occurred_at": "2026-11-26T03:00:00Z",
-                "payload": {},
-            },
-        ]
+def _entry(chain: str, seq: int, at: str, action: str, **extra: object) -> dict[str, object]:
+    return {
+        "chain": chain,
+        "seq": seq,
+        "occurred_at": at,
+        "actor": extra.pop("actor", "system"),
+        "action": action,
+        "body": {"data": {"payload": extra.pop("payload", {})}},
+        "hash": "h",
+        "prev_hash": "p",
+        "status": extra.pop("status", "ok"),
+        "problems": extra.pop("problems", []),
+        "sealed": True,
+    }
+
+
+def test_the_merged_history_shows_what_each_service_verified_in_time_order() -> None:
+    intake = {
+        "entries": [
+            _entry(
+                "c1",
+                1,
+                "2026-11-26T01:00:00Z",
+                "claim.submitted",
+                actor="window-01",
+                payload={"enterprise_name": "自贡", "requested_amount_fen": "72000000"},
+            )
+        ],
+        "chains": [{"chain": "c1", "entries": 1, "seal": "sealed", "sealed_seq": 1}],
+        "breaks": [],
     }
     review = {
-        "status": "approved",
-        "decided_at": "2026-11-26T02:30:00+00:00",
-        "decision_reason": None,
-        "tasks": [
-            {
-                "task_id": "t1",
-                "stage": "department",
-                "department": "tax",
-                "status": "approved",
-                "created_at": "2026-11-26T01:10:00+00:00",
-                "decided_at": "2026-11-26T02:00:00+00:00",
-                "decided_by": "tax-reviewer-1",
-                "decided_role": "reviewer",
-                "comment": "ok",
-            }
+        "entries": [
+            _entry(
+                "c1",
+                1,
+                "2026-11-26T02:00:00Z",
+                "review.task_decided",
+                actor="tax-reviewer-1",
+                payload={"department": "tax", "decision": "approve"},
+                status="state_differs",
+                problems=["review_tasks task_id=t1 column decided_by is 'x'"],
+            ),
+            _entry(
+                "c1",
+                2,
+                "2026-11-26T02:30:00Z",
+                "review.decided",
+                payload={"decision": "approved", "approved_amount_fen": "50000000"},
+            ),
+        ],
+        "chains": [{"chain": "c1", "entries": 2, "seal": "not_sealed_yet", "sealed_seq": 1}],
+        "breaks": [
+            {"chain": "c1", "seq": 1, "kind": "state_differs", "detail": "decided_by"},
         ],
     }
-    payouts = [
-        {
-            "payout_id": "p1",
-            "hops": [
-                {"issue_no": 1, "attempt": 1, "hop": "arrived", "at": "2026-11-26T02:59:00+00:00"}
-            ],
-        }
-    ]
-    history = merge_history(claim, review, payouts)
-    assert [e.what for e in history] == [
-        "claim.submitted",
-        "task.created:department",
-        "task.approved",
-        "review.approved",
-        "hop.arrived",
-        "payout.confirmed",
-    ]
-    assert history[2].who == "tax-reviewer-1 (reviewer)"
-    assert history[0].who == "window-01 (intake)"
-    assert history[-1].who == "payout"
-    assert all(e.verification == VERIFICATION_PENDING for e in history)
-    assert history[0].at == datetime(2026, 11, 26, 1, tzinfo=UTC)
-
-
-def test_a_claim_without_review_or_payout_has_its_intake_history() -> None:
-    claim = {
-        "timeline": [
-            {
-                "event_id": "e1",
-                "event_type": "claim.submitted",
-                "producer": "intake",
-                "occurred_at": "2026-11-26T01:00:00Z",
-                "payload": {},
-            }
-        ]
+    payout = {
+        "entries": [
+            _entry("c1", 1, "2026-11-26T03:00:00Z", "payout.requested"),
+            _entry("c1", 3, "2026-11-26T03:10:00Z", "payout.confirmed"),
+        ],
+        "chains": [{"chain": "c1", "entries": 2, "seal": "bad_seal", "sealed_seq": 3}],
+        "breaks": [{"chain": "c1", "seq": 2, "kind": "deleted", "detail": "entries 2 missing"}],
     }
-    assert [e.source for e in merge_history(claim, None, [])] == ["intake"]
+    merged = merge_audits({"intake": intake, "review": review, "payout": payout})
+    assert [(e.source, e.what, e.status) for e in merged.history] == [
+        ("intake", "claim.submitted", "ok"),
+        ("review", "review.task_decided", "state_differs"),
+        ("review", "review.decided", "ok"),
+        ("payout", "payout.requested", "ok"),
+        ("payout", "", MISSING),  # the deleted entry, in its place in the chain
+        ("payout", "payout.confirmed", "ok"),
+    ]
+    assert merged.history[4].seq == 2 and "missing" in merged.history[4].problems[0]
+    assert merged.history[1].detail == "department=tax, decision=approve"
+    assert merged.history[2].detail == "decision=approved, approved_amount=¥500,000.00"
+    assert [b["service"] for b in merged.breaks] == ["review", "payout"]
+    assert [s.seal for s in merged.seals] == ["sealed", "not_sealed_yet", "bad_seal"]
+    assert merged.facts["enterprise_name"] == "自贡"
+    assert merged.facts["requested_amount"] == Decimal("720000")
+    assert merged.facts["approved_amount"] == Decimal("500000")
+
+
+def test_a_claim_only_intake_has_seen_has_its_intake_history() -> None:
+    intake = {
+        "entries": [_entry("c1", 1, "2026-11-26T01:00:00Z", "claim.submitted")],
+        "chains": [],
+        "breaks": [],
+    }
+    merged = merge_audits({"intake": intake, "review": None, "payout": None})
+    assert [e.source for e in merged.history] == ["intake"]
+    assert merged.services == ["intake"] and not merged.breaks
 
 
 def _signed_in_client(**who: object) -> TestClient:

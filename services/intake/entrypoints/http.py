@@ -43,6 +43,7 @@ from services.intake.service_layer import documents, registration, withdrawal
 from services.intake.service_layer.policy import IntakePolicy
 from services.intake.service_layer.refusals import invalid
 from shared import idempotency
+from shared.audit.history import ClaimAudit
 from shared.auth.scope import ClaimsReadDesks
 from shared.http_deps import ConnectionDep, RuntimeDep, UnitOfWorkFactoryDep
 from shared.identity import Caller, current_caller
@@ -314,3 +315,11 @@ async def enterprise_view(
 async def programs(policy: PolicyDep) -> JSONResponse:
     """Claim kinds and subsidy programs: checklists, caps, windows, departments."""
     return JSONResponse(policy.catalogue.model_dump(mode="json"))
+
+
+@router.get("/claims/{claim_id}/audit", response_model=ClaimAudit, tags=["audit"])
+async def claim_audit(claim_id: uuid.UUID, conn: ConnectionDep, runtime: RuntimeDep) -> ClaimAudit:
+    """Auditors: the claim's hash-chained history in this service, every entry verified
+    on the server now (hash, link, head, signed seals, state rows against the chain),
+    with each break named (docs/audit.md). 404 when the service never saw the claim."""
+    return await views.claim_audit(conn, runtime.settings, claim_id)

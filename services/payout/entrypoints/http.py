@@ -38,6 +38,7 @@ from services.payout.entrypoints.schemas import (
 from services.payout.service_layer import finance, requests
 from services.payout.service_layer.retry import retried_on_conflict
 from shared import idempotency
+from shared.audit.history import ClaimAudit
 from shared.contracts.common import FINANCE_ROLES, mask_account_number
 from shared.http_deps import ConnectionDep, RuntimeDep, UnitOfWorkFactoryDep
 from shared.identity import Caller, current_caller
@@ -464,3 +465,11 @@ async def import_bank_statement(
 async def reconciliation(conn: ConnectionDep, day: date) -> ReportOut:
     """The reconciliation report of one value date (Beijing time)."""
     return ReportOut.of(await views.report_for(conn, day))
+
+
+@router.get("/claims/{claim_id}/audit", response_model=ClaimAudit, tags=["audit"])
+async def claim_audit(claim_id: uuid.UUID, conn: ConnectionDep, runtime: RuntimeDep) -> ClaimAudit:
+    """Auditors: the claim's hash-chained history in this service, every entry verified
+    on the server now (hash, link, head, signed seals, state rows against the chain),
+    with each break named (docs/audit.md). 404 when the service never saw the claim."""
+    return await views.claim_audit(conn, runtime.settings, claim_id)

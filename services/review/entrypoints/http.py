@@ -13,6 +13,7 @@ from services.review import views
 from services.review.domain.model import Decision
 from services.review.service_layer import decisions
 from services.review.service_layer.policy import ReviewPolicy
+from shared.audit.history import ClaimAudit
 from shared.auth.scope import ReviewReadDesks, WorklistDesks, off_desk_worklist
 from shared.http_deps import ConnectionDep, RuntimeDep, UnitOfWorkDep
 from shared.identity import Caller, current_caller
@@ -114,3 +115,11 @@ async def claim_review(
     when their department has (or had) a task on the claim (403 department_scope, the
     same answer as for a claim review does not know)."""
     return await views.claim_review(conn, claim_id, desks=desks)
+
+
+@router.get("/claims/{claim_id}/audit", response_model=ClaimAudit, tags=["audit"])
+async def claim_audit(claim_id: uuid.UUID, conn: ConnectionDep, runtime: RuntimeDep) -> ClaimAudit:
+    """Auditors: the claim's hash-chained history in this service, every entry verified
+    on the server now (hash, link, head, signed seals, state rows against the chain),
+    with each break named (docs/audit.md). 404 when the service never saw the claim."""
+    return await views.claim_audit(conn, runtime.settings, claim_id)
