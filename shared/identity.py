@@ -12,8 +12,9 @@ acts for none of them in a department task: the use cases decide per department)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from shared.auth.caller import Caller as VerifiedCaller
 from shared.auth.errors import unauthenticated
@@ -44,3 +45,7 @@ def current_caller(request: Request) -> Caller:
         # Only a route the permission table calls open could get here.
         raise unauthenticated("required", "send Authorization: Bearer <token>")
     return Caller.of(verified)
+
+
+CallerDep = Annotated[Caller, Depends(current_caller)]
+"""Who calls, as a route parameter: the verified token's subject, role and department."""

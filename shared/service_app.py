@@ -33,7 +33,7 @@ from shared.db import create_pool, migrate
 from shared.docs_pages import install_docs_pages
 from shared.http_guard import RequestGuard, refuse_bad_path_text
 from shared.messaging import signing
-from shared.messaging.consumer import Handlers, IdempotentBatchConsumer
+from shared.messaging.consumer import Handlers, IdempotentBatchConsumer, PrepareBatch
 from shared.messaging.fetch import wait_for_data_when_idle
 from shared.messaging.kafka_security import aiokafka_security, broker_security
 from shared.messaging.outbox import OutboxRelay
@@ -88,6 +88,7 @@ def build_service_app(
     routers: Sequence[APIRouter],
     background_loops: Sequence[BackgroundLoop] = (),
     description: str = "",
+    prepare_batch: PrepareBatch | None = None,
 ) -> FastAPI:
     runtime = ServiceRuntime(name=name, settings=settings)
     # Every route needs a verified bearer token holding the permission the table in
@@ -99,6 +100,7 @@ def build_service_app(
         pool=None,
         handlers=handlers,
         retry_backoff_s=settings.consumer_retry_backoff_s,
+        prepare_batch=prepare_batch,
     )
     runtime.consumer = consumer
     runtime.watch = ConsumerWatch(

@@ -3,7 +3,7 @@
 # against the brokers' BROKER listener as the super user `admin` (SASL/PLAIN; its
 # password is in the brokers' JAAS configuration and in ADMIN_PASSWORD here only):
 #
-#   1. the topics of shared/contracts/topics.py (3 partitions, 3 replicas, 2 in sync);
+#   1. the topics of shared/contracts/topics.py (12 partitions: a group of up to 12 instances per service shares them; 3 replicas, 2 in sync);
 #   2. one SCRAM-SHA-256 user per service, its password from PASSWORD_<SERVICE> (the
 #      same variable the service gets as CLAIMFLOW_KAFKA_SASL_PASSWORD);
 #   3. the ACLs: each service's principal may write its own topic and the dead-letter
@@ -29,7 +29,7 @@ PROPERTIES
 
 for topic in claimflow.intake.events.v1 claimflow.review.events.v1 claimflow.payout.events.v1 claimflow.dead-letter.v1; do
   "$KAFKA/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN" \
-    --create --if-not-exists --topic "$topic" --partitions 3 --replication-factor 3 \
+    --create --if-not-exists --topic "$topic" --partitions 12 --replication-factor 3 \
     --config min.insync.replicas=2
 done
 

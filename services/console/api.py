@@ -16,7 +16,6 @@ import httpx
 
 from services.console.config import ConsoleSettings
 from services.console.i18n import MESSAGES
-from shared.auth.caller import Caller
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +76,11 @@ class ApiClient:
         method: str,
         path: str,
         *,
-        caller: Caller | None,
         token: str | None,
         json: Any = None,
         content: bytes | None = None,
         content_type: str | None = None,
         params: dict[str, Any] | None = None,
-        acting_department: str | None = None,
         idempotency_key: str | None = None,
     ) -> ApiAnswer:
         """``json`` for the APIs' JSON bodies; ``content`` with its ``content_type`` for

@@ -173,7 +173,6 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
                 service,
                 method,
                 path,
-                caller=session.caller,
                 token=session.access_token,
                 **kwargs,
             )
@@ -604,7 +603,6 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
                 "review",
                 "/worklist",
                 params={"department": department},
-                acting_department=department,
             )
         for task in tasks:
             task["seconds_left"] = _seconds_left(task["due_at"])
@@ -714,7 +712,6 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             "POST",
             f"/tasks/{task_id}/decision",
             json=body,
-            acting_department=department,
         )
 
     @app.post("/review/claims/{claim_id}/tasks/{task_id}/decision", response_model=None)
@@ -831,7 +828,6 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
                     "intake",
                     "POST",
                     "/public/status",
-                    caller=None,
                     token=None,
                     json={"claim_id": str(claim_id), "uscc": uscc},
                 )
@@ -860,7 +856,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     async def catalogue_public(request: Request) -> dict[str, Any]:
         _, cached = request.app.state.programs
         if cached is None:
-            answer = await api(request).call("intake", "GET", "/programs", caller=None, token=None)
+            answer = await api(request).call("intake", "GET", "/programs", token=None)
             cached = answer.body if answer.ok else {"vat_refund": {"documents": []}, "programs": []}
             if answer.ok:
                 request.app.state.programs = (time.monotonic(), cached)

@@ -259,7 +259,6 @@ def install_finance(app: FastAPI, kit: Kit) -> None:
             act.path,
             json=act.body,
             idempotency_key=act.idempotency_key,
-            acting_department="finance",
         )
 
     async def funds_context(request: Request) -> dict[str, Any]:
@@ -494,7 +493,6 @@ def install_finance(app: FastAPI, kit: Kit) -> None:
             f"/finance/requests/{request_id}/{verdict}",
             json={},
             idempotency_key=form_str(form, "idempotency_key") or new_idempotency_key(),
-            acting_department="finance",
         )
         if answer.ok:
             return RedirectResponse(f"/finance/requests?done={request_id}", status_code=303)
@@ -553,7 +551,6 @@ def install_finance(app: FastAPI, kit: Kit) -> None:
             content=data,
             content_type="text/csv; charset=utf-8",
             idempotency_key=form_str(form, "idempotency_key") or None,
-            acting_department="finance",
         )
         if answer.status in (413, 422):
             context["errors"] = answer.field_errors(session.lang) or {"": answer.detail}

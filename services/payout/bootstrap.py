@@ -19,6 +19,7 @@ from services.payout.gauges import GaugeExporter
 from services.payout.service_layer.dispatch import dispatch_requested
 from services.payout.service_layer.funding import seed_funds
 from services.payout.service_layer.notices import record_notices
+from services.payout.service_layer.on_events import batch_fund_locks
 from services.payout.service_layer.payments import Payments
 from services.payout.service_layer.resolver import resolve_unknown
 from services.payout.subscriptions import SERVICE, payout_subscriptions
@@ -117,6 +118,7 @@ def create_app(
         handlers=subscriptions.handlers(uows),
         routers=[router, dashboard_router],
         background_loops=[payment_loop],
+        prepare_batch=batch_fund_locks(catalogue),
         description="Payout: budgets, payment vouchers to the treasury/bank, reconciliation.",
     )
     app.state.runtime.uows = uows

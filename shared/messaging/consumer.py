@@ -62,6 +62,8 @@ Handlers = (
     | Mapping[tuple[str, int], EventHandler]
     | Mapping[HandlerKey, EventHandler]
 )
+PrepareBatch = Callable[[DbConnection, Sequence[EventEnvelope]], Awaitable[None]]
+"""Run first in a batch's transaction with its fresh events (``prepare_batch``)."""
 
 
 class Record(Protocol):
@@ -214,8 +216,13 @@ class IdempotentBatchConsumer:
         handlers: Handlers,
         retry_backoff_s: float = 1.0,
         verifier: EventVerifier | None = None,
+        prepare_batch: PrepareBatch | None = None,
     ) -> None:
         self.service = service
+        self.prepare_batch = prepare_batch
+        """Runs first in each batch's transaction with the batch's fresh events: a service
+        takes there the locks its handlers will take, in its one lock order (one batch
+        holds them all until it commits; taken event by event they could cross)."""
         self.verifier = verifier
         """Checks each message's signature and the signer's entitlement before anything
         else (``shared.messaging.signing``); None: no check (tools, tests)."""
@@ -360,6 +367,15 @@ class IdempotentBatchConsumer:
                     if before is not None:
                         await before(conn)
                     fresh = await self._claim_in_inbox(conn, parsed)
+                    if self.prepare_batch is not None:
+                        await self.prepare_batch(
+                            conn,
+                            [
+                                p.envelope
+                                for p in parsed
+                                if p.envelope is not None and p.message_id in fresh
+                            ],
+                        )
                     for item in parsed:
                         if item.message_id not in fresh:
                             outcomes.append((_type_of(item), "duplicate"))

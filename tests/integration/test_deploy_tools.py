@@ -85,7 +85,7 @@ def test_compose_file_wires_the_parts() -> None:
     topic_job = (DEPLOY / "kafka" / "init.sh").read_text()
     for topic in ALL_TOPICS:
         assert topic in topic_job
-    assert "--partitions 3" in topic_job
+    assert "--partitions 12" in topic_job  # scale-out: up to 12 instances a service
     # Replication (docs/resilience.md): three brokers, three replicas, two in sync.
     assert "--replication-factor 3" in topic_job
     assert "min.insync.replicas=2" in topic_job

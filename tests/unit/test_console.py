@@ -168,7 +168,6 @@ async def test_no_bank_account_number_in_the_logs_when_a_service_fails(
                 "intake",
                 "POST",
                 "/claims",
-                caller=caller(),
                 token="t",
                 json={"bank_account": {"account_number": account}},
             )

@@ -46,7 +46,7 @@ from shared import idempotency
 from shared.audit.history import ClaimAudit
 from shared.auth.scope import ClaimsReadDesks
 from shared.http_deps import ConnectionDep, RuntimeDep, UnitOfWorkFactoryDep
-from shared.identity import Caller, current_caller
+from shared.identity import Caller, CallerDep
 from shared.money import fen_to_yuan, yuan_to_fen
 from shared.problems import NotFound, cap_errors
 from shared.programs import Catalogue
@@ -57,8 +57,6 @@ __all__ = ["router", "set_claim_examples"]
 
 router = APIRouter(tags=["claims"])
 
-CallerDep = Annotated[Caller, Depends(current_caller)]
-"""Who calls: the one place to swap for a token check (issue 11)."""
 
 IdempotencyKey = Annotated[
     str | None,

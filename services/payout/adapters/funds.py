@@ -3,6 +3,9 @@ reservation here is also a conditional update under the fund's row lock."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+
 import asyncpg
 
 from shared.db import DbConnection
@@ -29,6 +32,21 @@ async def create_missing(conn: DbConnection, funds: list[tuple[str, str, str, in
 async def lock(conn: DbConnection, fund_id: str) -> asyncpg.Record | None:
     """The fund's row, locked first in the one lock order (None: no such fund)."""
     return await conn.fetchrow("SELECT * FROM funds WHERE fund_id = $1 FOR NO KEY UPDATE", fund_id)
+
+
+async def lock_for_claims(
+    conn: DbConnection, fund_ids: Sequence[str], claim_ids: Sequence[uuid.UUID]
+) -> None:
+    """The funds ``fund_ids`` and those of the claims' existing payouts, in fund id order:
+    a consumer batch takes them before its events (the one lock order: funds first)."""
+    await conn.execute(
+        """SELECT 1 FROM funds
+           WHERE fund_id = ANY($1::text[])
+              OR fund_id IN (SELECT fund_id FROM payouts WHERE claim_id = ANY($2::uuid[]))
+           ORDER BY fund_id FOR NO KEY UPDATE""",
+        list(fund_ids),
+        list(claim_ids),
+    )
 
 
 async def try_reserve(conn: DbConnection, fund_id: str, amount_fen: int) -> bool:

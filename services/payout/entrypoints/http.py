@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -41,7 +41,7 @@ from shared import idempotency
 from shared.audit.history import ClaimAudit
 from shared.contracts.common import FINANCE_ROLES, mask_account_number
 from shared.http_deps import ConnectionDep, RuntimeDep, UnitOfWorkFactoryDep
-from shared.identity import Caller, current_caller
+from shared.identity import Caller, CallerDep
 from shared.money import yuan_to_fen
 from shared.problems import Forbidden, Invalid, NotFound, Refusal, cap_errors
 from shared.unit_of_work import UnitOfWork
@@ -49,8 +49,6 @@ from shared.validation import Instant, Offset
 
 router = APIRouter(tags=["payouts"])
 
-CallerDep = Annotated[Caller, Depends(current_caller)]
-"""Who calls (the one place issue 11 swaps for a token check)."""
 
 STATUSES = (
     "^(queued|held|requested|issuing|issued|unknown|accepted|sent|retrying|paid|failed"

@@ -6,7 +6,9 @@ the bank."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Sequence
 
 from services.payout.adapters import claim_documents, funds, hops, intake_facts, payouts
 from services.payout.adapters.claim_documents import Ending
@@ -22,7 +24,8 @@ from shared.contracts import (
     EventEnvelope,
     ReviewDecidedV1,
 )
-from shared.messaging.consumer import TransientError
+from shared.db import DbConnection
+from shared.messaging.consumer import PrepareBatch, TransientError
 from shared.programs import Catalogue
 from shared.unit_of_work import UnitOfWork
 
@@ -143,3 +146,27 @@ async def _claim_ended(uow: UnitOfWork, envelope: EventEnvelope, ending: Ending)
         await payouts.note_late_cancellation(uow.conn, row["payout_id"], note)
         pid, issue_no, attempt = row["payout_id"], row["issue_no"], row["attempts"]
         await hops.add(uow.conn, pid, issue_no, attempt, "late_cancellation", uow.now, note)
+
+
+def batch_fund_locks(catalogue: Catalogue) -> PrepareBatch:
+    """The consumer's ``prepare_batch``: every fund a batch's events will lock, taken
+    first and in fund order. Without it a batch locked each approval's fund in the order
+    of its events, after payout rows of the events before — two payout instances' batches
+    (or a batch and the payment loop) then deadlocked (docs/performance.md)."""
+
+    async def lock_batch_funds(conn: DbConnection, envelopes: Sequence[EventEnvelope]) -> None:
+        new_funds: set[str] = set()
+        for envelope in envelopes:
+            if envelope.event_type in ("review.decided", "claim.submitted"):
+                # An unknown program: the event's handler refuses it.
+                with contextlib.suppress(LookupError):
+                    kind, program = (
+                        envelope.payload.get("claim_kind"),
+                        envelope.payload.get("program_id"),
+                    )
+                    new_funds.add(fund_of(str(kind), program, catalogue))
+        await funds.lock_for_claims(
+            conn, sorted(new_funds), sorted({e.claim_id for e in envelopes})
+        )
+
+    return lock_batch_funds

@@ -16,12 +16,9 @@ from services.review.service_layer.policy import ReviewPolicy
 from shared.audit.history import ClaimAudit
 from shared.auth.scope import ReviewReadDesks, WorklistDesks, off_desk_worklist
 from shared.http_deps import ConnectionDep, RuntimeDep, UnitOfWorkDep
-from shared.identity import Caller, current_caller
+from shared.identity import CallerDep
 
 router = APIRouter(tags=["review"])
-
-CallerDep = Annotated[Caller, Depends(current_caller)]
-"""Who calls: the one place to swap the identity headers for tokens (issue 11)."""
 
 
 def _policy(runtime: RuntimeDep) -> ReviewPolicy:
