@@ -81,6 +81,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "status.payout_sent": ("已发送银行", "sent to the bank"),
     "status.payout_returned": ("银行退回", "returned by the bank"),
     "status.payout_failed": ("拨付失败", "payout failed"),
+    "status.payout_withheld": ("暂停拨付（财政核对）", "payout withheld (finance checking)"),
     "status.paid": ("已到账", "paid"),
     "status.withdrawn": ("已撤回", "withdrawn"),
     "status.lapsed": ("逾期失效", "lapsed"),

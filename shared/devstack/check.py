@@ -37,6 +37,7 @@ WAITING_DEADLINE = {
     "returned_for_documents": "documents_due_at",
     "approved_documents_pending": "documents_due_at",
     "payout_failed": "action_due_at",
+    "payout_withheld": "action_due_at",
     "payout_returned": "action_due_at",
 }
 QUEUED = "payout_queued"

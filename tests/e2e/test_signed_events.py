@@ -24,7 +24,7 @@ from shared.contracts.topics import REVIEW_EVENTS
 from shared.devstack.stack import StackConfig
 from shared.messaging import signing
 from shared.money import fen_to_yuan
-from tests.e2e.helpers import claim_status, eventually, submit_claim
+from tests.e2e.helpers import claim_status, eventually, submit_claim, wait_status
 from tests.kafka_helpers import produce, signature_headers
 from tests.tokens import AUDITOR
 
@@ -220,3 +220,6 @@ async def test_signed_decision_above_intakes_eligible_amount_is_withheld_not_pai
     assert at_bank == 0 and status == "withheld"
     metrics = (await client.get(f"{base}/metrics")).text
     assert 'claimflow_payouts_withheld_total{reason="above_eligible"}' in metrics
+    # The window sees finance holding it, with finance's deadline, not "approved".
+    view = await wait_status(client, services, claim_id, "payout_withheld")
+    assert view["holders"] == ["finance (payee check: release or cancel)"], view

@@ -13,6 +13,7 @@ import pytest
 from services.intake.domain.model import (
     CLOSED,
     FINAL,
+    FINANCE_ACTS,
     HOLDER,
     ClaimStatus,
     TrackedEvent,
@@ -130,6 +131,24 @@ def test_permanent_failure_account_correction_and_payment() -> None:
     assert all_statuses(intake, review, returned) == {ClaimStatus.PAYOUT_REQUESTED}
 
 
+def test_a_withheld_payout_is_held_by_finance_until_released_or_cancelled() -> None:
+    """Payout withholds an approval that is not what intake received (issue 12 item 5):
+    the window shows finance holding it, not "approved" for good."""
+    intake = [e("intake", "claim.submitted", pending_documents=[])]
+    review = [e("review", "review.decided", decision="approved")]
+    withheld = [e("payout", "payout.withheld", reason="payee_mismatch")]
+    assert all_statuses(intake, review, withheld) == {ClaimStatus.PAYOUT_WITHHELD}
+    assert HOLDER[ClaimStatus.PAYOUT_WITHHELD].startswith("finance")
+    assert ClaimStatus.PAYOUT_WITHHELD in FINANCE_ACTS  # with finance's deadline
+    released = [*withheld, e("payout", "payout.requested")]
+    assert all_statuses(intake, review, released) == {ClaimStatus.PAYOUT_REQUESTED}
+    cancelled = [
+        *withheld,
+        e("payout", "payout.released", reason="withheld payout cancelled by finance: x"),
+    ]
+    assert all_statuses(intake, review, cancelled) == {ClaimStatus.CLOSED}
+
+
 def test_finance_closes_a_failed_payout_and_frees_the_slot() -> None:
     intake = [e("intake", "claim.submitted", pending_documents=[])]
     review = [e("review", "review.decided", decision="approved")]
@@ -163,6 +182,10 @@ def test_every_status_is_reachable_by_some_history(status: ClaimStatus) -> None:
         ClaimStatus.PAYOUT_FAILED: [
             *HISTORIES[ClaimStatus.PAYOUT_SENT],
             e("payout", "payout.failed", permanent=True),
+        ],
+        ClaimStatus.PAYOUT_WITHHELD: [
+            *HISTORIES[ClaimStatus.APPROVED],
+            e("payout", "payout.withheld", reason="above_eligible"),
         ],
         ClaimStatus.CLOSED: [
             *HISTORIES[ClaimStatus.PAYOUT_SENT],

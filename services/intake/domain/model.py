@@ -33,6 +33,10 @@ class ClaimStatus(StrEnum):
     PAYOUT_FAILED = "payout_failed"
     """The payment failed for good (closed account): finance corrects the account and
     re-issues, or closes the claim with a reason."""
+    PAYOUT_WITHHELD = "payout_withheld"
+    """Payout stopped the approval: it is not what intake received (amount above the
+    eligible, another account, the program's cap); two finance people release it or
+    cancel it (the claim is then closed)."""
     PAID = "paid"
     WITHDRAWN = "withdrawn"
     LAPSED = "lapsed"
@@ -97,6 +101,7 @@ HOLDER: dict[ClaimStatus, str] = {
     ClaimStatus.PAYOUT_SENT: "treasury/bank",
     ClaimStatus.PAYOUT_RETURNED: "finance (account correction)",
     ClaimStatus.PAYOUT_FAILED: "finance (account correction or closure)",
+    ClaimStatus.PAYOUT_WITHHELD: "finance (payee check: release or cancel)",
     ClaimStatus.REJECTED: "none (final)",
     ClaimStatus.CLOSED: "none (final)",
     ClaimStatus.PAID: "none (final)",
@@ -115,9 +120,13 @@ OUTCOMES = {
     ClaimStatus.CLOSED: "closed",
 }
 # Statuses in which finance must act, by a deadline the tracker shows.
-FINANCE_ACTS = frozenset({ClaimStatus.PAYOUT_FAILED, ClaimStatus.PAYOUT_RETURNED})
-# The prefix of payout.released's reason when finance closes an unpayable claim.
+FINANCE_ACTS = frozenset(
+    {ClaimStatus.PAYOUT_FAILED, ClaimStatus.PAYOUT_RETURNED, ClaimStatus.PAYOUT_WITHHELD}
+)
+# The prefix of payout.released's reason when finance closes an unpayable claim, and
+# when two finance people cancel a withheld payout.
 CLOSED_BY_FINANCE = "closed by finance:"
+CANCELLED_BY_FINANCE = "withheld payout cancelled by finance:"
 
 
 def holders_for(
@@ -205,6 +214,7 @@ _PAYOUT_MOVES = {
     "payout.sent": ClaimStatus.PAYOUT_SENT,
     "payout.returned": ClaimStatus.PAYOUT_RETURNED,
     "payout.failed": ClaimStatus.PAYOUT_FAILED,
+    "payout.withheld": ClaimStatus.PAYOUT_WITHHELD,
 }
 
 
@@ -221,10 +231,15 @@ def _fold_payout(facts: _PayoutFacts, event: TrackedEvent) -> None:
         facts.status = _PAYOUT_MOVES[kind]
     elif kind == "payout.account_corrected" and facts.status in FINANCE_ACTS:
         facts.status = ClaimStatus.PAYOUT_REQUESTED  # back in payment: re-issued
-    elif (
-        kind == "payout.released"
-        and facts.status is ClaimStatus.PAYOUT_FAILED
-        and str(event.payload.get("reason", "")).startswith(CLOSED_BY_FINANCE)
+    elif kind == "payout.released" and (
+        (
+            facts.status is ClaimStatus.PAYOUT_FAILED
+            and str(event.payload.get("reason", "")).startswith(CLOSED_BY_FINANCE)
+        )
+        or (
+            facts.status is ClaimStatus.PAYOUT_WITHHELD
+            and str(event.payload.get("reason", "")).startswith(CANCELLED_BY_FINANCE)
+        )
     ):
         facts.status = ClaimStatus.CLOSED
 
