@@ -46,6 +46,10 @@ class ServiceSettings(BaseSettings):
     the embedded stack sets 3000 (docs/resilience.md). Apache Kafka refuses values below
     its group.min.session.timeout.ms (6000 by default)."""
     consumer_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    consumer_member_dir: str | None = None
+    """Where the consumer notes its group member id at every assignment, so that a
+    supervisor can take a killed process out of its group at once instead of after its
+    session (shared/messaging/membership.py). The embedded stack sets it."""
 
     outbox_batch_size: int = Field(default=1000, ge=1)
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)

@@ -34,8 +34,10 @@ from shared.docs_pages import install_docs_pages
 from shared.http_guard import RequestGuard, refuse_bad_path_text
 from shared.messaging import signing
 from shared.messaging.consumer import Handlers, IdempotentBatchConsumer, PrepareBatch
+from shared.messaging.epochs import ConsumerEpochs
 from shared.messaging.fetch import wait_for_data_when_idle
 from shared.messaging.kafka_security import aiokafka_security, broker_security
+from shared.messaging.membership import AssignmentHook
 from shared.messaging.outbox import OutboxRelay
 from shared.messaging.watch import ConsumerWatch, exit_process
 from shared.metrics import REGISTRY
@@ -103,6 +105,13 @@ def build_service_app(
         prepare_batch=prepare_batch,
     )
     runtime.consumer = consumer
+    # Inside each rebalance: member note for the supervisor, broker-epoch check.
+    assignment_hook: AssignmentHook | None = None
+    if subscribe_to:
+        member_dir = settings.consumer_member_dir
+        assignment_hook = AssignmentHook(
+            name, group=name, member_dir=Path(member_dir) if member_dir else None
+        )
     runtime.watch = ConsumerWatch(
         service=name,
         stall_after_s=settings.consumer_stall_after_s,
@@ -121,6 +130,8 @@ def build_service_app(
             max_size=settings.db_pool_max,
         )
         consumer.pool = runtime.pool
+        if assignment_hook is not None:
+            assignment_hook.epochs = ConsumerEpochs(runtime.pool, name)
         runtime.relay = OutboxRelay(
             pool=runtime.pool,
             dsn=settings.database_url,
@@ -183,6 +194,7 @@ def build_service_app(
             auto_offset_reset="earliest",
             session_timeout_ms=settings.consumer_session_timeout_ms,
             heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
+            listener=assignment_hook,
             # Offsets are committed only after the batch's transaction commits; on an
             # infrastructure error the batch is rewound and read again. Poison
             # messages never raise here: the consumer dead-letters them.
@@ -196,6 +208,9 @@ def build_service_app(
             await consumer.handle_batch(records)
 
         subscriber = kafka_subscriber
+        if assignment_hook is not None:
+            assignment_hook.source = kafka_subscriber
+            runtime.watch.assignment_hook = assignment_hook
 
     runtime.subscriber = subscriber
 

@@ -13,6 +13,7 @@ import concurrent.futures
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -536,7 +537,13 @@ OBJECT_STORE_STOP_S = 30.0
 gets the time rather than a SIGKILL."""
 
 
-def broker_command(cfg: StackConfig) -> tuple[list[str], dict[str, str]]:
+def broker_command(
+    cfg: StackConfig, *, cluster_id: str | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """tansu's command line. A memory broker is a new, empty cluster at every start and
+    says so with a new cluster id (unless ``cluster_id`` is given): consumers read a
+    partition again from its beginning when its cluster id changed
+    (shared/messaging/epochs.py). On S3 the log survives a restart, so the id stays."""
     url = f"tcp://127.0.0.1:{cfg.ports.broker}"
     env = dict(os.environ)
     if cfg.broker_storage == "s3":
@@ -553,6 +560,8 @@ def broker_command(cfg: StackConfig) -> tuple[list[str], dict[str, str]]:
         )
     elif cfg.broker_storage == "memory":
         storage = "memory://tansu/"
+        if cluster_id is None:
+            cluster_id = f"claimflow-memory-{secrets.token_hex(6)}"
     else:
         raise StackError(
             f"unknown broker storage {cfg.broker_storage!r}; one of {', '.join(BROKER_STORAGES)}"
@@ -567,6 +576,8 @@ def broker_command(cfg: StackConfig) -> tuple[list[str], dict[str, str]]:
         "--storage-engine",
         storage,
     ]
+    if cluster_id is not None:
+        cmd += ["--cluster-id", cluster_id]
     return cmd, env
 
 
@@ -696,6 +707,8 @@ def service_environment(cfg: StackConfig, name: str) -> dict[str, str]:
             "CLAIMFLOW_KAFKA_BOOTSTRAP": cfg.bootstrap,
             "CLAIMFLOW_HTTP_PORT": str(cfg.ports.service(name)),
             "PYTHONUNBUFFERED": "1",
+            # The supervisor takes a killed process's consumer out of its group at once.
+            "CLAIMFLOW_CONSUMER_MEMBER_DIR": str(member_dir(cfg)),
             **audit_environment(cfg, name),
         }
     )
@@ -704,6 +717,12 @@ def service_environment(cfg: StackConfig, name: str) -> dict[str, str]:
         env["CLAIMFLOW_GATEWAY_DATABASE_URL"] = cfg.service_dsn("bank_sim")
     env.update(cfg.service_env)
     return env
+
+
+def member_dir(cfg: StackConfig) -> Path:
+    """The services' consumer group member ids, one file per process
+    (shared/messaging/membership.py)."""
+    return cfg.data_dir / "run" / "members"
 
 
 def keys_dir(cfg: StackConfig) -> Path:

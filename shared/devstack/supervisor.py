@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.devstack import stack
+from shared.messaging.membership import remove_dead_member
 
 log = logging.getLogger("claimflow.supervisor")
 
@@ -55,6 +56,9 @@ class Program:
     stop_timeout_s: float = 10.0
     start_spare: Callable[[], subprocess.Popen[bytes]] | None = None
     """A warm spare: the same process with its imports done, waiting to be released."""
+    after_exit: Callable[[int], str | None] | None = None
+    """Clean-up for a process that is gone (its pid), before its replacement starts; says
+    what it did (logged) or None."""
     proc: subprocess.Popen[bytes] | None = None
     spare: subprocess.Popen[bytes] | None = None
     spare_not_before: float = 0.0
@@ -193,6 +197,7 @@ class Supervisor:
                 program.failures = 1 if ran >= STABLE_AFTER_S else program.failures + 1
                 delay = backoff_s(program.failures)
                 program.last_exit = f"{describe_exit(code)} after {ran:.1f}s"
+                gone = program.proc.pid
                 program.proc = None
                 program.restart_at = now + delay
                 log.warning(
@@ -202,6 +207,14 @@ class Supervisor:
                     program.restarts + 1,
                     delay,
                 )
+                if program.after_exit is not None:
+                    try:
+                        done = program.after_exit(gone)
+                    except Exception as exc:
+                        log.warning("%s: clean-up after pid %d failed: %s", program.name, gone, exc)
+                    else:
+                        if done:
+                            log.info("%s: %s (pid %d)", program.name, done, gone)
                 changed = True
             if (
                 program.proc is None
@@ -275,6 +288,7 @@ def stack_programs(cfg: stack.StackConfig, *, warm_spares: bool = True) -> list[
                     else None
                 ),
                 stop_timeout_s=stack.SERVICE_STOP_S,
+                after_exit=functools.partial(_leave_group_for_dead, cfg, name),
             )
         )
     if cfg.console:
@@ -294,6 +308,13 @@ def stack_programs(cfg: stack.StackConfig, *, warm_spares: bool = True) -> list[
             )
         )
     return programs
+
+
+def _leave_group_for_dead(cfg: stack.StackConfig, name: str, pid: int) -> str | None:
+    """A service that exited without leaving its consumer group (SIGKILL, a crash): send
+    the LeaveGroup it could not, so its replacement is not held for the session timeout."""
+    member_id = remove_dead_member(cfg.bootstrap, stack.member_dir(cfg), name, pid)
+    return None if member_id is None else f"consumer group member {member_id} removed"
 
 
 def main(argv: list[str]) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,11 +24,11 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
-from aiokafka.protocol.metadata import MetadataRequest
 
 from shared.contracts import EventEnvelope
 from shared.db import DbConnection
 from shared.messaging import signing
+from shared.messaging.epochs import broker_cluster_id
 from shared.metrics import (
     DEAD_LETTERS_OPEN,
     HELD_WAITING,
@@ -223,6 +224,12 @@ class OutboxRelay:
         """Check the broker for lost messages before the next publish (at start and after
         a failed cycle: the broker may have restarted meanwhile)."""
         self._checker: AIOKafkaConsumer | None = None
+        self._verify_since: datetime | None = None
+        """After a loss was found: rows published since then are read back (verify_readable)."""
+        self._verify_until = 0.0
+        self._last_verify = 0.0
+        self._verified: set[tuple[int, int]] = set()
+        """(row id, offset) a reader found in place in this window: not read for again."""
         self._wake = Wakeup(dsn, notify_channel(schema))
         self._task: asyncio.Task[None] | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -286,6 +293,8 @@ class OutboxRelay:
                         log.warning("%s: broker check failed: %r", self._schema, exc)
                 while await self.publish_batch() == self._batch_size:
                     pass
+                if self._verify_since is not None and now - self._last_verify >= VERIFY_EVERY_S:
+                    await self.verify_readable()
                 if now - self._last_prune >= PRUNE_INTERVAL_S:
                     await self.prune()
                     self._last_prune = now
@@ -573,6 +582,12 @@ class OutboxRelay:
             n,
             detail,
         )
+        if self._verify_since is None:
+            # Rows sent in the cycle that found the loss, and after it, are checked too.
+            self._verify_since = await conn.fetchval(
+                "SELECT now() - make_interval(secs => $1)", VERIFY_LOOKBACK_S
+            )
+        self._verify_until = time.monotonic() + VERIFY_WINDOW_S
         where = f"{topic}[{partition}] from offset {from_offset}" if topic else "every topic"
         log.warning(
             "%s: the broker lost acknowledged messages (%s: %s); %d outbox rows of %s "
@@ -586,6 +601,119 @@ class OutboxRelay:
         self._wake.set()
         return n
 
+    async def verify_readable(self) -> int:
+        """Read back, from each partition's beginning as a consumer reads, what this relay
+        published since the broker was found to have lost messages, and put back every
+        row a reader does not find at the offset the broker acknowledged for it. Returns
+        how many were put back.
+
+        Why: right after a memory broker's restart tansu has been seen to acknowledge a
+        batch at offsets an earlier batch already held (its produce then failed with
+        AlreadyExists on the batch file, and the offsets it handed out next overlapped the
+        earlier batch): a sequential reader passes over the later batch's first records,
+        so events acknowledged and recorded as published reached no consumer (chaos
+        campaign of stop 11, docs/resilience.md). Only in the window after a loss."""
+        since = self._verify_since
+        if since is None:
+            return 0
+        self._last_verify = time.monotonic()
+        if self._last_verify > self._verify_until:
+            self._verify_since = None  # this is the window's last pass
+        rows = [
+            r
+            for r in await self._pool.fetch(
+                """SELECT id, event_id, topic, published_partition AS partition,
+                          published_offset AS "offset"
+                   FROM outbox WHERE published_at >= $1 AND published_offset IS NOT NULL""",
+                since,
+            )
+            if (r["id"], r["offset"]) not in self._verified
+        ]
+        if self._verify_since is None:
+            self._verified = set()
+        if not rows:
+            return 0
+        highest: dict[TopicPartition, int] = {}
+        for r in rows:
+            tp = TopicPartition(r["topic"], r["partition"])
+            highest[tp] = max(r["offset"], highest.get(tp, -1))
+        found, reached = await self._read_back(highest)
+        unreadable = []
+        for r in rows:
+            if reached.get(TopicPartition(r["topic"], r["partition"]), -1) < r["offset"]:
+                continue  # not read as far as this: next pass
+            if found.get((r["topic"], r["partition"], r["offset"])) == str(r["event_id"]):
+                if self._verify_since is not None:
+                    self._verified.add((r["id"], r["offset"]))
+            else:
+                unreadable.append(r)
+        if not unreadable:
+            return 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await self._hold_outbox(conn):
+                return 0
+            n: int = await conn.fetchval(
+                """WITH back AS (
+                       UPDATE outbox o SET published_at = NULL, published_partition = NULL,
+                                           published_offset = NULL, replays = replays + 1
+                       FROM unnest($1::bigint[], $2::bigint[]) AS u(id, "offset")
+                       WHERE o.id = u.id AND o.published_offset = u."offset"
+                       RETURNING 1)
+                   SELECT count(*) FROM back""",
+                [r["id"] for r in unreadable],
+                [r["offset"] for r in unreadable],
+            )
+            first = unreadable[0]
+            detail = (
+                f"{len(unreadable)} acknowledged rows not found at their offsets by a reader, "
+                f"e.g. {first['topic']}[{first['partition']}] offset {first['offset']}"
+            )
+            await conn.execute(
+                """INSERT INTO outbox_replays (reason, topic, partition, from_offset, rows, detail)
+                   VALUES ('unreadable', NULL, NULL, NULL, $1, $2)""",
+                n,
+                detail,
+            )
+        log.warning("%s: %s; %d put back for publishing", self._schema, detail, n)
+        self._count_replays([("unreadable", n)])
+        self._wake.set()
+        return n
+
+    async def _read_back(
+        self, highest: Mapping[TopicPartition, int], timeout_s: float = 10.0
+    ) -> tuple[dict[tuple[str, int, int], str | None], dict[TopicPartition, int]]:
+        """Each partition read from its beginning up to ``highest`` (or as far as it goes
+        within the timeout): the event id at each offset read, and the offset reached."""
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=10,
+            request_timeout_ms=int(self._send_timeout_s * 1000),
+            **self._security,
+        )
+        found: dict[tuple[str, int, int], str | None] = {}
+        reached: dict[TopicPartition, int] = {}
+        await reader.start()
+        try:
+            tps = list(highest)
+            reader.assign(tps)
+            await reader.seek_to_beginning(*tps)
+            deadline = time.monotonic() + timeout_s
+            empty = 0
+            while time.monotonic() < deadline and empty < 3:
+                if all(reached.get(tp, -1) >= end for tp, end in highest.items()):
+                    break
+                batches = await reader.getmany(timeout_ms=200, max_records=5000)
+                empty = 0 if batches else empty + 1
+                for tp, records in batches.items():
+                    for record in records:
+                        found[(tp.topic, tp.partition, record.offset)] = _event_id_of(record.value)
+                        reached[tp] = max(record.offset, reached.get(tp, -1))
+        finally:
+            await reader.stop()
+        return found, reached
+
     def _count_replays(self, replays: list[tuple[str, int]]) -> None:
         for reason, n in replays:
             OUTBOX_REPLAYED.labels(self._schema, reason).inc(n)
@@ -593,13 +721,7 @@ class OutboxRelay:
 
     async def _cluster_id(self) -> str | None:
         assert self._checker is not None
-        client = self._checker._client
-        node_id = client.get_random_node()
-        if node_id is None:
-            return None
-        response = await client.send(node_id, MetadataRequest([]))
-        cluster_id = getattr(response, "cluster_id", None)
-        return str(cluster_id) if cluster_id else None
+        return await broker_cluster_id(self._checker._client)
 
     async def check_broker(self) -> int:
         """Compare the broker with what it acknowledged to this outbox; put back the rows
@@ -703,6 +825,18 @@ class OutboxRelay:
 
 
 PRUNE_INTERVAL_S = 60.0
+VERIFY_WINDOW_S = 60.0
+"""After a loss was found, how long what the relay publishes is read back (verify_readable)."""
+VERIFY_EVERY_S = 4.0
+VERIFY_LOOKBACK_S = 10.0
+"""Rows published this long before the loss was found are read back too."""
+
+
+def _event_id_of(value: bytes | None) -> str | None:
+    try:
+        return str(json.loads(value or b"")["event_id"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 async def replay_since(conn: DbConnection, schema: str, since: datetime, *, by: str) -> int:

@@ -29,6 +29,7 @@ from typing import Any
 
 from prometheus_client import Gauge
 
+from shared.messaging.membership import AssignmentHook
 from shared.metrics import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,9 @@ class ConsumerWatch:
         self._beyond_end: set[Any] = set()
         self.rewinds = 0
         """Partitions read again from the beginning because the log was replaced."""
+        self.assignment_hook: AssignmentHook | None = None
+        """The consumer's rebalance listener: its broker-epoch checks that failed at an
+        assignment (database down) are tried again at each sample."""
 
     def start(self, consumer_source: Any) -> None:
         self._source = consumer_source
@@ -133,6 +137,8 @@ class ConsumerWatch:
         if not assignment:
             return
         self._assigned_at = time.monotonic()
+        if self.assignment_hook is not None:
+            await self.assignment_hook.retry(consumer)
         ends = await consumer.end_offsets(list(assignment))
         lag_by_topic: dict[str, int] = {}
         positions: dict[Any, int] = {}

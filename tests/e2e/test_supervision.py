@@ -101,9 +101,23 @@ async def probe_consumed(cfg: stack.StackConfig, group: str) -> float:
     raise AssertionError(f"{group} did not consume the probe within {BOUND_S:.0f}s")
 
 
+async def group_members(cfg: stack.StackConfig, group: str) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=cfg.bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    (entry,) = described.groups
+    return {str(member[0]) for member in entry[5]}
+
+
 async def test_a_killed_service_comes_back_by_itself(supervised: stack.StackConfig) -> None:
     cfg = supervised
+    await probe_consumed(cfg, "payout")  # a member holding partitions
     before = program(cfg, "payout")
+    note = json.loads((stack.member_dir(cfg) / f"payout.{before['pid']}.json").read_text())
+    assert note["member_id"] in await group_members(cfg, "payout")
     os.kill(before["pid"], signal.SIGKILL)
     killed_at = time.monotonic()
 
@@ -121,6 +135,11 @@ async def test_a_killed_service_comes_back_by_itself(supervised: stack.StackConf
     assert after["last_exit"].startswith("killed by SIGKILL")
     log = (cfg.data_dir / "logs" / "supervisor.log").read_text()
     assert "payout killed by SIGKILL" in log
+    # The supervisor took the dead member out of the group, and the coordinator accepted
+    # it (the line is written only then): the member was still in the group, its session
+    # not yet over, so the replacement's join did not wait for that session.
+    assert f"consumer group member {note['member_id']} removed" in log
+    assert note["member_id"] not in await group_members(cfg, "payout")
     print(f"\nSIGKILL → healthy {back_s:.1f}s, → probe consumed +{consumed_s:.1f}s")
 
 

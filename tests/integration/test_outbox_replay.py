@@ -16,16 +16,19 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.contracts import EventEnvelope
 from shared.contracts.topics import REVIEW_EVENTS
 from shared.db import DbConnection
 from shared.devstack import stack
 from shared.messaging.consumer import IdempotentBatchConsumer
+from shared.messaging.epochs import ConsumerEpochs
+from shared.messaging.membership import AssignmentHook
 from shared.messaging.outbox import OutboxRelay, replay_since, stage_events
 from tests.conftest import PORT_BASE
 from tests.integration import helpers
@@ -45,11 +48,13 @@ class MemoryBroker:
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, *extra: str) -> None:
-        cmd, env = stack.broker_command(self.cfg)
+    def start(self, cluster_id: str = "claimflow-test-memory") -> None:
+        """The same cluster id at every start unless told (the stack's memory broker takes
+        a new one each time; these tests choose)."""
+        cmd, env = stack.broker_command(self.cfg, cluster_id=cluster_id)
         log = open(self.cfg.data_dir / "broker.log", "ab")  # noqa: SIM115 - held by the child
         self.proc = subprocess.Popen(
-            [*cmd, *extra], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         stack.wait_broker(self.cfg)
 
@@ -278,7 +283,7 @@ async def test_a_new_cluster_id_publishes_every_kept_row_again(
         await wait_for(all_published(pool), 20, "the rows published")
         await wait_for(recorded_cluster(pool), 20, "a check has recorded the cluster id")
         memory_broker.kill()
-        memory_broker.start("--cluster-id", "another-cluster")
+        memory_broker.start(cluster_id="another-cluster")
         await stack.create_topics(memory_broker.bootstrap, 3)
         await wait_for(all_published(pool, replays=1), 30, "every row published again")
         reasons = await pool.fetch("SELECT reason, rows FROM outbox_replays")
@@ -338,3 +343,153 @@ async def test_published_rows_older_than_the_retention_are_deleted(
     assert await relay.prune() == 1
     # The recent published row and the unpublished one stay.
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 2
+
+
+async def test_a_consumer_reads_a_replaced_log_from_its_beginning(
+    infra: stack.StackConfig, schema: tuple[str, asyncpg.Pool], memory_broker: MemoryBroker
+) -> None:
+    """The case the relays' replay alone left open: the broker restarted empty (a new
+    cluster id), an offset from the old log was committed to the new broker by a process
+    that lived through the restart, and the relays' re-publishing has grown the new log
+    past that offset. A consumer of the group starting there would skip the new log's
+    first messages; the epochs make it read the partition from its beginning."""
+    name, pool = schema
+    group = f"g-{name}"
+    tp = TopicPartition(REVIEW_EVENTS, 0)
+    epochs = ConsumerEpochs(pool, name)
+
+    async def member() -> AIOKafkaConsumer:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=memory_broker.bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=10,
+        )
+        await consumer.start()
+        consumer.assign([tp])
+        return consumer
+
+    async def produce(n: int) -> list[bytes]:
+        values = [f"m-{time.monotonic_ns()}-{i}".encode() for i in range(n)]
+        producer = AIOKafkaProducer(bootstrap_servers=memory_broker.bootstrap)
+        await producer.start()
+        try:
+            for value in values:
+                await producer.send_and_wait(REVIEW_EVENTS, value, partition=0)
+        finally:
+            await producer.stop()
+        return values
+
+    async def read_all(consumer: AIOKafkaConsumer, want: int) -> list[bytes]:
+        got: list[bytes] = []
+        deadline = time.monotonic() + 15
+        while len(got) < want and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            got += [r.value for rs in batches.values() for r in rs if r.value is not None]
+        return got
+
+    memory_broker.start(cluster_id="before-the-restart")
+    await stack.create_topics_named(memory_broker.bootstrap, [REVIEW_EVENTS], 1)
+    await produce(10)
+    old = await member()
+    try:
+        assert await epochs.reconcile(old, [tp]) == []  # first sight: recorded, no rewind
+        assert len(await read_all(old, 10)) == 10
+        await old.commit()
+    finally:
+        await old.stop()
+    assert await pool.fetchval("SELECT cluster_id FROM consumer_broker_epochs") == (
+        "before-the-restart"
+    )
+
+    memory_broker.kill()
+    memory_broker.start(cluster_id="after-the-restart")
+    await stack.create_topics_named(memory_broker.bootstrap, [REVIEW_EVENTS], 1)
+    new_log = await produce(14)  # re-published and new events, past the old offset 10
+    survivor = await member()  # the process that lived through the restart
+    try:
+        await survivor.commit({tp: 10})  # its old position, committed to the new broker
+    finally:
+        await survivor.stop()
+
+    # The replacement joins the group as a service does: its rebalance listener checks the
+    # epochs inside the assignment, before the first fetch.
+    hook = AssignmentHook("t", group=group, member_dir=None)
+    hook.epochs = epochs
+    replacement = AIOKafkaConsumer(
+        bootstrap_servers=memory_broker.bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=10,
+    )
+    hook.source = SimpleNamespace(consumer=replacement)
+    await replacement.start()
+    try:
+        assert await replacement.committed(tp) == 10
+        replacement.subscribe([REVIEW_EVENTS], listener=hook)
+        assert await read_all(replacement, 14) == new_log  # not just offsets 10-13
+        assert epochs.rewound == 1 and not hook.unreconciled
+        assert await replacement.committed(tp) == 0  # committed before the id is recorded
+    finally:
+        await replacement.stop()
+    assert await pool.fetchval("SELECT cluster_id FROM consumer_broker_epochs") == (
+        "after-the-restart"
+    )
+
+
+async def test_after_a_loss_rows_a_reader_cannot_find_at_their_offset_go_again(
+    infra: stack.StackConfig, schema: tuple[str, asyncpg.Pool], memory_broker: MemoryBroker
+) -> None:
+    """After a memory broker's restart tansu once acknowledged a batch at offsets an
+    earlier batch held; a sequential reader found the earlier batch's events there and
+    never the later ones. Such a row is made here by recording for one re-published row
+    the offset of another (what the broker's acknowledgement said, in effect): in the
+    window after the loss the relay reads its rows back as a consumer does and sends
+    again the one a reader does not find — and only that one."""
+    name, pool = schema
+    memory_broker.start()
+    await stack.create_topics_named(memory_broker.bootstrap, [REVIEW_EVENTS], 1)
+    relay = relay_for(name, pool, infra.dsn, memory_broker.bootstrap, broker_check_interval_s=0.5)
+    await relay.start()
+    try:
+        staged = await stage(pool, name, 5)
+        await wait_for(all_published(pool), 20, "the rows published")
+        await wait_for(recorded_cluster(pool), 20, "a check has recorded the cluster id")
+        memory_broker.kill()
+        memory_broker.start(cluster_id="after-the-restart")
+        await stack.create_topics_named(memory_broker.bootstrap, [REVIEW_EVENTS], 1)
+        await wait_for(all_published(pool, replays=1), 30, "every row published again")
+        shadowed, holder = await pool.fetch(
+            "SELECT id, event_id, published_offset FROM outbox ORDER BY id DESC LIMIT 2"
+        )
+        await pool.execute(
+            "UPDATE outbox SET published_offset = $2 WHERE id = $1",
+            shadowed["id"],
+            holder["published_offset"],
+        )
+
+        async def put_back_as_unreadable() -> bool:
+            return bool(
+                await pool.fetchval(
+                    "SELECT count(*) FROM outbox_replays WHERE reason = 'unreadable'"
+                )
+            )
+
+        await wait_for(put_back_as_unreadable, 30, "the unreadable row found")
+        await wait_for(all_published(pool, replays=1), 30, "it published again")
+        replays = {
+            r["event_id"]: r["replays"]
+            for r in await pool.fetch("SELECT event_id, replays FROM outbox")
+        }
+        assert replays[shadowed["event_id"]] == 2
+        assert sorted(replays.values()) == [1, 1, 1, 1, 2]  # the others once, for the restart
+        assert (
+            await pool.fetchval("SELECT rows FROM outbox_replays WHERE reason = 'unreadable'") == 1
+        )
+        values = await read_topic(memory_broker.bootstrap, REVIEW_EVENTS, 6)
+        ids = {EventEnvelope.model_validate_json(v).event_id for v in values}
+        assert ids == {e.event_id for e in staged}
+    finally:
+        await relay.stop()

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.messaging.membership import AssignmentHook
 from shared.messaging.watch import STALL_EXIT_CODE, ConsumerWatch
 
 
@@ -43,6 +44,14 @@ class FakeConsumer:
     async def seek_to_beginning(self, *tps: TP) -> None:
         for tp in tps:
             self.positions[tp] = 0
+
+    paused: set[TP] = field(default_factory=set)
+
+    def pause(self, *tps: TP) -> None:
+        self.paused |= set(tps)
+
+    def resume(self, *tps: TP) -> None:
+        self.paused -= set(tps)
 
 
 @dataclass
@@ -208,3 +217,46 @@ async def test_no_fetch_yet_means_no_judgement_on_the_position() -> None:
     await watch.sample()
     await watch.sample()
     assert consumer.positions[tp] == 500 and watch.rewinds == 0
+
+
+@dataclass
+class FlakyEpochs:
+    """Stands in for ConsumerEpochs: fails while the database is "down", and says what it
+    was asked to check."""
+
+    down: bool = True
+    checked: list[set[TP]] = field(default_factory=list)
+
+    async def reconcile(self, consumer: Any, assignment: set[TP]) -> list[TP]:
+        if self.down:
+            raise ConnectionError("database down")
+        self.checked.append(set(assignment))
+        return []
+
+
+async def test_an_epoch_check_that_failed_at_assignment_is_retried_by_the_watch() -> None:
+    """The broker-epoch check runs inside the rebalance; when the database is down then,
+    the consumer goes on and each watch sample tries the still-assigned partitions again
+    until the check has been made once."""
+    tp, other, gone = TP("t", 0), TP("t", 1), TP("t", 2)
+    consumer = FakeConsumer(
+        ends={tp: 5, other: 5}, positions={tp: 5, other: 5}, assigned={tp, other, gone}
+    )
+    hook = AssignmentHook("t", group="t", member_dir=None)
+    epochs = FlakyEpochs()
+    hook.epochs = epochs  # type: ignore[assignment]
+    hook.source = Subscriber(consumer)
+    await hook.on_partitions_assigned({tp, other, gone})
+    assert hook.unreconciled == {tp, other, gone}
+    assert consumer.paused == set()  # paused during the check only, even when it failed
+    consumer.assigned.discard(gone)  # a later rebalance took it away
+    watch = watch_over(consumer)
+    watch.assignment_hook = hook
+    await watch.sample()  # still down: still pending
+    assert hook.unreconciled == {tp, other, gone} and epochs.checked == []
+    epochs.down = False
+    await watch.sample()
+    assert epochs.checked == [{tp, other}]  # what is still assigned
+    assert hook.unreconciled == {gone}
+    await watch.sample()
+    assert epochs.checked == [{tp, other}]  # once
