@@ -400,9 +400,17 @@ class IdempotentBatchConsumer:
             [p.record.topic for p in parsed],
             [p.record.partition for p in parsed],
             [p.record.offset for p in parsed],
-            ["handled" for _ in parsed],
+            # An event no handler takes (and none is held for) is recorded as ignored at
+            # once: one statement for the batch instead of an UPDATE per such event
+            # (payout ignores 5 of its 12 deliveries per claim).
+            ["ignored" if self._ignores(p) else "handled" for p in parsed],
         )
         return {r["message_id"] for r in rows}
+
+    def _ignores(self, item: _Parsed) -> bool:
+        if item.envelope is None:
+            return False
+        return self.handler_for(item.envelope.event_type, item.envelope.version) == (None, None)
 
     async def _apply(
         self,
@@ -423,8 +431,7 @@ class IdempotentBatchConsumer:
             if held_because is not None:
                 await self._hold(conn, item, held_because, pending)
                 return "held"
-            await self._set_outcome(conn, item, "ignored")
-            return "ignored"
+            return "ignored"  # recorded so when the inbox row was written
         if not isolate:
             try:
                 await handler(conn, envelope)

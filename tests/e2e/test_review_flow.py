@@ -90,8 +90,22 @@ async def test_three_departments_decide_concurrently_then_sign_off(
         )
         item = next(i for i in r.json() if i["claim_id"] == str(claim_id))
         assert {f["check"] for f in item["findings"]} >= {"blacklist", "duplicate", "amount"}
+    # Polling with the answer's ETag: 304 while nothing changed (issue 15).
+    worklist_url, tax = f"{services.url('review')}/worklist", {"department": "tax"}
+    tag = (await client.get(worklist_url, params=tax, headers=dict(reviewer("tax")))).headers[
+        "etag"
+    ]
+    unchanged = await client.get(
+        worklist_url, params=tax, headers={**reviewer("tax"), "If-None-Match": tag}
+    )
+    assert unchanged.status_code == 304 and unchanged.content == b""
     responses = await asyncio.gather(*(decide(client, services, t, "approve") for t in tasks))
     assert [r.status_code for r in responses] == [200, 200, 200]
+    changed = await client.get(
+        worklist_url, params=tax, headers={**reviewer("tax"), "If-None-Match": tag}
+    )
+    assert changed.status_code == 200 and changed.headers["etag"] != tag
+    assert str(claim_id) not in {i["claim_id"] for i in changed.json()}
     view = await wait_review(client, services, str(claim_id), "sign_off")
     sign_off = next(t for t in view["tasks"] if t["department"] == "sign_off")
     # A stage-2 reviewer cannot sign off, nor can someone without the approver role.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.review import views
@@ -15,6 +15,7 @@ from services.review.service_layer import decisions
 from services.review.service_layer.policy import ReviewPolicy
 from shared.audit.history import ClaimAudit
 from shared.auth.scope import ReviewReadDesks, WorklistDesks, off_desk_worklist
+from shared.http_cache import NOT_MODIFIED_DOC, conditional_json
 from shared.http_deps import ConnectionDep, RuntimeDep, UnitOfWorkDep
 from shared.identity import CallerDep
 
@@ -62,20 +63,22 @@ class DecisionOut(BaseModel):
     """The claim's stage after this decision (department_review while others decide)."""
 
 
-@router.get("/worklist", response_model=list[views.WorklistItem])
+@router.get("/worklist", response_model=list[views.WorklistItem], responses=NOT_MODIFIED_DOC)
 async def worklist(
+    request: Request,
     conn: ConnectionDep,
     department: Annotated[
         str, Query(min_length=1, description="a department, or sign_off for approvers")
     ],
     desks: WorklistDesks,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> list[views.WorklistItem]:
+) -> Response:
     """Tasks waiting for the department, oldest deadline first, with the cross-checks.
-    A department reviewer reads only their own department's worklist (403 otherwise)."""
+    A department reviewer reads only their own department's worklist (403 otherwise).
+    Carries an ETag; polling with If-None-Match gets 304 while nothing changed."""
     if desks is not None and department not in desks:
         raise off_desk_worklist(department, desks)
-    return await views.worklist(conn, department, limit)
+    return conditional_json(request, await views.worklist(conn, department, limit))
 
 
 @router.post("/tasks/{task_id}/decision", response_model=DecisionOut)
