@@ -46,6 +46,13 @@ class ServiceSettings(BaseSettings):
     the embedded stack sets 3000 (docs/resilience.md). Apache Kafka refuses values below
     its group.min.session.timeout.ms (6000 by default)."""
     consumer_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    consumer_static_membership: bool = False
+    """Kafka static group membership (KIP-345): the consumer joins as
+    ``<service>-<host name>``; a container restarted under the same host name takes its
+    partitions back without a rebalance and without waiting for its old session. On by
+    docker-compose (Apache Kafka); off in the embedded stack (tansu joined slower with it,
+    docs/resilience.md). A static member sends no LeaveGroup when it stops: a replica
+    removed for good hands its partitions on only after its session timeout."""
     consumer_member_dir: str | None = None
     """Where the consumer notes its group member id at every assignment, so that a
     supervisor can take a killed process out of its group at once instead of after its

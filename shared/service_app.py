@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,14 @@ class ServiceRuntime:
     def db(self) -> asyncpg.Pool:
         assert self.pool is not None, "service not started"
         return self.pool
+
+
+def group_instance_id(service: str, settings: ServiceSettings) -> str | None:
+    """The consumer's static member id, when static membership is on: unique per host
+    (a container's host name), stable across the container's restarts."""
+    if not settings.consumer_static_membership:
+        return None
+    return f"{service}-{socket.gethostname()}"
 
 
 def runtime_of(request: Request) -> ServiceRuntime:
@@ -194,6 +203,7 @@ def build_service_app(
             auto_offset_reset="earliest",
             session_timeout_ms=settings.consumer_session_timeout_ms,
             heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
+            group_instance_id=group_instance_id(name, settings),
             listener=assignment_hook,
             # Offsets are committed only after the batch's transaction commits; on an
             # infrastructure error the batch is rewound and read again. Poison
