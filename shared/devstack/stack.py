@@ -814,9 +814,21 @@ def wait_healthy(cfg: StackConfig, names: tuple[str, ...] = SERVICES, timeout: f
             time.sleep(0.5)
     if pending:
         detail = "; ".join(f"{n}: {last.get(n, 'no answer')}" for n in sorted(pending))
-        raise StackError(
-            f"services not healthy after {timeout:.0f}s: {detail} (logs in {cfg.data_dir / 'logs'})"
+        # The tails go into the error: a test's fixture removes the folder with the logs.
+        tails = "".join(
+            f"\n--- the end of {name}'s log ---\n{log_tail(cfg, name)}" for name in sorted(pending)
         )
+        raise StackError(
+            f"services not healthy after {timeout:.0f}s: {detail} "
+            f"(logs in {cfg.data_dir / 'logs'}){tails}"
+        )
+
+
+def log_tail(cfg: StackConfig, name: str, chars: int = 4000) -> str:
+    try:
+        return _log_file(cfg, name).read_text(errors="replace")[-chars:]
+    except OSError as exc:
+        return f"(no log: {exc})"
 
 
 # --- the issuer and the console -------------------------------------------------------
