@@ -23,14 +23,14 @@ from shared.service_app import ServiceRuntime, runtime_of
 from shared.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 
-def _runtime(request: Request) -> ServiceRuntime:
+async def _runtime(request: Request) -> ServiceRuntime:
     return runtime_of(request)
 
 
 RuntimeDep = Annotated[ServiceRuntime, Depends(_runtime)]
 
 
-def _uows(request: Request) -> UnitOfWorkFactory:
+async def _uows(request: Request) -> UnitOfWorkFactory:
     uows = runtime_of(request).uows
     if uows is None:
         raise RuntimeError("the service's bootstrap set no unit-of-work factory")
@@ -42,7 +42,7 @@ UnitOfWorkFactoryDep = Annotated[UnitOfWorkFactory, Depends(_uows)]
 
 async def _unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
     runtime = runtime_of(request)
-    async with _uows(request).acquire(runtime.db) as uow:
+    async with (await _uows(request)).acquire(runtime.db) as uow:
         yield uow
 
 

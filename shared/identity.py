@@ -39,7 +39,7 @@ class Caller:
         )
 
 
-def current_caller(request: Request) -> Caller:
+async def current_caller(request: Request) -> Caller:
     verified: VerifiedCaller | None = getattr(request.state, "caller", None)
     if verified is None:
         # Only a route the permission table calls open could get here.

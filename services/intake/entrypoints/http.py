@@ -74,7 +74,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _policy(runtime: RuntimeDep) -> IntakePolicy:
+async def _policy(runtime: RuntimeDep) -> IntakePolicy:
     policy: IntakePolicy = runtime.extras["policy"]
     return policy
 

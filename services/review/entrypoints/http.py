@@ -22,7 +22,7 @@ from shared.identity import CallerDep
 router = APIRouter(tags=["review"])
 
 
-def _policy(runtime: RuntimeDep) -> ReviewPolicy:
+async def _policy(runtime: RuntimeDep) -> ReviewPolicy:
     policy: ReviewPolicy = runtime.extras["review_policy"]
     return policy
 
