@@ -173,6 +173,32 @@ _ROW_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# Errors of the broker's own state (its storage, leadership, a timeout): never the row's
+# fault, even when other rows went through in the same cycle. A memory tansu just
+# restarted answers some produces with UnknownError for a while (its storage refused a
+# batch file that existed); counted, they quarantined healthy rows (stop 11's campaign).
+_BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    kafka_errors.UnknownError,
+    kafka_errors.KafkaStorageError,
+    kafka_errors.NotLeaderForPartitionError,
+    kafka_errors.LeaderNotAvailableError,
+    kafka_errors.RequestTimedOutError,
+    kafka_errors.KafkaTimeoutError,
+    kafka_errors.NodeNotReadyError,
+    kafka_errors.KafkaConnectionError,
+    asyncio.TimeoutError,
+)
+
+
+def _counts_against_row(error: BaseException, others_went: bool) -> bool:
+    """Whether a failed send is the row's own: a record-level error always; any other
+    error only when the broker took other rows in the same cycle, and never one of the
+    broker's own state."""
+    if isinstance(error, _ROW_ERRORS):
+        return True
+    return others_went and not isinstance(error, _BROKER_ERRORS)
+
+
 class RelayOutage(Exception):
     """The broker took none of the rows and no failure was the rows' own fault."""
 
@@ -354,7 +380,7 @@ class OutboxRelay:
                 replays = await self._record_landed(conn, sent)
             # A failure counts against its row when it is the row's own, or when the
             # broker took other rows in the same cycle (so the broker is up).
-            counted = [(r, e) for r, e in failures if published or isinstance(e, _ROW_ERRORS)]
+            counted = [(r, e) for r, e in failures if _counts_against_row(e, bool(published))]
             quarantined: list[asyncpg.Record] = []
             if counted:
                 quarantined = await self._count_failures(conn, counted)
@@ -507,7 +533,10 @@ class OutboxRelay:
                 replays.append(("offset_regressed", n))
         await conn.execute(
             """UPDATE outbox o
-               SET published_at = now(), published_partition = f.p, published_offset = f.o
+               SET published_at = now(), published_partition = f.p, published_offset = f.o,
+                   -- Failed sends in a row: a row published again after a broker lost it
+                   -- starts from none (they had added up over replays and quarantined it).
+                   attempts = 0
                FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS f(id, p, o)
                WHERE o.id = f.id""",
             [r["id"] for r, _ in sent],
