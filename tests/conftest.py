@@ -2,7 +2,11 @@
 end-to-end tier the three service processes, all through the project's own stack code.
 
 Ports start at CLAIMFLOW_TEST_PORT_BASE (default 25400) so tests never collide with a
-running `make demo` on the default ports.
+running `make demo` on the default ports. Keep a base (and base + 100) below 32768: Linux
+hands out 32768–60999 as the local ports of outgoing connections, and a stack's port
+taken that way fails to bind — PostgreSQL would not start, a service never answered
+`/health` (seen at stops 10 and 11 with bases 36000–39600; the unexplained supervision
+flake of stop 10 was most likely this).
 """
 
 from __future__ import annotations
