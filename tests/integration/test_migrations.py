@@ -27,6 +27,8 @@ async def test_concurrent_starts_apply_each_migration_once(
         "shared/0004_audit_chain",
         "shared/0005_event_signatures",
         "shared/0006_audit_log_append_only_grants",
+        "shared/0007_consumer_broker_epochs",
+        "shared/0008_outbox_replay_unreadable",
         "mig_test/0001_things",
         "mig_test/0002_more",
     ]
